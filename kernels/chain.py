@@ -1,0 +1,80 @@
+"""Pure-torch twin of the chain-composition kernel."""
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import Tensor
+
+__all__ = ["compose_chain", "compose_chain_reference", "tree_levels"]
+
+
+@functools.lru_cache(maxsize=None)
+def tree_levels(parents: tuple[int, ...]) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]:
+    """Static schedule for ``parents`` (``parents[b] < b``, -1 = ground).
+
+    Returns per depth level ``(bodies, parent_positions)`` where ``parent_positions`` index
+    into the concatenation of all earlier levels' bodies (-1 for ground).
+    """
+    depth: list[int] = []
+    for b, p in enumerate(parents):
+        if p >= b:
+            raise ValueError(f"parents must be topologically ordered (parent < child); body {b} has parent {p}")
+        depth.append(0 if p < 0 else depth[p] + 1)
+    out = []
+    position: dict[int, int] = {}
+    n_done = 0
+    for lvl in range(max(depth, default=-1) + 1):
+        bodies = tuple(b for b, d in enumerate(depth) if d == lvl)
+        out.append((bodies, tuple(position[parents[b]] if parents[b] >= 0 else -1 for b in bodies)))
+        for k, b in enumerate(bodies):
+            position[b] = n_done + k
+        n_done += len(bodies)
+    return tuple(out)
+
+
+def compose_chain_reference(parents: tuple[int, ...], R_local: Tensor, t_local: Tensor) -> tuple[Tensor, Tensor]:
+    """Level-wise composition of local poses into world poses.
+
+    ``parents``: static tuple, ``parents[b] < b`` (-1 = ground).
+    ``R_local (..., B, 3, 3)``, ``t_local (..., B, 3)``: pose of body ``b`` in its parent.
+    Returns world ``R (..., B, 3, 3)``, ``t (..., B, 3)``. One batched matmul per tree level.
+    """
+    levels = tree_levels(tuple(parents))
+    Rs: list[Tensor] = []
+    ts: list[Tensor] = []
+    order: list[int] = []
+    for bodies, ppos in levels:
+        idx = list(bodies)
+        Rl = R_local[..., idx, :, :]
+        tl = t_local[..., idx, :]
+        if not Rs:  # depth 0: children of ground
+            Rw, tw = Rl, tl
+        else:
+            R_done = torch.cat(Rs, -3)
+            t_done = torch.cat(ts, -2)
+            Rp = R_done[..., list(ppos), :, :]
+            tp = t_done[..., list(ppos), :]
+            Rw = Rp @ Rl
+            tw = (Rp @ tl[..., None])[..., 0] + tp
+        Rs.append(Rw)
+        ts.append(tw)
+        order.extend(idx)
+    inv = [0] * len(order)
+    for k, b in enumerate(order):
+        inv[b] = k
+    R = torch.cat(Rs, -3)
+    t = torch.cat(ts, -2)
+    if inv != list(range(len(inv))):
+        R = R[..., inv, :, :]
+        t = t[..., inv, :]
+    return R, t
+
+
+def compose_chain(parents: tuple[int, ...], R_local: Tensor, t_local: Tensor) -> tuple[Tensor, Tensor]:
+    """Compose local poses down the tree (see :func:`compose_chain_reference` for shapes).
+
+    Dispatches to the fastest available implementation for the input's device; on CPU this
+    is the torch twin.
+    """
+    return compose_chain_reference(parents, R_local, t_local)

@@ -1,0 +1,35 @@
+"""kinfunc: differentiable, functional kinematics for human biomechanics on PyTorch.
+
+Conventions: SI units (metres, radians); Y up, X forward; column vectors; poses are
+``(R (..., 3, 3), t (..., 3))`` mapping child coordinates into parent/world; quaternions wxyz;
+frame orientations are body-fixed XYZ Euler angles.
+"""
+from . import functions, io, ik, models, transforms
+from ._pytree import tree_map
+from .fk import Poses, fk, marker_positions
+from .model import Coupler, CoordinateSpec, Dof, Joint, Model, ModelBuilder, ModelError, Motion, Topology
+from .trial import MarkerTrial
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Coupler",
+    "CoordinateSpec",
+    "Dof",
+    "Joint",
+    "MarkerTrial",
+    "Model",
+    "ModelBuilder",
+    "ModelError",
+    "Motion",
+    "Poses",
+    "Topology",
+    "fk",
+    "functions",
+    "ik",
+    "io",
+    "marker_positions",
+    "models",
+    "transforms",
+    "tree_map",
+]

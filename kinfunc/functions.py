@@ -1,0 +1,223 @@
+"""Differentiable coordinate functions (OpenSim's ``Function`` family).
+
+A joint's rotation angle or translation along an axis is a function of a coordinate:
+identity for a plain pin joint, a natural cubic spline for a knee's rolling translation, and
+so on. The *specs* below (plain floats, hashable) describe one function; a model collects all
+functions of one kind into a *group* whose parameters are tensor leaves of the model
+(``(n, ...)`` per group), evaluated together in one vectorised call by :func:`evaluate`.
+
+Kinds
+-----
+``Constant(value)``            f(x) = value
+``Linear(slope, intercept)``   f(x) = slope * x + intercept
+``Polynomial(coefficients)``   highest power first (numpy/OpenSim order)
+``Spline(x, y, end)``          piecewise cubic through knots; ``end="natural"`` (zero second
+                               derivative at the ends, OpenSim ``NaturalCubicSpline``) or
+                               ``"simm"`` (third derivative at each end equal to that of the
+                               cubic through the four nearest knots, the classic
+                               Forsythe-Malcolm-Moler construction used by OpenSim
+                               ``SimmSpline``). Outside the knots it continues linearly with
+                               the end slope.
+``Multiplier(fn, scale)``      scale * fn(x); folded into ``fn``'s parameters at build time
+                               (every kind above is linear in its parameters).
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Union
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "FnKind",
+    "SplineEnd",
+    "Constant",
+    "Linear",
+    "Polynomial",
+    "Spline",
+    "Multiplier",
+    "FunctionSpec",
+    "group_key",
+    "group_params",
+    "evaluate",
+    "spline_coefficients",
+]
+
+
+class FnKind(enum.Enum):
+    CONSTANT = "constant"
+    LINEAR = "linear"
+    POLYNOMIAL = "polynomial"
+    SPLINE = "spline"
+
+
+class SplineEnd(enum.Enum):
+    NATURAL = "natural"
+    SIMM = "simm"
+
+
+@dataclasses.dataclass(frozen=True)
+class Constant:
+    value: float = 0.0
+    kind = FnKind.CONSTANT
+
+
+@dataclasses.dataclass(frozen=True)
+class Linear:
+    slope: float = 1.0
+    intercept: float = 0.0
+    kind = FnKind.LINEAR
+
+
+@dataclasses.dataclass(frozen=True)
+class Polynomial:
+    coefficients: tuple[float, ...]
+    kind = FnKind.POLYNOMIAL
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "coefficients", tuple(float(c) for c in self.coefficients))
+        if not self.coefficients:
+            raise ValueError("Polynomial needs at least one coefficient (highest power first)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Spline:
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+    end: SplineEnd = SplineEnd.NATURAL
+    kind = FnKind.SPLINE
+
+    def __post_init__(self) -> None:
+        x = tuple(float(v) for v in self.x)
+        y = tuple(float(v) for v in self.y)
+        end = SplineEnd(self.end)
+        if len(x) != len(y):
+            raise ValueError(f"Spline: {len(x)} x knots but {len(y)} y values; give one y per x")
+        if len(x) < 2:
+            raise ValueError("Spline: needs at least 2 knots")
+        if any(b <= a for a, b in zip(x, x[1:])):
+            raise ValueError(f"Spline: x knots must be strictly increasing, got {x}")
+        object.__setattr__(self, "x", x)
+        object.__setattr__(self, "y", y)
+        object.__setattr__(self, "end", end)
+
+
+FunctionSpec = Union[Constant, Linear, Polynomial, Spline]
+
+
+def Multiplier(fn: FunctionSpec, scale: float) -> FunctionSpec:
+    """``scale * fn(x)`` as a spec of ``fn``'s kind (all kinds are linear in their parameters)."""
+    s = float(scale)
+    if isinstance(fn, Constant):
+        return Constant(fn.value * s)
+    if isinstance(fn, Linear):
+        return Linear(fn.slope * s, fn.intercept * s)
+    if isinstance(fn, Polynomial):
+        return Polynomial(tuple(c * s for c in fn.coefficients))
+    if isinstance(fn, Spline):
+        return Spline(fn.x, tuple(v * s for v in fn.y), fn.end)
+    raise TypeError(f"Multiplier: unsupported function {fn!r}")
+
+
+def group_key(fn: FunctionSpec) -> tuple:
+    """Static key of the group a function belongs to: functions with equal keys share tensors."""
+    if isinstance(fn, Polynomial):
+        return (FnKind.POLYNOMIAL, len(fn.coefficients))
+    if isinstance(fn, Spline):
+        return (FnKind.SPLINE, len(fn.x), fn.end)
+    return (fn.kind,)
+
+
+def group_params(key: tuple, fns: list[FunctionSpec], dtype: torch.dtype) -> tuple[Tensor, ...]:
+    """Parameter tensors of one group of functions sharing ``key``.
+
+    constant: ``(value (n,),)``; linear: ``(slope (n,), intercept (n,))``; polynomial:
+    ``(coefficients (n, D+1),)``; spline: ``(x (n, K), y (n, K))``.
+    """
+    kind = key[0]
+    if kind is FnKind.CONSTANT:
+        return (torch.tensor([f.value for f in fns], dtype=dtype),)
+    if kind is FnKind.LINEAR:
+        return (torch.tensor([f.slope for f in fns], dtype=dtype), torch.tensor([f.intercept for f in fns], dtype=dtype))
+    if kind is FnKind.POLYNOMIAL:
+        return (torch.tensor([f.coefficients for f in fns], dtype=dtype),)
+    if kind is FnKind.SPLINE:
+        return (torch.tensor([f.x for f in fns], dtype=dtype), torch.tensor([f.y for f in fns], dtype=dtype))
+    raise ValueError(f"unknown function kind {kind}")
+
+
+def spline_coefficients(x: Tensor, y: Tensor, end: SplineEnd) -> tuple[Tensor, Tensor, Tensor]:
+    """Cubic spline through knots ``x, y (n, K)``.
+
+    Returns ``b, c, d (n, K)``: on interval i, ``f = y_i + b_i dx + c_i dx^2 + d_i dx^3`` with
+    ``dx = x - x_i``; ``b[:, K-1]`` is the slope at the last knot (``c, d`` there are 0).
+    Differentiable in both ``x`` and ``y`` (a dense ``K x K`` solve; K is small).
+    """
+    n, K = x.shape
+    h = x[:, 1:] - x[:, :-1]  # (n, K-1)
+    delta = (y[:, 1:] - y[:, :-1]) / h  # (n, K-1)
+    if K == 2:
+        M = torch.zeros_like(x)
+    else:
+        eye = torch.eye(K, dtype=x.dtype, device=x.device)
+        # interior rows: h_{i-1} M_{i-1} + 2 (h_{i-1} + h_i) M_i + h_i M_{i+1} = 6 (delta_i - delta_{i-1})
+        band = (
+            h[:, :-1, None] * eye[:-2]
+            + (2.0 * (h[:, :-1] + h[:, 1:]))[:, :, None] * eye[1:-1]
+            + h[:, 1:, None] * eye[2:]
+        )  # (n, K-2, K)
+        rhs_mid = 6.0 * (delta[:, 1:] - delta[:, :-1])
+        zero = torch.zeros_like(x[:, 0])
+        if end is SplineEnd.NATURAL:  # M_0 = M_{K-1} = 0
+            first, last, r0, r1 = eye[0], eye[K - 1], zero, zero
+        else:
+            # third derivative (M_{i+1} - M_i) / h_i at each end equals the end cubic's 6 f[x0..x3]
+            first, last = eye[1] - eye[0], eye[K - 1] - eye[K - 2]
+            if K >= 4:
+                d2 = (delta[:, 1:] - delta[:, :-1]) / (x[:, 2:] - x[:, :-2])  # (n, K-2)
+                r0 = 6.0 * h[:, 0] * (d2[:, 1] - d2[:, 0]) / (x[:, 3] - x[:, 0])
+                r1 = 6.0 * h[:, -1] * (d2[:, -1] - d2[:, -2]) / (x[:, -1] - x[:, -4])
+            else:  # three knots: zero third derivative at both ends (one parabola)
+                r0, r1 = zero, zero
+        A = torch.cat((first.expand(n, 1, K), band, last.expand(n, 1, K)), 1)
+        rhs = torch.cat((r0[:, None], rhs_mid, r1[:, None]), 1)
+        M = torch.linalg.solve(A, rhs)
+    b = delta - h * (2.0 * M[:, :-1] + M[:, 1:]) / 6.0
+    b_last = delta[:, -1:] + h[:, -1:] * (M[:, -2:-1] + 2.0 * M[:, -1:]) / 6.0
+    c = M[:, :-1] / 2.0
+    d = (M[:, 1:] - M[:, :-1]) / (6.0 * h)
+    zero = torch.zeros_like(b_last)
+    return torch.cat((b, b_last), 1), torch.cat((c, zero), 1), torch.cat((d, zero), 1)
+
+
+def evaluate(key: tuple, params: tuple[Tensor, ...], u: Tensor) -> Tensor:
+    """Evaluate a group of ``n`` functions at inputs ``u (..., n)`` -> ``(..., n)``."""
+    kind = key[0]
+    if kind is FnKind.CONSTANT:
+        (value,) = params
+        return value + torch.zeros_like(u)
+    if kind is FnKind.LINEAR:
+        slope, intercept = params
+        return slope * u + intercept
+    if kind is FnKind.POLYNOMIAL:
+        (coef,) = params
+        out = coef[:, 0] + torch.zeros_like(u)
+        for k in range(1, coef.shape[1]):
+            out = out * u + coef[:, k]
+        return out
+    if kind is FnKind.SPLINE:
+        xk, yk = params
+        end = key[2]
+        b, c, d = spline_coefficients(xk, yk, end)
+        dx = u[..., None] - xk[:, :-1]  # (..., n, K-1)
+        cubic = yk[:, :-1] + dx * (b[:, :-1] + dx * (c[:, :-1] + dx * d[:, :-1]))
+        # interval index = number of interior knots at or below u (no data-dependent shapes)
+        idx = (u[..., None] >= xk[:, 1:-1]).sum(-1)  # (..., n) in [0, K-2]
+        onehot = (idx[..., None] == torch.arange(xk.shape[1] - 1, device=u.device)).to(u.dtype)
+        inside = (cubic * onehot).sum(-1)
+        below = yk[:, 0] + b[:, 0] * (u - xk[:, 0])
+        above = yk[:, -1] + b[:, -1] * (u - xk[:, -1])
+        return torch.where(u < xk[:, 0], below, torch.where(u > xk[:, -1], above, inside))
+    raise ValueError(f"unknown function kind {kind}")

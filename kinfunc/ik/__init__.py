@@ -1,0 +1,3 @@
+"""Inverse kinematics."""
+
+__all__: list[str] = []
