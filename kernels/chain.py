@@ -1,15 +1,12 @@
 """Pure-torch twin of the chain-composition kernel."""
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import Tensor
 
 __all__ = ["compose_chain", "compose_chain_reference", "tree_levels"]
 
 
-@functools.lru_cache(maxsize=None)
 def tree_levels(parents: tuple[int, ...]) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]:
     """Static schedule for ``parents`` (``parents[b] < b``, -1 = ground).
 
