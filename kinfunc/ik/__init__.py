@@ -1,3 +1,4 @@
 """Inverse kinematics."""
+from .setup import CoordinateTask, IKSetup
 
-__all__: list[str] = []
+__all__ = ["CoordinateTask", "IKSetup"]
