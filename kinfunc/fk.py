@@ -87,7 +87,14 @@ def local_transforms(model: Model, q: Tensor) -> tuple[Tensor, Tensor]:
     c = torch.cos(ang)[..., None, None]
     Rk = eye + s * K + (1.0 - c) * K2  # (..., B, 3, 3, 3)
     Rm = Rk[..., 0, :, :] @ Rk[..., 1, :, :] @ Rk[..., 2, :, :]
-    tm = ((v[..., 3:] * s_parent)[..., None] * axes[:, 3:]).sum(-2)  # (..., B, 3)
+    # OpenSim's ScaleTool: translation slot k scales by |a_k| . s_parent, DOF slots not at all
+    s_tr = (axes[:, 3:].abs() * s_parent[:, None, :]).sum(-1)  # (B, 3)
+    if model.topology.unscaled_slots:
+        off = set(model.topology.unscaled_slots)
+        keep = torch.tensor([0.0 if i in off else 1.0 for i in range(s_tr.numel())], dtype=s_tr.dtype, device=s_tr.device)
+        keep = keep.reshape(s_tr.shape)
+        s_tr = s_tr * keep + (1.0 - keep)
+    tm = ((v[..., 3:] * s_tr)[..., None] * axes[:, 3:]).sum(-2)  # (..., B, 3)
     Rp = tf.euler_xyz_to_matrix(model.parent_orientation)
     Rc = tf.euler_xyz_to_matrix(model.child_orientation)
     tp = model.parent_location * s_parent

@@ -1,3 +1,4 @@
 """File input/output: the only code that touches files."""
+from .osim import load_osim, save_osim
 
-__all__: list[str] = []
+__all__: list[str] = ["load_osim", "save_osim"]
