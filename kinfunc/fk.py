@@ -87,8 +87,10 @@ def local_transforms(model: Model, q: Tensor) -> tuple[Tensor, Tensor]:
     c = torch.cos(ang)[..., None, None]
     Rk = eye + s * K + (1.0 - c) * K2  # (..., B, 3, 3, 3)
     Rm = Rk[..., 0, :, :] @ Rk[..., 1, :, :] @ Rk[..., 2, :, :]
-    # OpenSim's ScaleTool: translation slot k scales by |a_k| . s_parent, DOF slots not at all
-    s_tr = (axes[:, 3:].abs() * s_parent[:, None, :]).sum(-1)  # (B, 3)
+    # OpenSim's ScaleTool: translation slot k scales by the |a_k|-weighted mean of the parent's
+    # scale factors (= component k for the canonical axes); identity (DOF) slots not at all
+    w = axes[:, 3:].abs()
+    s_tr = (w * s_parent[:, None, :]).sum(-1) / w.sum(-1)  # (B, 3)
     if model.topology.unscaled_slots:
         off = set(model.topology.unscaled_slots)
         keep = torch.tensor([0.0 if i in off else 1.0 for i in range(s_tr.numel())], dtype=s_tr.dtype, device=s_tr.device)

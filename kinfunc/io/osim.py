@@ -571,8 +571,8 @@ def save_osim(model: Model, path: PathLike, template: PathLike) -> None:
                 fn = _slot_function(model, b, 3 + k)
                 if fn is None:
                     fn = F.Constant(0.0)
-                a = axes[b, 3 + k] / np.linalg.norm(axes[b, 3 + k])
-                factor = 1.0 if (b * 3 + k) in unscaled else float(np.abs(a) @ s_parent[b])
+                w = np.abs(axes[b, 3 + k])
+                factor = 1.0 if (b * 3 + k) in unscaled else float(w @ s_parent[b] / w.sum())
                 if factor != 1.0:
                     fn = F.Multiplier(fn, factor)
                 old = _function_child(ta)
