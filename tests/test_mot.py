@@ -146,9 +146,10 @@ def _osim():
     return pytest.importorskip("opensim")
 
 
-def test_opensim_reads_write_mot_and_gives_same_markers(tmp_path):
+@pytest.mark.parametrize("rel", ["opensim-gait10dof/subject01.osim", "opensim-gait2392/subject01_simbody.osim"])
+def test_opensim_reads_write_mot_and_gives_same_markers(tmp_path, rel):
     osim = _osim()
-    mpath = _shared("opensim-gait10dof/subject01.osim")
+    mpath = _shared(rel)
     model = load_osim(mpath)
     lo, hi = (t.numpy() for t in model.coordinate_limits())
     rng = np.random.default_rng(3)

@@ -480,3 +480,33 @@ def test_core_translation_scaling_rule():
     )
     torch.testing.assert_close(t, expected, atol=1e-14, rtol=0)
     assert model.topology.unscaled_slots == (3,)
+
+
+def test_coordinate_flags_and_defaults(tmp_path):
+    p = _mutate(
+        tmp_path,
+        "<clamped>false</clamped><locked>false</locked>",
+        "<clamped>true</clamped><locked>true</locked>",
+    )
+    topo = load_osim(p).topology
+    i = topo.coordinate_index("q_pin")
+    assert topo.coordinate_locked[i] and topo.coordinate_clamped[i]
+    assert topo.coordinate_defaults[i] == 0.2 and topo.coordinate_ranges[i] == (-1.5, 1.5)
+    assert not any(topo.coordinate_locked[:i] + topo.coordinate_locked[i + 1 :])
+
+
+def test_loaded_model_is_differentiable_and_casts(synthetic_path):
+    model = load_osim(synthetic_path)
+    q = model.default_q() + 0.1
+    J = torch.func.jacfwd(lambda x: kf.marker_positions(model, x))(q)
+    eps = 1e-6
+    k = model.topology.coordinate_index("c_flex")
+    dq = torch.zeros_like(q)
+    dq[k] = eps
+    fd = (kf.marker_positions(model, q + dq) - kf.marker_positions(model, q - dq)) / (2 * eps)
+    torch.testing.assert_close(J[..., k], fd, atol=1e-8, rtol=0)
+    m32 = load_osim(synthetic_path, dtype=torch.float32)
+    assert m32.dtype == torch.float32
+    torch.testing.assert_close(
+        kf.marker_positions(m32, q.float()).double(), kf.marker_positions(model, q), atol=1e-5, rtol=0
+    )

@@ -364,6 +364,8 @@ def load_osim(path: PathLike, dtype: torch.dtype = torch.float64, device: Any = 
             rng = doc.floats(c, "range", 2, (-math.inf, math.inf), cw)
             if rng[0] > rng[1]:
                 raise doc.err(f"{cw}: <range> {rng} has min > max")
+            if not rng[0] <= default <= rng[1]:
+                log.warning("load_osim(%s): %s: default %g outside <range> %s; range widened to include it", path, cw, default, rng)
             mb.add_coordinate(
                 c.get("name"),
                 default=default,
