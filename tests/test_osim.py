@@ -159,7 +159,8 @@ def _synthetic_xml(oblique: bool = True) -> str:
     )
     coupler = (
         '<CoordinateCouplerConstraint name="couple"><isEnforced>true</isEnforced>'
-        f"<coupled_coordinates_function><SimmSpline name=\"function\"><x>{_SIMM_X}</x><y>-0.5 -0.2 0.1 0.3 0.2 0.4</y></SimmSpline>"
+        f"<coupled_coordinates_function><NaturalCubicSpline name=\"function\"><x>{_SIMM_X}</x><y>-0.5 -0.2 0.1 0.3 0.2 0.4</y>"
+        "</NaturalCubicSpline>"
         "</coupled_coordinates_function><independent_coordinate_names>q_pin</independent_coordinate_names>"
         "<dependent_coordinate_name>q_gim1</dependent_coordinate_name></CoordinateCouplerConstraint>"
     )

@@ -210,10 +210,12 @@ class _Doc:
             slope, intercept = self.floats(el, "coefficients", 2, (1.0, 0.0), where)
             return F.Linear(slope, intercept)
         if tag in ("SimmSpline", "NaturalCubicSpline"):
+            # OpenSim 4 reads the legacy type name NaturalCubicSpline as a SimmSpline (same end
+            # conditions); checked against OpenSim 4.6 in tests/test_osim.py
             x = self.floats(el, "x", None, where=f"{where} <{tag}>")
             y = self.floats(el, "y", None, where=f"{where} <{tag}>")
             try:
-                return F.Spline(x, y, F.SplineEnd.SIMM if tag == "SimmSpline" else F.SplineEnd.NATURAL)
+                return F.Spline(x, y, F.SplineEnd.SIMM)
             except ValueError as e:
                 raise self.err(f"{where} <{tag}>: {e}") from None
         if tag == "PolynomialFunction":
@@ -498,7 +500,12 @@ def _function_xml(fn: F.FunctionSpec) -> ET.Element:
         el = ET.Element("PolynomialFunction", name="function")
         ET.SubElement(el, "coefficients").text = _fmt(fn.coefficients)
     else:
-        el = ET.Element("SimmSpline" if fn.end is F.SplineEnd.SIMM else "NaturalCubicSpline", name="function")
+        if fn.end is not F.SplineEnd.SIMM:
+            raise ModelError(
+                "save_osim: a natural-end spline has no OpenSim equivalent (OpenSim reads "
+                "NaturalCubicSpline as a SimmSpline); refit it as SplineEnd.SIMM"
+            )
+        el = ET.Element("SimmSpline", name="function")
         ET.SubElement(el, "x").text = _fmt(fn.x)
         ET.SubElement(el, "y").text = _fmt(fn.y)
     el.tail = "\n"
