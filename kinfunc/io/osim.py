@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from .. import functions as F
-from ..fk import effective_scales
+from ..fk import effective_scales, translation_scales
 from ..model import GROUND, Dof, Joint, Model, ModelBuilder, ModelError
 
 __all__ = ["load_osim", "save_osim"]
@@ -543,7 +543,7 @@ def save_osim(model: Model, path: PathLike, template: PathLike) -> None:
         cl = (model.child_location.detach().cpu().double().numpy()) * s_body
         po = model.parent_orientation.detach().cpu().double().numpy()
         co = model.child_orientation.detach().cpu().double().numpy()
-        axes = model.axes.detach().cpu().double().numpy()
+        s_tr = translation_scales(model).detach().to("cpu", torch.float64).numpy()
         offsets = model.marker_offsets.detach().cpu().double().numpy() * s_body[list(topo.marker_bodies)]
 
     joints = {j.get("name"): j for j in _objects(m, "JointSet")}
@@ -574,14 +574,12 @@ def save_osim(model: Model, path: PathLike, template: PathLike) -> None:
         if jel.tag == "CustomJoint":
             st = jel.find("SpatialTransform")
             tas = {ta.get("name"): ta for ta in st if ta.tag == "TransformAxis"}
-            unscaled = set(topo.unscaled_slots)
             for k in range(3):
                 ta = tas[f"translation{k + 1}"]
                 fn = _slot_function(model, b, 3 + k)
                 if fn is None:
                     fn = F.Constant(0.0)
-                w = np.abs(axes[b, 3 + k])
-                factor = 1.0 if (b * 3 + k) in unscaled else float(w @ s_parent[b] / w.sum())
+                factor = float(s_tr[b, k])
                 if factor != 1.0:
                     fn = F.Multiplier(fn, factor)
                 old = _function_child(ta)
