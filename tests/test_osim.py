@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import kinfunc as kf
 from kinfunc import functions as F
@@ -78,7 +80,12 @@ _SIMM_X = "-1.2 -0.7 -0.1 0.4 0.9 1.3"
 _SIMM_Y = "0.01 0.03 -0.02 0.015 0.04 0.02"
 
 
-def _synthetic_xml(oblique: bool = True) -> str:
+def _synthetic_xml(
+    oblique: bool = True,
+    rot=(0.3, -0.2, 0.5),
+    child_rot=(-0.1, 0.4, 0.2),
+    cframe=((0.02, -0.05, 0.01), (0.1, 0.2, -0.3)),
+) -> str:
     """Every supported joint type, nested offset frames, body-attached frames, all function
     kinds, a coordinate coupler and markers on offset frames (OpenSim 4.x layout).
 
@@ -88,18 +95,17 @@ def _synthetic_xml(oblique: bool = True) -> str:
     link of a frame chain in its own parent's axes, which kinfunc's folded frame cannot do for a
     non-uniform scale (same for a marker on a rotated offset frame). The scaled oracle test uses
     ``oblique=False`` (no such axis, no rotated frame under a scaled offset or marker)."""
-    rot = (0.3, -0.2, 0.5)
     bodies = ["b_pin", "b_custom", "b_slider", "b_ball", "b_gimbal", "b_univ", "b_free", "b_planar", "b_weld"]
     body_xml = []
     for b in bodies:
         comps = ""
         if b == "b_custom":  # a body-attached frame that a joint frame and a marker hang from
-            comps = "<components>" + _frame("cframe", "..", (0.02, -0.05, 0.01), (0.1, 0.2, -0.3) if oblique else (0, 0, 0)) + "</components>"
+            comps = "<components>" + _frame("cframe", "..", cframe[0], cframe[1] if oblique else (0, 0, 0)) + "</components>"
         body_xml.append(
             f'<Body name="{b}"><mass>1</mass><mass_center>0 0 0</mass_center><inertia>1 1 1 0 0 0</inertia>{comps}</Body>'
         )
 
-    def joint(tag, name, parent, child, coords, extra="", pt=(0.1, -0.3, 0.05), ct=(0.0, 0.2, -0.02), po=rot, co=(-0.1, 0.4, 0.2)):
+    def joint(tag, name, parent, child, coords, extra="", pt=(0.1, -0.3, 0.05), ct=(0.0, 0.2, -0.02), po=rot, co=child_rot):
         return (
             f'<{tag} name="{name}"><socket_parent_frame>{name}_p</socket_parent_frame>'
             f"<socket_child_frame>{name}_c</socket_child_frame>"
@@ -390,6 +396,21 @@ def test_fk_equals_opensim_synthetic_scaled(synthetic_aligned_path):
     assert _compare(synthetic_aligned_path, scales, n=20, seed=6) < 1e-9
 
 
+_angle = st.floats(-math.pi, math.pi, allow_nan=False)
+_euler = st.tuples(_angle, st.floats(-1.5, 1.5), _angle)
+_offset = st.tuples(*(st.floats(-0.2, 0.2, allow_nan=False),) * 3)
+
+
+@settings(max_examples=8, deadline=None)
+@given(rot=_euler, child_rot=_euler, cf_loc=_offset, cf_rot=_euler, seed=st.integers(0, 1000))
+def test_fk_equals_opensim_random_frames(tmp_path_factory, rot, child_rot, cf_loc, cf_rot, seed):
+    """Random joint-frame orientations and a random nested body frame, every joint type."""
+    _osim()
+    p = tmp_path_factory.mktemp("rand") / "r.osim"
+    p.write_text(_synthetic_xml(True, rot, child_rot, (cf_loc, cf_rot)))
+    assert _compare(p, n=4, seed=seed) < 1e-9
+
+
 def test_simm_spline_equals_opensim():
     osim = _osim()
     rng = np.random.default_rng(7)
@@ -430,7 +451,15 @@ def test_save_osim_scaled_moved_markers_roundtrip(tmp_path, rel):
 
 
 def test_save_osim_synthetic_roundtrip(tmp_path, synthetic_path):
+    # the template attaches two joints straight to their bodies: save_osim must add frames
+    synthetic_path = _mutate(
+        tmp_path,
+        "<socket_parent_frame>j_slider_p</socket_parent_frame>|<socket_child_frame>j_weld_c</socket_child_frame>",
+        "<socket_parent_frame>/bodyset/b_custom</socket_parent_frame>|<socket_child_frame>/bodyset/b_weld</socket_child_frame>",
+        "direct.osim",
+    )
     model = load_osim(synthetic_path)
+    assert float(model.parent_location[model.body_names.index("b_slider")].abs().sum()) == 0.0
     scales = _random_scales(model, seed=12)
     fitted = model.replace(
         body_scales=torch.tensor([scales[b] for b in model.body_names], dtype=torch.float64),
