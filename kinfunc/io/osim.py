@@ -22,7 +22,6 @@ builds them; checked against OpenSim itself in ``tests/test_osim.py``):
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import posixpath
