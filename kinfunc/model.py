@@ -18,9 +18,10 @@ Scaling (OpenSim's ScaleTool semantics): body ``b``'s effective scale is
 ``global_scale * body_scales[b]`` (3 axes, in its own frame; ground's is 1). It multiplies the
 offsets of markers on ``b``, the joint-frame locations on ``b`` (the child side of its own
 joint, the parent side of its children's joints), and translation slot ``k`` of every joint
-whose parent is ``b`` by ``|a_k| . s_parent / sum(|a_k|)`` (``a_k`` its axis: the weighted mean
-of the parent's factors, component ``k`` for the canonical axes), except identity translations ``Linear(1, 0)`` of a coordinate, which are
-DOFs (see :class:`Dof`). Angles are never scaled.
+whose parent is ``b`` by ``|a_k| . s_parent / sum(|a_k|)`` (``a_k`` its axis: the weighted
+mean of the parent's factors, component ``k`` for the canonical axes), except identity
+translations ``Linear(1, 0)`` of a coordinate, which are DOFs (see :class:`Dof`,
+:func:`kinfunc.fk.translation_scales`). Angles are never scaled.
 """
 from __future__ import annotations
 

@@ -143,7 +143,10 @@ def test_reference_mot_with_simm_header_is_degrees():
 
 # ------------------------------------------------------------------------------ OpenSim oracle
 def _osim():
-    return pytest.importorskip("opensim")
+    osim = pytest.importorskip("opensim")
+    osim.Logger.removeFileSink()  # no opensim.log in the working directory
+    osim.Logger.setLevelString("warn")
+    return osim
 
 
 @pytest.mark.parametrize("rel", ["opensim-gait10dof/subject01.osim", "opensim-gait2392/subject01_simbody.osim"])

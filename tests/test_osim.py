@@ -42,7 +42,10 @@ def _shared(rel: str) -> Path:
 
 
 def _osim():
-    return pytest.importorskip("opensim")
+    osim = pytest.importorskip("opensim")
+    osim.Logger.removeFileSink()  # no opensim.log in the working directory
+    osim.Logger.setLevelString("warn")
+    return osim
 
 
 # ---------------------------------------------------------------------------- synthetic model
