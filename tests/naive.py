@@ -65,7 +65,12 @@ def naive_fk(model, q: torch.Tensor):
         for k in range(3):
             a = model.axes[b, k] / model.axes[b, k].norm()
             R = R @ _rot(a, vals[k])
-        t = sum(model.axes[b, 3 + k] / model.axes[b, 3 + k].norm() * vals[3 + k] * s_par[k] for k in range(3))
+        t = torch.zeros(3, dtype=q.dtype)
+        for k in range(3):
+            a = model.axes[b, 3 + k]
+            # OpenSim ScaleTool: |a|-weighted mean of the parent's factors; identity DOFs unscaled
+            f = 1.0 if b * 3 + k in topo.unscaled_slots else (a.abs() @ s_par) / a.abs().sum()
+            t = t + a / a.norm() * vals[3 + k] * f
         po, co = model.parent_orientation[b], model.child_orientation[b]
         Rp = _elem(0, po[0]) @ _elem(1, po[1]) @ _elem(2, po[2])
         Rc = _elem(0, co[0]) @ _elem(1, co[1]) @ _elem(2, co[2])
