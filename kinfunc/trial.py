@@ -8,7 +8,17 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-__all__ = ["MarkerTrial"]
+__all__ = ["DataFileError", "DataFileWarning", "MarkerTrial"]
+
+
+class DataFileError(ValueError):
+    """A marker data file (TRC, C3D) cannot be read: the message names the file, where in it
+    (line, byte offset, parameter), the cause and the fix."""
+
+
+class DataFileWarning(UserWarning):
+    """Something in a data file was repaired or interpreted (reported, never silent); the same
+    text is kept in ``trial.meta["warnings"]``."""
 
 
 @dataclasses.dataclass(frozen=True)
