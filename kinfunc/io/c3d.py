@@ -171,13 +171,15 @@ def load_c3d(
             import ezc3d
         except ImportError:
             raise DataFileError(f"{p}: backend='ezc3d' needs the ezc3d package (pip install ezc3d)") from None
-        if isolate:
+        if isolate or info.irregular:  # irregular files never meet native code unprobed
             rc, err = _probe_ezc3d(str(p))
             if rc not in (0, 1):
-                raise rep.error(
-                    f"the native C3D reader (ezc3d) crashed on this file (exit status {rc}); "
-                    "the file is malformed. Try backend='python'"
-                )
+                msg = f"the native C3D reader (ezc3d) crashed on this file in a child process (exit status {rc})"
+                if backend == "ezc3d":
+                    raise rep.error(msg + "; the file is malformed. Try backend='python' (built-in reader)")
+                rep.warn(msg + "; read with the built-in reader")
+                use = "python"
+    if use == "ezc3d":
         try:
             c = ezc3d.c3d(str(p))
             arr = np.asarray(c["data"]["points"])
