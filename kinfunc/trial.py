@@ -121,6 +121,8 @@ class MarkerTrial:
         i1 = torch.searchsorted(t, tn, right=True).clamp(1, self.n_frames - 1)
         i0 = i1 - 1
         w = ((tn - t[i0]) / (t[i1] - t[i0])).clamp(0, 1)
+        # a new time within 1e-9 of a frame interval of an old sample *is* that sample
+        w = torch.where(w < 1e-9, torch.zeros_like(w), torch.where(w > 1 - 1e-9, torch.ones_like(w), w))
         x0, x1 = self.xyz[i0], self.xyz[i1]
         w_ = w.to(self.xyz.dtype)[:, None, None]
         x = torch.where(w_ == 0, x0, torch.where(w_ == 1, x1, x0 + w_ * (x1 - x0)))
@@ -206,9 +208,17 @@ class MarkerTrial:
         lm = [k[1] if k else None for k in keys]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            hi = np.nanpercentile(x, 90, axis=1)  # (T, 3)
-            lo = np.nanpercentile(x, 10, axis=1)
-            spread = np.nanmedian(hi - lo, axis=0)  # (3,)
+            xs = np.sort(x, axis=1)  # NaN last
+            n = (~np.isnan(x)).sum(1)  # (T, 3)
+            ok_t = n.min(1) >= 2
+            if ok_t.any():
+                xs, n = xs[ok_t], n[ok_t]
+                lo_i, hi_i = np.floor(0.1 * (n - 1)).astype(int), np.ceil(0.9 * (n - 1)).astype(int)
+                hi = np.take_along_axis(xs, hi_i[:, None, :], 1)[:, 0]
+                lo = np.take_along_axis(xs, lo_i[:, None, :], 1)[:, 0]
+                spread = np.median(hi - lo, axis=0)  # (3,) typical within-frame 10-90 % extent
+            else:
+                spread = np.zeros(3)
             vals = x.reshape(-1, 3)
             vals = vals[~np.isnan(vals).any(1)]
             pos = (vals > -0.05).mean(0)
