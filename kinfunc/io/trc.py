@@ -232,18 +232,24 @@ def load_trc(
             time[r] = float(f[1])
         except ValueError:
             raise rep.error(f"line {ln}, column 2 (Time): {f[1]!r} is not a number") from None
-        vals = f[2 : 2 + 3 * M]
-        if len(vals) < 3 * M:
+        if len(f) - 2 < 3 * M:
             short += 1
-        for j, s in enumerate(vals):
-            try:
-                data[r, j // 3, j % 3] = _to_float(s)
-            except ValueError:
-                mk = names[j // 3] if j // 3 < len(names) else "?"
-                raise rep.error(
-                    f"line {ln}, column {j + 3} (marker {mk!r}, {'XYZ'[j % 3]}): {s.strip()!r} is not a number; "
-                    "missing samples must be blank or NaN"
-                ) from None
+    W = 3 * M
+    try:  # fast path: numpy parses the whole table at once
+        pad = [""] * W
+        flat = [c if c.strip() else "nan" for f in rows for c in (f[2 : 2 + W] + pad[: max(0, W - len(f) + 2)])]
+        data = np.array(flat, dtype=np.float64).reshape(T, M, 3)
+    except ValueError:  # a quirky or bad field somewhere: field by field, with the exact place
+        for r, (f, ln) in enumerate(zip(rows, row_lines)):
+            for j, sv in enumerate(f[2 : 2 + W]):
+                try:
+                    data[r, j // 3, j % 3] = _to_float(sv)
+                except ValueError:
+                    mk = names[j // 3] if j // 3 < len(names) else "?"
+                    raise rep.error(
+                        f"line {ln}, column {j + 3} (marker {mk!r}, {'XYZ'[j % 3]}): {sv.strip()!r} is not a number; "
+                        "missing samples must be blank or NaN"
+                    ) from None
     if np.isinf(data).any():
         r, m, _ = np.argwhere(np.isinf(data))[0]
         raise rep.error(f"line {row_lines[r]}: marker {names[m]!r} has an infinite coordinate")
