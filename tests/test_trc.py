@@ -166,6 +166,13 @@ def test_bad_fields_raise_naming_line_and_marker(tmp_path):
         kf.io.load_trc(z)
 
 
+def test_exotic_nan_spellings(tmp_path):
+    p = _write(tmp_path, "1\t0\t-nan(ind)\t-nan(ind)\t-nan(ind)\t4\t5\t6\n2\t0.01\t1.#QNAN\t1.#QNAN\t1.#QNAN\t 4 \t5\t6e0\n")
+    tr = kf.io.load_trc(p)
+    assert torch.isnan(tr.xyz[:, 0]).all()
+    np.testing.assert_allclose(tr.xyz[:, 1].numpy(), [[0.004, 0.005, 0.006]] * 2)
+
+
 def test_duplicate_labels_made_unique(tmp_path):
     p = tmp_path / "d.trc"
     p.write_text(HDR.format(T=1, u="m").replace("\tA\t\t\tB", "\tA\t\t\tA") + "1\t0\t1\t2\t3\t4\t5\t6\n")
