@@ -307,11 +307,18 @@ def test_fuzzed_bytes_never_crash(tmp_path):
 @needs_ezc3d
 def test_isolate_contains_native_crash(tmp_path):
     b = bytearray(data("btk/Eb015vr.c3d").read_bytes())
-    b[4095] = 228  # ezc3d segfaults on this; the validator flags the record as irregular
+    b[4095] = 228  # ezc3d 1.7 segfaults on this; the validator flags the record as irregular
     p = tmp_path / "crash.c3d"
     p.write_bytes(bytes(b))
-    with pytest.raises(DataFileError, match="crashed on this file in a child process"):
-        kf.io.load_c3d(p, backend="ezc3d")
-    tr = load(p)  # default: irregular -> built-in reader, same data as the intact file
+    child = subprocess.run([sys.executable, "-c", "import sys, ezc3d; ezc3d.c3d(sys.argv[1])", str(p)], capture_output=True)
+    try:
+        kf.io.load_c3d(p, backend="ezc3d")  # explicit ezc3d: probed in a child process first
+    except DataFileError as e:
+        if child.returncode not in (0, 1):
+            assert "crashed on this file in a child process" in str(e)
+    else:
+        assert child.returncode == 0
+    # still alive; the default reads it with the built-in decoder: same data as the intact file
+    tr = load(p)
     torch.testing.assert_close(tr.xyz, load(data("btk/Eb015vr.c3d")).xyz, equal_nan=True)
     assert tr.meta["backend"] == "python"

@@ -173,6 +173,18 @@ def test_exotic_nan_spellings(tmp_path):
     np.testing.assert_allclose(tr.xyz[:, 1].numpy(), [[0.004, 0.005, 0.006]] * 2)
 
 
+def test_time_rounding_recovered_from_frames(tmp_path):
+    body = "".join(f"{k + 1}\t{round(k / 3000, 3):.3f}\t1\t2\t3\t4\t5\t6\n" for k in range(6))
+    p = tmp_path / "r.trc"
+    p.write_text(HDR.format(T=6, u="mm").replace("100\t100\t6", "3000\t3000\t6") + body)
+    with pytest.warns(DataFileWarning, match="times recomputed from Frame#"):
+        tr = kf.io.load_trc(p)
+    torch.testing.assert_close(tr.time, torch.arange(6, dtype=torch.float64) / 3000)
+    p.write_text(HDR.format(T=2, u="mm") + "1\t0.01\t1\t2\t3\t4\t5\t6\n1\t0.0\t1\t2\t3\t4\t5\t6\n")
+    with pytest.raises(DataFileError, match="line 8: time 0.0 does not increase"):
+        kf.io.load_trc(p)
+
+
 def test_duplicate_labels_made_unique(tmp_path):
     p = tmp_path / "d.trc"
     p.write_text(HDR.format(T=1, u="m").replace("\tA\t\t\tB", "\tA\t\t\tA") + "1\t0\t1\t2\t3\t4\t5\t6\n")

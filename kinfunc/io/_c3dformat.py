@@ -255,6 +255,15 @@ def read_structure(buf: bytes, rep: Report) -> C3DInfo:
         e32 = int(en[0] & 0xFFFF) + (int(en[1] & 0xFFFF) << 16)
         if e32 >= s32 and e32 - s32 + 1 > n_frames:
             first, last, n_frames = s32, e32, e32 - s32 + 1
+    # POINT:FRAMES may also hold the true count (as int16 wrapped past 32767, or as a float)
+    pf_raw = params.get("POINT", {}).get("FRAMES")
+    if isinstance(pf_raw, np.ndarray) and pf_raw.size:
+        v = float(pf_raw.reshape(-1)[0])
+        pf = int(v) + 65536 if v < 0 else int(v)
+        fbytes = (4 * n_points + analog_per_frame) * (4 if scale < 0 else 2)
+        if pf > n_frames and fbytes and (data_start - 1) * 512 + pf * fbytes <= size:
+            rep.warn(f"header frames {first}..{last} ({n_frames}) overflowed; POINT:FRAMES = {pf} used")
+            last, n_frames = first + pf - 1, pf
     if n_points and data_start < 2:
         raise rep.error(f"corrupt header: data section said to start at block {data_start}")
     dstart = (data_start - 1) * 512

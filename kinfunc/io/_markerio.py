@@ -57,7 +57,7 @@ class Report:
     def warn(self, msg: str) -> None:
         text = f"{self.path}: {msg}"
         self.messages.append(text)
-        warnings.warn(text, DataFileWarning, stacklevel=4)
+        warnings.warn(text, DataFileWarning, stacklevel=3)
 
     def error(self, msg: str) -> DataFileError:
         return DataFileError(f"{self.path}: {msg}")

@@ -274,7 +274,18 @@ def load_trc(
             raise rep.error("line 3: DataRate is missing or not positive and the Time column cannot replace it")
     if T > 1 and not np.all(np.diff(time) > 0):
         k = int(np.argmin(np.diff(time) > 0))
-        raise rep.error(f"line {row_lines[k + 1]}: time {time[k + 1]} does not increase (previous {time[k]})")
+        if np.all(np.diff(frames) > 0):  # e.g. times printed with too few decimals
+            bad_t = time[k + 1]
+            time = time[0] + (frames - frames[0]) / rate
+            rep.warn(
+                f"line {row_lines[k + 1]}: Time {bad_t:g} does not increase; times recomputed "
+                f"from Frame# and DataRate={rate:g} Hz"
+            )
+        else:
+            raise rep.error(
+                f"line {row_lines[k + 1]}: time {time[k + 1]} does not increase (previous {time[k]}) "
+                "and the frame numbers cannot replace it"
+            )
 
     meta = {
         "format": "trc",
