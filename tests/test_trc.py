@@ -2,7 +2,6 @@
 reads the file), quirks are handled or raise DataFileError, and write -> load round-trips."""
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from pathlib import Path

@@ -33,7 +33,7 @@ import torch
 
 from ..trial import DataFileError, MarkerTrial
 from . import _c3dformat as fmt
-from ._markerio import PathLike, Report, parse_units, unique_labels, unit_scale
+from ._markerio import PathLike, Report, parse_units, unique_labels
 
 __all__ = ["load_c3d", "write_c3d", "POINT_TYPE_GROUPS"]
 

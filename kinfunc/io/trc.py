@@ -33,14 +33,13 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 
-from ..trial import DataFileError, MarkerTrial
+from ..trial import MarkerTrial
 from ._markerio import PathLike, Report, parse_units, unique_labels, unit_scale
 
 __all__ = ["load_trc", "write_trc"]
