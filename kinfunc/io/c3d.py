@@ -17,7 +17,8 @@ Reading happens in two steps:
 Conventions: coordinates in metres (``POINT:UNITS`` ``mm``/``cm``/``m``; missing or unknown ->
 warning and ``mm``, the unit nearly every system writes), missing samples NaN (negative
 residual, or all three coordinates exactly zero -- CMU files store gaps that way),
-``time = (first_frame - 1 + i) / rate`` so times agree with the acquisition's frame numbers.
+time 0 at the first stored frame, as OpenSim's C3D reader does (``time_origin="frame1"``
+gives ``(first_frame - 1 + i) / rate``, the acquisition's own clock used by C3D events).
 """
 from __future__ import annotations
 
@@ -77,6 +78,7 @@ def load_c3d(
     strip_prefix: bool = True,
     zeros_are_gaps: bool = True,
     strict: bool = True,
+    time_origin: str = "first",
 ) -> MarkerTrial:
     """Read the 3-D points of a C3D file into a :class:`MarkerTrial` (metres, NaN gaps).
 
@@ -95,6 +97,8 @@ def load_c3d(
             ``meta["subject_prefixes"]`` (label -> prefix). Not done where it would make two
             labels equal (reported).
         zeros_are_gaps: samples stored as exactly ``(0, 0, 0)`` are missing.
+        time_origin: ``"first"`` (default, OpenSim's convention): ``time[0] = 0`` at the
+            first stored frame; ``"frame1"``: ``time = (first_frame - 1 + i) / rate``.
         strict: a data section shorter than the header's frame count is an error; with
             ``False`` the complete frames present are loaded (reported).
 
@@ -108,6 +112,8 @@ def load_c3d(
     Raises:
         DataFileError: malformed or unreadable file (names the file, where, and why).
     """
+    if time_origin not in ("first", "frame1"):
+        raise ValueError(f"time_origin must be 'first' or 'frame1', not {time_origin!r}")
     if backend not in ("auto", "ezc3d", "python"):
         raise ValueError(f"backend must be 'auto', 'ezc3d' or 'python', not {backend!r}")
     kinds_all = ("markers",) + tuple(_TYPE_NAMES.values())
@@ -270,7 +276,8 @@ def load_c3d(
     if prate and prate > 0 and abs(prate - rate) > 1e-3 * rate:
         rep.warn(f"header frame rate {rate:g} Hz differs from POINT:RATE {prate:g} Hz; using the header")
     first = int(info.first_frame) if info.first_frame >= 1 else 1
-    time = (first - 1 + np.arange(T, dtype=np.float64)) / rate
+    t0 = (first - 1) if time_origin == "frame1" else 0
+    time = (t0 + np.arange(T, dtype=np.float64)) / rate
     meta = {
         "format": "c3d",
         "processor": info.processor,
