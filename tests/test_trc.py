@@ -62,8 +62,17 @@ def test_shared_trc_loads(rel):
     assert torch.all(torch.diff(tr.time) > 0)
 
 
-def _opensim_read(p: Path):
+def _opensim():
     osim = pytest.importorskip("opensim")
+    try:  # keep OpenSim from writing opensim.log into the working tree
+        osim.Logger.removeFileSink()
+    except AttributeError:
+        pass
+    return osim
+
+
+def _opensim_read(p: Path):
+    osim = _opensim()
     tab = osim.TimeSeriesTableVec3(str(p))
     labels = list(tab.getColumnLabels())
     flat = tab.flatten()
@@ -230,7 +239,7 @@ def test_write_load_roundtrip(tmp_path_factory, names, T, rate, units, seed, bla
 
 
 def test_written_file_read_by_opensim(tmp_path):
-    osim = pytest.importorskip("opensim")
+    osim = _opensim()
     rng = np.random.default_rng(0)
     xyz = rng.normal(size=(7, 3, 3))
     xyz[2, 1] = np.nan
