@@ -276,6 +276,10 @@ class MarkerTrial:
                 why.append("forward: no travel and no pelvis landmarks; guessed, check it")
         if spread[a_up] < 1.2 * np.sort(spread)[-2]:
             confident = False
+            why.append("up axis barely stands out; check it")
+        if not 0.3 <= spread[a_up] <= 2.5:
+            confident = False
+            why.append(f"vertical spread {spread[a_up]:.2f} m is not body-like (units?)")
         guess = OrientationGuess(up=f"{'+' if s_up > 0 else '-'}{'xyz'[a_up]}", forward=f"{'+' if s_fw > 0 else '-'}{'xyz'[a_fw]}")
         guess.reason = "; ".join(why)
         guess.confident = confident

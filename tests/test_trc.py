@@ -251,3 +251,30 @@ def test_written_file_read_by_opensim(tmp_path):
     np.testing.assert_allclose(t, tr.time.numpy(), atol=1e-12)
     md = osim.MarkerData(str(p))
     assert md.getNumFrames() == 7 and md.getMarkerNames().getSize() == 3
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 12), mode=st.sampled_from(["flip", "cut", "dup", "del"]))
+def test_mangled_text_loads_or_raises_datafileerror(tmp_path_factory, seed, n, mode):
+    rng = np.random.default_rng(seed)
+    src = (HDR.format(T=3, u="mm") + "1\t0\t1\t2\t3\t4\t5\t6\n2\t0.01\t1\t2\t3\t4\t5\t6\n3\t0.02\t1\t\t3\t4\t5\t6\n").encode()
+    b = bytearray(src)
+    for _ in range(n):
+        i = int(rng.integers(len(b)))
+        if mode == "flip":
+            b[i] = int(rng.choice(list(b"\t\n\r -.eE0123456789xNa\x00\xff")))
+        elif mode == "cut":
+            b = b[:i]
+            break
+        elif mode == "dup":
+            b[i:i] = b[i : i + int(rng.integers(1, 20))]
+        else:
+            del b[i : i + int(rng.integers(1, 20))]
+    p = tmp_path_factory.mktemp("m") / "m.trc"
+    p.write_bytes(bytes(b))
+    try:
+        tr = load_quiet(p)
+    except DataFileError:
+        return
+    assert tr.xyz.shape[1:] == (tr.n_markers, 3) and len(set(tr.names)) == tr.n_markers
+    assert not torch.isinf(tr.xyz).any()
