@@ -1,17 +1,29 @@
 """File input/output: the only code that touches files."""
+from ..trial import DataFileError, DataFileWarning
+from .c3d import load_c3d, write_c3d
+from .convert import convert, load_markers
 from .mot import MotionData, MotionFileError, read_mot, read_sto, write_mot, write_sto
 from .osim import load_osim, save_osim
 from .setup import SetupError, load_ik_setup
+from .trc import load_trc, write_trc
 
 __all__: list[str] = [
+    "DataFileError",
+    "DataFileWarning",
     "MotionData",
     "MotionFileError",
     "SetupError",
+    "convert",
+    "load_c3d",
     "load_ik_setup",
+    "load_markers",
     "load_osim",
+    "load_trc",
     "read_mot",
     "read_sto",
     "save_osim",
+    "write_c3d",
     "write_mot",
     "write_sto",
+    "write_trc",
 ]
