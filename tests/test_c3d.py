@@ -5,7 +5,6 @@ take the process down."""
 from __future__ import annotations
 
 import itertools
-import os
 import subprocess
 import sys
 import textwrap
@@ -21,7 +20,8 @@ from hypothesis import strategies as st
 import kinfunc as kf
 from kinfunc.io import DataFileError, DataFileWarning
 
-DATA = Path(os.environ.get("KINFUNC_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+from .shared import data as _shared_data
+
 try:
     import ezc3d
 except ImportError:  # the built-in decoder is tested anyway; ezc3d comparisons are skipped
@@ -30,11 +30,7 @@ needs_ezc3d = pytest.mark.skipif(ezc3d is None, reason="ezc3d not installed")
 
 
 def data(rel: str) -> Path:
-    p = DATA / "c3d" / rel
-    if not p.exists():
-        pytest.skip(f"shared data {p} not present")
-    return p
-
+    return _shared_data(f"c3d/{rel}")
 
 def load(p, **kw):
     with warnings.catch_warnings():

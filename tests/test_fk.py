@@ -6,14 +6,13 @@ import math
 import pytest
 import torch
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from torch.func import jacfwd, jacrev, vmap
 
 import kinfunc as kf
 from kinfunc._pytree import tree_flatten, tree_unflatten
 
 from .naive import naive_fk
-from .strategies import model_and_q, random_model
+from .strategies import model_and_q
 
 f64 = torch.float64
 

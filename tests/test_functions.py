@@ -1,5 +1,4 @@
 """Coordinate functions: interpolation, end conditions, extrapolation, folding, gradients."""
-import math
 
 import numpy as np
 import pytest

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -10,20 +9,7 @@ import pytest
 from kinfunc.ik import CoordinateTask, IKSetup
 from kinfunc.io import SetupError, load_ik_setup
 
-
-def _data_dir() -> Path:
-    env = os.environ.get("KINFUNC_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-DATA = _data_dir()
-
-
-def _shared(rel: str) -> Path:
-    p = DATA / rel
-    if not p.exists():
-        pytest.skip(f"shared data not found: {p}")
-    return p
+from .shared import data as _shared
 
 
 def test_gait2392_setup():

@@ -3,7 +3,6 @@ reproduced through kinfunc FK (marker errors to 0.01 mm)."""
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,22 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kinfunc as kf
-from kinfunc.io import MotionFileError, load_ik_setup, load_osim, read_mot, read_sto, write_mot, write_sto
+from kinfunc.io import (
+    MotionFileError,
+    load_ik_setup,
+    load_osim,
+    read_mot,
+    read_sto,
+    write_mot,
+    write_sto,
+)
 
-
-def _data_dir() -> Path:
-    env = os.environ.get("KINFUNC_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-DATA = _data_dir()
-
-
-def _shared(rel: str) -> Path:
-    p = DATA / rel
-    if not p.exists():
-        pytest.skip(f"shared data not found: {p}")
-    return p
+from .shared import data as _shared
 
 
 def _arm() -> kf.Model:

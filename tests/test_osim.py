@@ -6,7 +6,6 @@ tests skip when ``opensim`` is not importable.
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 
@@ -20,13 +19,8 @@ import kinfunc as kf
 from kinfunc import functions as F
 from kinfunc.io import load_osim, save_osim
 
+from .shared import data as _shared
 
-def _data_dir() -> Path:
-    env = os.environ.get("KINFUNC_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-DATA = _data_dir()
 SHARED_MODELS = [
     "opensim-gait2392/gait2392_simbody.osim",
     "opensim-gait2392/subject01_simbody.osim",
@@ -34,11 +28,6 @@ SHARED_MODELS = [
 ]
 
 
-def _shared(rel: str) -> Path:
-    p = DATA / rel
-    if not p.exists():
-        pytest.skip(f"shared data not found: {p}")
-    return p
 
 
 def _osim():

@@ -2,7 +2,6 @@
 reads the file), quirks are handled or raise DataFileError, and write -> load round-trips."""
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -15,14 +14,7 @@ from hypothesis import strategies as st
 import kinfunc as kf
 from kinfunc.io import DataFileError, DataFileWarning
 
-DATA = Path(os.environ.get("KINFUNC_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-
-
-def data(rel: str) -> Path:
-    p = DATA / rel
-    if not p.exists():
-        pytest.skip(f"shared data {p} not present")
-    return p
+from .shared import data
 
 
 def load_quiet(p, **kw):

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,14 +18,7 @@ from kinfunc.io import DataFileWarning
 from kinfunc.markersets import landmark_key, match
 from kinfunc.trial import axes_rotation
 
-DATA = Path(os.environ.get("KINFUNC_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-
-
-def data(rel: str) -> Path:
-    p = DATA / rel
-    if not p.exists():
-        pytest.skip(f"shared data {p} not present")
-    return p
+from .shared import data
 
 
 def make(xyz, rate=100.0, names=None, t0=0.0):
