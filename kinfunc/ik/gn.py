@@ -9,8 +9,8 @@ Per iteration:
 3. the shared parameters by the Schur complement of the frame blocks
    ``S_k = sum_t (J_theta^T J_theta - B_t^T A_t^-1 B_t) + prior`` (one ``(K, P, P)`` solve),
    then back-substitution for every frame at once;
-4. with temporal smoothness (which couples neighbouring frames) the same block solve is the
-   preconditioner of a conjugate-gradient solve of the full system.
+4. temporal smoothness couples frames t and t +- 1, 2: the pose block is then block-tridiagonal
+   in pairs of frames and is solved exactly by block cyclic reduction (log2(T) batched steps).
 
 Joint limits: steps are projected onto the box, and coordinates sitting on a bound whose
 gradient points outwards are held (active set) for the step. Without shared parameters or
@@ -25,9 +25,20 @@ import torch
 from torch import Tensor
 from torch.func import jacfwd, vmap
 
-from .problem import IKProblem, frame_residual, frame_residuals, prior_residuals, smooth_residuals, smooth_valid
+from ..fk import full_coordinates
+from .jacobian import full_coordinate_derivatives, marker_jacobian, offset_jacobian
+from .problem import (
+    IKProblem,
+    expand_q,
+    frame_residual,
+    frame_residuals,
+    prior_residuals,
+    smooth_residuals,
+    smooth_valid,
+    unpack_model,
+)
 
-__all__ = ["GNOptions", "frame_jacobians", "solve_gn"]
+__all__ = ["GNOptions", "frame_jacobians", "frame_jacobians_autodiff", "solve_gn"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,12 +47,10 @@ class GNOptions:
     ftol: float = 1e-8  # relative decrease of the objective that counts as converged
     xtol: float = 1e-10  # step size (rad / m) that counts as converged
     mu0: float = 1e-4  # initial Marquardt damping
-    cg_max_iter: int = 200
-    cg_tol: float = 1e-12
 
 
-def frame_jacobians(problem: IKProblem, Z: Tensor, theta: Optional[Tensor]):
-    """``(r (T, R), J_z (T, R, Cf), J_theta (T, R, P) or None)`` by ``vmap(jacfwd)``."""
+def frame_jacobians_autodiff(problem: IKProblem, Z: Tensor, theta: Optional[Tensor]):
+    """Reference: ``(r (T, R), J_z (T, R, Cf), J_theta (T, R, P) or None)`` by ``vmap(jacfwd)``."""
     if problem.n_theta == 0 or theta is None:
 
         def f(z, x, m):
@@ -59,6 +68,58 @@ def frame_jacobians(problem: IKProblem, Z: Tensor, theta: Optional[Tensor]):
     return r, Jz, Jt
 
 
+def frame_jacobians(problem: IKProblem, Z: Tensor, theta: Optional[Tensor]):
+    """``(r (T, R), J_z (T, R, Cf), J_theta (T, R, P) or None)``.
+
+    Analytic marker Jacobians (:mod:`kinfunc.ik.jacobian`) for poses and marker offsets;
+    forward mode for scale parameters (few). Equals :func:`frame_jacobians_autodiff`.
+    """
+    p_ = problem
+    if p_.n_sets != 1 and p_.n_theta:
+        return frame_jacobians_autodiff(problem, Z, theta)
+    th = theta[0] if (p_.n_theta and theta is not None) else None
+    model = unpack_model(p_, th)
+    q = expand_q(p_, Z)
+    T, M = p_.X.shape[:2]
+    free = p_.free_index
+    pos, Jq = marker_jacobian(model, q)
+    sw = p_.sqrt_w * p_.present  # (T, M)
+    r_parts = [(sw[..., None] * (pos - p_.X)).reshape(T, -1)]
+    J_parts = [(sw[..., None, None] * Jq[..., free]).reshape(T, 3 * M, -1)]
+    if p_.task_index.numel():
+        qf = full_coordinates(model, q)
+        dq = full_coordinate_derivatives(model, q)
+        r_parts.append(p_.task_sqrt_w * (qf[:, p_.task_index] - p_.task_value))
+        J_parts.append(p_.task_sqrt_w[:, None] * dq[:, p_.task_index][..., free])
+    if p_.limit_index.numel():
+        zl = Z[:, p_.limit_index]
+        lo, hi = p_.z_lo[p_.limit_index], p_.z_hi[p_.limit_index]
+        r_parts.append(p_.limit_sqrt_w * (zl - torch.clamp(zl, lo, hi)))
+        outside = ((zl < lo) | (zl > hi)).to(Z.dtype)
+        onehot = torch.nn.functional.one_hot(p_.limit_index, p_.n_free).to(Z.dtype)  # (L, Cf)
+        J_parts.append(p_.limit_sqrt_w * outside[..., None] * onehot)
+    r = torch.cat(r_parts, -1)
+    Jz = torch.cat(J_parts, -2)
+    if th is None:
+        return r, Jz, None
+    R = r.shape[-1]
+    n_sc = int(p_.fit_global) + p_.n_scale
+    cols = []
+    if n_sc:
+        th_rest = th[n_sc:]
+
+        def g(z, ts, x, m):
+            return frame_residual(problem, z, torch.cat((ts, th_rest)), x, m)
+
+        cols.append(vmap(jacfwd(g, argnums=1), in_dims=(0, None, 0, 0))(Z, th[:n_sc], p_.X, p_.present))
+    if p_.n_offset:
+        O = offset_jacobian(model, q) * sw[..., None, None]  # (T, M, 3, 3)
+        E = p_.offset_select  # (M, 3, n_off)
+        Jo = torch.einsum("tmxa,mak->tmxk", O, E).reshape(T, 3 * M, p_.n_offset)
+        cols.append(torch.cat((Jo, Jo.new_zeros(T, R - 3 * M, p_.n_offset)), 1))
+    return r, Jz, torch.cat(cols, -1)
+
+
 def _smooth_op(problem: IKProblem, V: Tensor) -> Tensor:
     """``w_s D^T D V`` for ``V (T, Cf)`` (second differences within trials)."""
     if problem.smooth_sqrt_w <= 0 or V.shape[0] < 3:
@@ -71,115 +132,150 @@ def _smooth_op(problem: IKProblem, V: Tensor) -> Tensor:
     return out
 
 
-def _smooth_diag(problem: IKProblem, T: int, dtype, device) -> Tensor:
-    """Diagonal of ``w_s D^T D`` per frame ``(T,)`` (same for every coordinate)."""
+def _smooth_band(problem: IKProblem, T: int, dtype, device) -> Tensor:
+    """Band of ``w_s D^T D`` ``(T, 3)``: coefficients of frame ``t`` with ``t``, ``t+1``, ``t+2``."""
     if problem.smooth_sqrt_w <= 0 or T < 3:
-        return torch.zeros(T, dtype=dtype, device=device)
-    v = smooth_valid(problem)
+        return torch.zeros(T, 3, dtype=dtype, device=device)
+    v = smooth_valid(problem)  # (T-2,): difference r covers frames r, r+1, r+2
     F = torch.nn.functional.pad
-    return (F(v, (0, 2)) + 4.0 * F(v, (1, 1)) + F(v, (2, 0))) * problem.smooth_sqrt_w**2
+    vp = F(v, (2, 2))  # vp[a + 2] = v[a]
+    va, va1, va2 = vp[2 : T + 2], vp[1 : T + 1], vp[0:T]  # v[a], v[a-1], v[a-2]
+    k0 = va + 4.0 * va1 + va2
+    k1 = -2.0 * va - 2.0 * va1
+    k2 = va
+    return torch.stack((k0, k1, k2), -1) * problem.smooth_sqrt_w**2
+
+
+def block_tridiagonal_solve(D: Tensor, U: Tensor, b: Tensor) -> Tensor:
+    """Solve a symmetric positive definite block-tridiagonal system by cyclic reduction.
+
+    ``D (N, n, n)`` diagonal blocks, ``U (N, n, n)`` upper blocks (``U[i]`` couples block ``i``
+    with ``i + 1``; ``U[N-1]`` is ignored), ``b (N, n, r)``. ``log2(N)`` batched reduction steps,
+    no loop over blocks. Returns ``x (N, n, r)``.
+    """
+    N = D.shape[0]
+    if N == 1:
+        return torch.linalg.solve(D, b)
+    U = torch.cat((U[:-1], torch.zeros_like(U[:1])), 0)
+    if N % 2:
+        eye = torch.eye(D.shape[-1], dtype=D.dtype, device=D.device)
+        D = torch.cat((D, eye[None]), 0)
+        U = torch.cat((U, torch.zeros_like(U[:1])), 0)
+        b = torch.cat((b, torch.zeros_like(b[:1])), 0)
+    De, Do = D[0::2], D[1::2]
+    be, bo = b[0::2], b[1::2]
+    Ue, Uo = U[0::2], U[1::2]  # Ue[k] couples 2k-2k+1, Uo[k] couples 2k+1-2k+2
+    sol = torch.linalg.solve(Do, torch.cat((Ue.transpose(-1, -2), Uo, bo), -1))
+    n = D.shape[-1]
+    Wr, Wl, rb = sol[..., :n], sol[..., n : 2 * n], sol[..., 2 * n :]
+
+    def shift(x: Tensor) -> Tensor:  # x[k-1] -> position k, zero at 0
+        return torch.cat((torch.zeros_like(x[:1]), x[:-1]), 0)
+
+    UoT = Uo.transpose(-1, -2)
+    De2 = De - Ue @ Wr - shift(UoT @ Wl)
+    Ue2 = -(Ue @ Wl)
+    be2 = be - Ue @ rb - shift(UoT @ rb)
+    xe = block_tridiagonal_solve(De2, Ue2, be2)
+    xe_next = torch.cat((xe[1:], torch.zeros_like(xe[:1])), 0)
+    xo = rb - Wr @ xe - Wl @ xe_next
+    x = torch.stack((xe, xo), 1).reshape(-1, *xe.shape[1:])
+    return x[:N]
 
 
 class _Linear:
-    """The (damped, active-set reduced) normal equations at one linearisation point."""
+    """The (damped, active-set reduced) normal equations at one linearisation point.
 
-    def __init__(self, problem, A, B, D, gz, gt, keep, mu, smooth_diag):
+    Frame blocks ``A_t (T, Cf, Cf)``; with smoothness the pose block is block-pentadiagonal in
+    frames, i.e. block-tridiagonal in pairs of frames, and is solved exactly by cyclic reduction.
+    Shared parameters enter through the Schur complement.
+    """
+
+    def __init__(self, problem, A, B, D, gz, gt, keep, mu, band):
         self.p = problem
         T, Cf = gz.shape
+        self.T, self.Cf = T, Cf
         self.keep = keep  # (T, Cf) 1 = free for this step, 0 = held on a bound
         kk = keep[:, :, None] * keep[:, None, :]
-        eye = torch.eye(Cf, dtype=A.dtype, device=A.device)
         diagA = torch.diagonal(A, dim1=-2, dim2=-1)
         dampz = mu[:, None] * (diagA + 1e-9) if mu.ndim == 1 else mu * (diagA + 1e-9)
-        # full matrix (used for matvecs in CG) and the preconditioner/direct blocks
-        self.A = A * kk + torch.diag_embed(1.0 - keep)
-        self.Ad = self.A + torch.diag_embed((dampz + smooth_diag[:, None]) * keep)
-        self.Adamp_only = torch.diag_embed(dampz * keep)
-        self.L, info = torch.linalg.cholesky_ex(self.Ad)
-        if bool((info != 0).any()):
-            self.L = torch.linalg.cholesky(self.Ad + 1e-8 * eye * (diagA.abs().amax(-1) + 1)[:, None, None])
+        self.Ad = A * kk + torch.diag_embed(1.0 - keep) + torch.diag_embed(dampz * keep)
+        self.smooth = problem.smooth_sqrt_w > 0 and T >= 3
+        if self.smooth:
+            self._build_pairs(band)
+        else:
+            self.L, info = torch.linalg.cholesky_ex(self.Ad)
+            if bool((info != 0).any()):
+                eye = torch.eye(Cf, dtype=A.dtype, device=A.device)
+                self.L = torch.linalg.cholesky(self.Ad + 1e-8 * eye * (diagA.abs().amax(-1) + 1)[:, None, None])
         self.gz = gz * keep
         self.has_theta = B is not None
         if self.has_theta:
             K, P = gt.shape
             self.B = B * keep[:, :, None]
-            self.D = D
             diagD = torch.diagonal(D, dim1=-2, dim2=-1)
             mt = mu.mean() if mu.ndim == 1 else mu
             self.Dd = D + torch.diag_embed(mt * (diagD + 1e-9))
-            self.Ddamp = torch.diag_embed(mt * (diagD + 1e-9))
             self.gt = gt
-            self.Y = torch.cholesky_solve(self.B, self.L)  # (T, Cf, P)
+            self.Y = self._hzz_solve(self.B)  # (T, Cf, P)
             BtY = self.B.transpose(-1, -2) @ self.Y  # (T, P, P)
             S = self.Dd.index_add(0, problem.theta_index, -BtY)
+            S = 0.5 * (S + S.transpose(-1, -2))
             self.S_L, info = torch.linalg.cholesky_ex(S)
             if bool((info != 0).any()):
                 self.S_L = torch.linalg.cholesky(S + 1e-10 * torch.eye(P, dtype=S.dtype, device=S.device))
 
-    def block_solve(self, rz: Tensor, rt: Optional[Tensor]):
-        """Solve the block system ``[[Ad, B], [B^T, Dd]] [x; y] = [rz; rt]`` (no smoothness coupling)."""
-        rz = rz * self.keep
-        y = torch.cholesky_solve(rz[..., None], self.L)[..., 0]
+    def _build_pairs(self, band: Tensor) -> None:
+        """Pair-of-frames blocks of ``Ad + keep-masked w_s D^T D``."""
+        T, Cf = self.T, self.Cf
+        Tp = T + (T % 2)
+        keep = self.keep
+        Ad = self.Ad
+        if Tp != T:  # pad with an identity frame, uncoupled
+            Ad = torch.cat((Ad, torch.eye(Cf, dtype=Ad.dtype, device=Ad.device)[None]), 0)
+            keep = torch.cat((keep, torch.zeros_like(keep[:1])), 0)
+            band = torch.cat((band, torch.zeros_like(band[:1])), 0)
+        F = torch.nn.functional.pad
+        k0, k1, k2 = band.unbind(-1)
+        kn1 = F(keep[1:], (0, 0, 0, 1))
+        kn2 = F(keep[2:], (0, 0, 0, 2))
+        c0 = torch.diag_embed(k0[:, None] * keep)  # (Tp, Cf, Cf) t with t
+        c1 = torch.diag_embed(k1[:, None] * keep * kn1)  # t with t+1
+        c2 = torch.diag_embed(k2[:, None] * keep * kn2)  # t with t+2
+        Dt = Ad + c0
+        N = Tp // 2
+        e, o = slice(0, Tp, 2), slice(1, Tp, 2)
+        top = torch.cat((Dt[e], c1[e]), -1)
+        bot = torch.cat((c1[e].transpose(-1, -2), Dt[o]), -1)
+        self.PD = torch.cat((top, bot), -2)  # (N, 2Cf, 2Cf)
+        # pair i (frames 2i, 2i+1) with pair i+1 (frames 2i+2, 2i+3)
+        zero = torch.zeros_like(c2[e])
+        u_top = torch.cat((c2[e], zero), -1)  # 2i with 2i+2 (c2), 2i with 2i+3 (none)
+        u_bot = torch.cat((c1[o], c2[o]), -1)  # 2i+1 with 2i+2 (c1), 2i+1 with 2i+3 (c2)
+        self.PU = torch.cat((u_top, u_bot), -2)
+        self.Tp, self.N = Tp, N
+
+    def _hzz_solve(self, R: Tensor) -> Tensor:
+        """``H_zz^-1 R`` for ``R (T, Cf, r)``."""
+        if not self.smooth:
+            return torch.cholesky_solve(R, self.L)
+        T, Cf = self.T, self.Cf
+        if self.Tp != T:
+            R = torch.cat((R, torch.zeros_like(R[:1])), 0)
+        Rp = R.reshape(self.N, 2 * Cf, R.shape[-1])
+        X = block_tridiagonal_solve(self.PD, self.PU, Rp).reshape(self.Tp, Cf, R.shape[-1])
+        return X[:T]
+
+    def solve(self, opts: GNOptions):
+        """Newton step ``(dz, dtheta)`` for the gradient ``(gz, gt)``."""
+        y = self._hzz_solve(-self.gz[..., None])[..., 0]
         if not self.has_theta:
-            return y, None
+            return y * self.keep, None
         p = self.p
-        s = rt - torch.zeros_like(rt).index_add(0, p.theta_index, (self.B.transpose(-1, -2) @ y[..., None])[..., 0])
+        s = -self.gt - torch.zeros_like(self.gt).index_add(0, p.theta_index, (self.B.transpose(-1, -2) @ y[..., None])[..., 0])
         xt = torch.cholesky_solve(s[..., None], self.S_L)[..., 0]
         xz = y - (self.Y @ xt[p.theta_index][..., None])[..., 0]
         return xz * self.keep, xt
-
-    def matvec(self, vz: Tensor, vt: Optional[Tensor]):
-        """The damped full system (with smoothness) applied to ``(vz, vt)``."""
-        p = self.p
-        oz = ((self.A + self.Adamp_only) @ vz[..., None])[..., 0]
-        oz = oz + _smooth_op(p, vz) * self.keep
-        if not self.has_theta:
-            return oz * self.keep, None
-        oz = oz + (self.B @ vt[p.theta_index][..., None])[..., 0]
-        ot = (self.Dd @ vt[..., None])[..., 0]
-        ot = ot.index_add(0, p.theta_index, (self.B.transpose(-1, -2) @ vz[..., None])[..., 0])
-        return oz * self.keep, ot
-
-    def solve(self, opts: GNOptions):
-        """Newton step ``(dz, dtheta)`` for gradient ``(gz, gt)``."""
-        bz = -self.gz
-        bt = -self.gt if self.has_theta else None
-        if self.p.smooth_sqrt_w <= 0:
-            return self.block_solve(bz, bt)
-        return self._pcg(bz, bt, opts)
-
-    def _pcg(self, bz, bt, opts):
-        def dot(az, at, cz, ct):
-            d = (az * cz).sum()
-            if at is not None:
-                d = d + (at * ct).sum()
-            return d
-
-        xz = torch.zeros_like(bz)
-        xt = None if bt is None else torch.zeros_like(bt)
-        rz, rt = bz.clone(), (None if bt is None else bt.clone())
-        zz, zt = self.block_solve(rz, rt)
-        pz, pt = zz, zt
-        rho = dot(rz, rt, zz, zt)
-        b2 = dot(bz, bt, bz, bt)
-        for it in range(opts.cg_max_iter):
-            Apz, Apt = self.matvec(pz, pt)
-            alpha = rho / dot(pz, pt, Apz, Apt).clamp_min(1e-300)
-            xz = xz + alpha * pz
-            rz = rz - alpha * Apz
-            if xt is not None:
-                xt = xt + alpha * pt
-                rt = rt - alpha * Apt
-            if it % 5 == 4 and float(dot(rz, rt, rz, rt)) <= opts.cg_tol * float(b2) + 1e-300:
-                break
-            zz, zt = self.block_solve(rz, rt)
-            rho_new = dot(rz, rt, zz, zt)
-            beta = rho_new / rho.clamp_min(1e-300)
-            rho = rho_new
-            pz = zz + beta * pz
-            if pt is not None:
-                pt = zt + beta * pt
-        return xz, xt
 
 
 def _costs(problem: IKProblem, Z: Tensor, theta: Optional[Tensor]) -> tuple[Tensor, Tensor]:
@@ -217,7 +313,7 @@ def solve_gn(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: GNO
     mu = torch.full((T,), opts.mu0, dtype=Z.dtype, device=Z.device) if separable else torch.tensor(opts.mu0, dtype=Z.dtype)
     cost_t, total = _costs(p, Z, theta)
     history = [float(total)]
-    sdiag = _smooth_diag(p, T, Z.dtype, Z.device)
+    band = _smooth_band(p, T, Z.dtype, Z.device)
     lin = None
     converged = False
     it = 0
@@ -244,19 +340,34 @@ def solve_gn(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: GNO
             keep = (~held).to(Z.dtype)
             lin_parts = (A, B, D, gz, gt, keep)
         A, B, D, gz, gt, keep = lin_parts
-        lin = _Linear(p, A, B, D, gz, gt, keep, mu, sdiag)
+        lin = _Linear(p, A, B, D, gz, gt, keep, mu, band)
         dz, dt = lin.solve(opts)
+        # coordinates on a bound that the step would push further out: hold them and re-solve
+        push = (((Z <= lo) & (dz < 0)) | ((Z >= hi) & (dz > 0))) & (keep > 0)
+        if bool(push.any()):
+            keep = keep * (~push).to(Z.dtype)
+            lin_parts = (A, B, D, gz, gt, keep)
+            lin = _Linear(p, A, B, D, gz, gt, keep, mu, band)
+            dz, dt = lin.solve(opts)
         Zn = torch.clamp(Z + dz, lo, hi)
         thn = None if theta is None else theta + dt
         cost_n, total_n = _costs(p, Zn, thn)
-        # decrease predicted by the undamped linear model: -(2 g.d + d^T A d), per frame
+        # decrease predicted by the undamped linear model: -(2 g.d + d^T H d) (per frame when separable)
         dd = Zn - Z
         pred = -(2.0 * (gz * dd).sum(-1) + (dd[:, None, :] @ A @ dd[..., None])[..., 0, 0])
+        if not separable:
+            Hz = _smooth_op(p, dd)
+            pz = -(2.0 * (gz * dd).sum() + (dd * Hz).sum()) + pred.sum()
+            if dt is not None:
+                Bd = (B @ dt[p.theta_index][..., None])[..., 0]
+                pz = pz - 2.0 * (dd * Bd).sum() - 2.0 * (gt * dt).sum() - (dt[:, None, :] @ D @ dt[..., None]).sum()
+            pred_total = pz
         if separable:
             acc = cost_n < cost_t
-            rel = torch.where(acc, (cost_t - cost_n) / cost_t.clamp_min(1e-300), torch.zeros_like(cost_t))
+            scale_t = torch.maximum(cost_t, cost_t.mean().expand_as(cost_t)).clamp_min(1e-300)
+            rel = torch.where(acc, (cost_t - cost_n) / scale_t, torch.zeros_like(cost_t))
             step = dd.abs().amax(-1)
-            tiny = pred <= opts.ftol * cost_t
+            tiny = pred <= opts.ftol * scale_t
             settled = (acc & ((rel < opts.ftol) | (step < opts.xtol))) | (~acc & ((mu > 1e8) | tiny)) | (cost_t < 1e-30)
             Z = torch.where(acc[:, None], Zn, Z)
             cost_t = torch.where(acc, cost_n, cost_t)
@@ -284,10 +395,7 @@ def solve_gn(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: GNO
             else:
                 mu = mu * 4.0
                 history.append(float(total))
-                predt = float(pred.sum())
-                if dt is not None:
-                    predt -= float(2.0 * (gt * dt).sum() + (dt[:, None, :] @ D @ dt[..., None]).sum())
-                if float(mu) > 1e8 or predt <= opts.ftol * float(total):
+                if float(mu) > 1e8 or float(pred_total) <= opts.ftol * float(total):
                     converged = True  # no further decrease possible at this precision
                     break
     return GNResult(Z, theta, float(total), it, converged, history)

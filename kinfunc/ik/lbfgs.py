@@ -1,8 +1,7 @@
 """L-BFGS over all free variables at once (the seed paper's method).
 
 ``torch.optim.LBFGS`` with a strong-Wolfe line search on the objective of
-:mod:`kinfunc.ik.problem` divided by the number of frames (so tolerances do not depend on
-trial length). Joint limits enter as the objective's exterior penalty; the result is then
+:mod:`kinfunc.ik.problem` divided by its starting value (so tolerances are relative). Joint limits enter as the objective's exterior penalty; the result is then
 projected onto the limits.
 """
 from __future__ import annotations
@@ -21,16 +20,18 @@ __all__ = ["LBFGSOptions", "solve_lbfgs"]
 
 @dataclasses.dataclass(frozen=True)
 class LBFGSOptions:
-    max_iter: int = 2000
+    max_iter: int = 1000
     history_size: int = 50
-    tolerance_grad: float = 1e-10  # on the per-frame-normalised objective's gradient (inf-norm)
-    tolerance_change: float = 1e-14
+    tolerance_grad: float = 1e-9  # on the gradient (inf-norm) of objective / starting objective
+    tolerance_change: float = 1e-11  # change of objective / starting objective
 
 
 def solve_lbfgs(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: LBFGSOptions = LBFGSOptions()) -> GNResult:
     """Minimise the objective from ``Z0 (T, Cf)``, ``theta0 (K, P)``; returns a :class:`GNResult`."""
     p = problem
-    T = max(p.n_frames, 1)
+    with torch.no_grad():
+        f0 = float(objective(p, torch.clamp(Z0, p.z_lo, p.z_hi), theta0 if p.n_theta else None))
+    T = max(f0, 1e-300)  # normalise: tolerances are relative to the starting objective
     Z = torch.clamp(Z0, p.z_lo, p.z_hi).detach().clone().requires_grad_(True)
     params = [Z]
     theta = None
@@ -53,7 +54,7 @@ def solve_lbfgs(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: 
         opt.zero_grad()
         f = objective(p, Z, theta) / T
         f.backward()
-        history.append(float(f) * T)
+        history.append(float(f.detach()) * T)
         return f
 
     opt.step(closure)

@@ -70,6 +70,8 @@ class IKProblem:
     prior_sqrt_w: Tensor  # (P,)
     smooth_sqrt_w: float
     theta_names: tuple[str, ...] = ()
+    free_index: Optional[Tensor] = None  # (Cf,) long: coordinate index of each free coordinate
+    offset_select: Optional[Tensor] = None  # (M, 3, n_offset) 0/1: offset entry -> parameter
 
     @property
     def n_frames(self) -> int:
@@ -137,15 +139,30 @@ def frame_residual(problem: IKProblem, z: Tensor, theta: Optional[Tensor], x: Te
 
 
 def frame_residuals(problem: IKProblem, Z: Tensor, theta: Optional[Tensor]) -> Tensor:
-    """Residuals of all frames ``(T, R)`` at ``Z (T, Cf)`` and ``theta (K, P)`` (or ``None``)."""
+    """Residuals of all frames ``(T, R)`` at ``Z (T, Cf)`` and ``theta (K, P)`` (or ``None``).
+
+    One batched FK pass when all frames share one parameter set; ``vmap`` over frames of
+    :func:`frame_residual` otherwise (each frame its own model).
+    """
     from torch.func import vmap
 
-    if problem.n_theta == 0 or theta is None:
-        f = lambda z, x, m: frame_residual(problem, z, None, x, m)  # noqa: E731
-        return vmap(f)(Z, problem.X, problem.present)
-    th = theta[problem.theta_index]
-    f = lambda z, t, x, m: frame_residual(problem, z, t, x, m)  # noqa: E731
-    return vmap(f)(Z, th, problem.X, problem.present)
+    if problem.n_theta and theta is not None and problem.n_sets != 1:
+        th = theta[problem.theta_index]
+        f = lambda z, t, x, m: frame_residual(problem, z, t, x, m)  # noqa: E731
+        return vmap(f)(Z, th, problem.X, problem.present)
+    model = unpack_model(problem, theta[0] if (problem.n_theta and theta is not None) else None)
+    q = expand_q(problem, Z)
+    p = marker_positions(model, q)
+    T = Z.shape[0]
+    parts = [((problem.sqrt_w * problem.present)[..., None] * (p - problem.X)).reshape(T, -1)]
+    if problem.task_index.numel():
+        qf = full_coordinates(model, q)
+        parts.append(problem.task_sqrt_w * (qf[:, problem.task_index] - problem.task_value))
+    if problem.limit_index.numel():
+        zl = Z[:, problem.limit_index]
+        lo, hi = problem.z_lo[problem.limit_index], problem.z_hi[problem.limit_index]
+        parts.append(problem.limit_sqrt_w * (zl - torch.clamp(zl, lo, hi)))
+    return torch.cat(parts, -1)
 
 
 def smooth_valid(problem: IKProblem) -> Tensor:

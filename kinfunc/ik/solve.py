@@ -355,6 +355,8 @@ def build_problem(
         prior_sqrt_w=torch.tensor(pw, **kw).sqrt(),
         smooth_sqrt_w=math.sqrt(max(float(smoothness), 0.0)),
         theta_names=tuple(names),
+        free_index=torch.tensor(free_idx, dtype=torch.long, device=um.device),
+        offset_select=_offset_select(offset_map, M, n_offset, dtype, um.device),
     )
     info = dict(
         markers=tuple(used),
@@ -365,8 +367,17 @@ def build_problem(
         theta0=theta0,
         free_index=free_idx,
         model_full=model,
+        trials=list(trials),
     )
     return problem, info
+
+
+def _offset_select(offset_map: Tensor, M: int, n: int, dtype, device) -> Tensor:
+    E = torch.zeros(M * 3, max(n, 0), dtype=dtype, device=device)
+    rows = torch.nonzero(offset_map >= 0).flatten()
+    if n:
+        E[rows, offset_map[rows]] = 1.0
+    return E.reshape(M, 3, n)
 
 
 def _initial_z(problem: IKProblem, info: dict, init: Optional[Tensor], fit: tuple[str, ...]) -> Tensor:
@@ -440,6 +451,11 @@ def solve(
         o = gn_options or GNOptions()
         if max_iter is not None:
             o = dataclasses.replace(o, max_iter=max_iter)
+        if problem.n_theta and problem.n_sets == 1:
+            # stage 1: poses alone with the shared parameters at their start values (independent
+            # frames), so that the joint solve starts near the answer
+            pose_only = _pose_only(problem, theta0)
+            Z0 = solve_gn(pose_only, Z0, None, o).Z
         res = solve_gn(problem, Z0, theta0, o)
     else:
         o = lbfgs_options or LBFGSOptions()
@@ -449,8 +465,16 @@ def solve(
     wall = _time.perf_counter() - t_start
     if not res.converged:
         log.warning("IK (%s) stopped after %d iterations without meeting its tolerance", chosen, res.iterations)
-    out = _results(problem, info, res, trials, fit, chosen, wall)
+    out = _results(problem, info, res, info["trials"], fit, chosen, wall)
     return out[0] if isinstance(trial, MarkerTrial) else out
+
+
+def _pose_only(problem: IKProblem, theta0: Tensor) -> IKProblem:
+    """The same problem with the shared parameters frozen at ``theta0[k]`` (per frame set)."""
+    return dataclasses.replace(
+        problem, model=unpack_model(problem, theta0[0]), n_theta=0, fit_global=False, n_scale=0, n_offset=0,
+        prior_target=problem.prior_target[:0], prior_sqrt_w=problem.prior_sqrt_w[:0], theta_names=(),
+    )
 
 
 def _solve_shape_only(problem, Z0, theta0, chosen, max_iter, gn_options, lbfgs_options) -> GNResult:
@@ -481,6 +505,7 @@ def _results(problem: IKProblem, info: dict, res: GNResult, trials, fit, solver:
     full: Model = info["model_full"]
     used_idx = info["used_marker_index"]
     out = []
+    fitted_models: dict[int, Model] = {}
     start = 0
     with torch.no_grad():
         Q = expand_q(problem, res.Z)
@@ -491,11 +516,15 @@ def _results(problem: IKProblem, info: dict, res: GNResult, trials, fit, solver:
             kset = 0 if problem.n_sets == 1 else k
             th = res.theta[kset] if res.theta is not None else None
             um = unpack_model(problem, th)
-            fitted = full.replace(
-                global_scale=um.global_scale,
-                body_scales=um.body_scales,
-                marker_offsets=full.marker_offsets.index_copy(0, torch.tensor(used_idx, device=full.device), um.marker_offsets),
-            )
+            if kset not in fitted_models:  # one fitted model object per parameter set
+                fitted_models[kset] = full.replace(
+                    global_scale=um.global_scale,
+                    body_scales=um.body_scales,
+                    marker_offsets=full.marker_offsets.index_copy(
+                        0, torch.tensor(used_idx, device=full.device), um.marker_offsets
+                    ),
+                )
+            fitted = fitted_models[kset]
             q = Q[sl]
             p = marker_positions(um, q)
             pres = problem.present[sl] > 0

@@ -17,7 +17,7 @@ from ..fk import marker_positions
 from ..model import Model
 from ..trial import MarkerTrial
 
-__all__ = ["gait_motion", "synthetic_trial", "perturbed_model"]
+__all__ = ["gait_motion", "rom_motion", "synthetic_trial", "perturbed_model"]
 
 _D = math.pi / 180.0
 
@@ -51,6 +51,35 @@ def gait_motion(model: Model, n_frames: int, rate: float = 100.0, cadence: float
     for side, shift in (("r", 0.0), ("l", math.pi)):
         for k, v in leg(ph + shift).items():
             vals[f"{k}_{side}"] = v
+    q = model.default_q().to(torch.float64).expand(n_frames, -1).clone()
+    for i, n in enumerate(model.coordinate_names):
+        if n in vals:
+            q[:, i] = vals[n]
+    return q.to(model.dtype)
+
+
+def rom_motion(model: Model, n_frames: int, rate: float = 100.0, period: float = 2.0) -> Tensor:
+    """A range-of-motion trial ``q (T, C)``: standing, each hip circumducting, knees and ankles
+    flexing, pelvis swaying (what a functional joint-centre trial does). Gait2392 names."""
+    t = torch.arange(n_frames, dtype=torch.float64) / rate
+    ph = 2 * math.pi * t / period
+    s, c = torch.sin, torch.cos
+    vals = {
+        "pelvis_tilt": (-5 + 8 * s(0.5 * ph)) * _D,
+        "pelvis_list": (6 * s(0.7 * ph)) * _D,
+        "pelvis_rotation": (10 * s(0.3 * ph)) * _D,
+        "pelvis_tx": 0.02 * s(0.4 * ph),
+        "pelvis_ty": 0.90 + 0.02 * s(ph),
+        "pelvis_tz": 0.02 * c(0.4 * ph),
+    }
+    for side, shift in (("r", 0.0), ("l", 1.3)):
+        p = ph + shift
+        vals[f"hip_flexion_{side}"] = (25 + 30 * s(p)) * _D
+        vals[f"hip_adduction_{side}"] = (-5 + 18 * c(p)) * _D
+        vals[f"hip_rotation_{side}"] = (20 * s(1.7 * p)) * _D
+        vals[f"knee_angle_{side}"] = (-40 + 33 * s(1.3 * p)) * _D
+        vals[f"ankle_angle_{side}"] = (12 * s(0.9 * p)) * _D
+        vals[f"subtalar_angle_{side}"] = (12 * s(1.1 * p + 0.5)) * _D
     q = model.default_q().to(torch.float64).expand(n_frames, -1).clone()
     for i, n in enumerate(model.coordinate_names):
         if n in vals:
