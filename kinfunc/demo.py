@@ -199,7 +199,7 @@ class DemoResult:
         return "\n".join(lines)
 
 
-def run_demo(out_dir: Optional[Path] = None, *, strides: float = 2.0, rate: float = 100.0,
+def run_demo(out_dir: Optional[Path] = None, *, strides: float = 2.0, rate: float = 60.0,
              marker_set: str = "cmu", report: bool = True, progress: Optional[Callable[[str], None]] = None,
              dtype: torch.dtype = torch.float64, device=None) -> DemoResult:
     """The whole demo: built-in model, synthetic subject and walk, scale + IK, outputs.
@@ -221,7 +221,7 @@ def run_demo(out_dir: Optional[Path] = None, *, strides: float = 2.0, rate: floa
     subject = demo_subject(model)
     q_true = normative_gait(model, strides=strides, rate=rate)
     walk = demo_trial(subject, q_true, rate=rate, seed=1)
-    cal = demo_trial(subject, rom_motion(model, int(2 * rate), rate=rate), rate=rate, seed=2, n_gaps=0,
+    cal = demo_trial(subject, rom_motion(model, int(1.5 * rate), rate=rate), rate=rate, seed=2, n_gaps=0,
                      source="builtin:calibration")
     say(f"generated {walk.n_frames}-frame walk + {cal.n_frames}-frame calibration trial, {walk.n_markers} markers")
     topo = model.topology
