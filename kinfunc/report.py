@@ -80,6 +80,10 @@ def make_report(result: Any, out_dir: PathLike, trial: Any = None, reference: An
         if ref is not None and name in ref.names:
             rv = _np(ref.values[:, ref.names.index(name)])
             ax.plot(_np(ref.time), np.degrees(rv), color="C1", lw=1.2, ls="--", label=reference_label)
+        lo, hi = ax.get_ylim()
+        if hi - lo < 2.0:  # a flat curve: do not magnify numerical noise
+            mid = 0.5 * (lo + hi)
+            ax.set_ylim(mid - 1.0, mid + 1.0)
         ax.set_title(name, fontsize=10)
         ax.tick_params(labelsize=8)
         if k % ncol == 0:
