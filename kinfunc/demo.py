@@ -189,7 +189,7 @@ class DemoResult:
         lines = [
             f"trial: {self.trial.n_frames} frames @ {self.trial.rate:g} Hz, {len(r.marker_names)} markers "
             f"(soft-tissue + white noise, {self.trial.meta.get('gaps', 0)} gaps)",
-            f"marker RMS: mean {float(rms.mean()):.2f} mm, max {float(rms.max()):.2f} mm",
+            f"marker RMS per frame: mean {float(rms.mean()):.2f} mm, max {float(rms.max()):.2f} mm",
             f"joint angles vs truth: mean RMS {np.mean(ang):.2f} deg, worst {worst} {self.angle_rms_deg[worst]:.2f} deg",
             "segment scales (fitted / true): " + ", ".join(
                 f"{b} {float(self.result.model.body_scales[self.subject.topology.body_index(b), 0]):.3f}/{v:.3f}"
