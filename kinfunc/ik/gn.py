@@ -307,6 +307,8 @@ def solve_gn(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: GNO
     p = problem
     lo, hi = p.z_lo, p.z_hi
     Z = torch.clamp(Z0, lo, hi)
+    # tolerances below the working precision cannot be met (float32)
+    opts = dataclasses.replace(opts, ftol=max(opts.ftol, 100 * torch.finfo(Z.dtype).eps))
     theta = theta0 if p.n_theta else None
     T, Cf = Z.shape
     separable = not p.coupled
@@ -364,7 +366,7 @@ def solve_gn(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: GNO
             pred_total = pz
         if separable:
             acc = cost_n < cost_t
-            scale_t = torch.maximum(cost_t, cost_t.mean().expand_as(cost_t)).clamp_min(1e-300)
+            scale_t = torch.maximum(cost_t, cost_t.mean().expand_as(cost_t)).clamp_min(torch.finfo(cost_t.dtype).tiny)
             rel = torch.where(acc, (cost_t - cost_n) / scale_t, torch.zeros_like(cost_t))
             step = dd.abs().amax(-1)
             tiny = pred <= opts.ftol * scale_t
@@ -381,7 +383,7 @@ def solve_gn(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: GNO
         else:
             accepted = bool(total_n < total)
             if accepted:
-                rel = float((total - total_n) / total.clamp_min(1e-300))
+                rel = float((total - total_n) / total.clamp_min(torch.finfo(total.dtype).tiny))
                 step = float((Zn - Z).abs().max()) if Z.numel() else 0.0
                 if dt is not None:
                     step = max(step, float(dt.abs().max()))
