@@ -82,7 +82,7 @@ def frame_jacobians(problem: IKProblem, Z: Tensor, theta: Optional[Tensor]):
     q = expand_q(p_, Z)
     T, M = p_.X.shape[:2]
     free = p_.free_index
-    pos, Jq = marker_jacobian(model, q)
+    pos, Jq = marker_jacobian(model, q, p_.dvdq)
     sw = p_.sqrt_w * p_.present  # (T, M)
     r_parts = [(sw[..., None] * (pos - p_.X)).reshape(T, -1)]
     J_parts = [(sw[..., None, None] * Jq[..., free]).reshape(T, 3 * M, -1)]
@@ -292,6 +292,19 @@ def _costs(problem: IKProblem, Z: Tensor, theta: Optional[Tensor]) -> tuple[Tens
     return c, total
 
 
+def _totals(problem: IKProblem, r: Tensor, Z: Tensor, theta: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+    """Per-frame costs ``(T,)`` from frame residuals ``r (T, R)`` and the total objective."""
+    c = (r * r).sum(-1)
+    total = c.sum()
+    if problem.smooth_sqrt_w > 0:
+        s = smooth_residuals(problem, Z)
+        total = total + (s * s).sum()
+    if problem.n_theta and theta is not None:
+        pr = prior_residuals(problem, theta)
+        total = total + (pr * pr).sum()
+    return c, total
+
+
 @dataclasses.dataclass
 class GNResult:
     Z: Tensor
@@ -307,11 +320,14 @@ def solve_gn(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: GNO
     p = problem
     lo, hi = p.z_lo, p.z_hi
     Z = torch.clamp(Z0, lo, hi)
+    # tolerances below the working precision cannot be met (float32)
+    opts = dataclasses.replace(opts, ftol=max(opts.ftol, 100 * torch.finfo(Z.dtype).eps))
     theta = theta0 if p.n_theta else None
     T, Cf = Z.shape
     separable = not p.coupled
     mu = torch.full((T,), opts.mu0, dtype=Z.dtype, device=Z.device) if separable else torch.tensor(opts.mu0, dtype=Z.dtype)
-    cost_t, total = _costs(p, Z, theta)
+    r, Jz, Jt = frame_jacobians(p, Z, theta)
+    cost_t, total = _totals(p, r, Z, theta)
     history = [float(total)]
     band = _smooth_band(p, T, Z.dtype, Z.device)
     lin = None
@@ -319,7 +335,6 @@ def solve_gn(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: GNO
     it = 0
     for it in range(1, opts.max_iter + 1):
         if lin is None:
-            r, Jz, Jt = frame_jacobians(p, Z, theta)
             Jzt = Jz.transpose(-1, -2)
             A = Jzt @ Jz
             gz = (Jzt @ r[..., None])[..., 0]
@@ -351,7 +366,9 @@ def solve_gn(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: GNO
             dz, dt = lin.solve(opts)
         Zn = torch.clamp(Z + dz, lo, hi)
         thn = None if theta is None else theta + dt
-        cost_n, total_n = _costs(p, Zn, thn)
+        # residuals and Jacobians at the candidate (reused as the next linearisation if accepted)
+        rn, Jzn, Jtn = frame_jacobians(p, Zn, thn)
+        cost_n, total_n = _totals(p, rn, Zn, thn)
         # decrease predicted by the undamped linear model: -(2 g.d + d^T H d) (per frame when separable)
         dd = Zn - Z
         pred = -(2.0 * (gz * dd).sum(-1) + (dd[:, None, :] @ A @ dd[..., None])[..., 0, 0])
@@ -364,28 +381,31 @@ def solve_gn(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: GNO
             pred_total = pz
         if separable:
             acc = cost_n < cost_t
-            scale_t = torch.maximum(cost_t, cost_t.mean().expand_as(cost_t)).clamp_min(1e-300)
+            scale_t = torch.maximum(cost_t, cost_t.mean().expand_as(cost_t)).clamp_min(torch.finfo(cost_t.dtype).tiny)
             rel = torch.where(acc, (cost_t - cost_n) / scale_t, torch.zeros_like(cost_t))
             step = dd.abs().amax(-1)
             tiny = pred <= opts.ftol * scale_t
             settled = (acc & ((rel < opts.ftol) | (step < opts.xtol))) | (~acc & ((mu > 1e8) | tiny)) | (cost_t < 1e-30)
             Z = torch.where(acc[:, None], Zn, Z)
+            r = torch.where(acc[:, None], rn, r)
+            Jz = torch.where(acc[:, None, None], Jzn, Jz)
             cost_t = torch.where(acc, cost_n, cost_t)
             mu = torch.where(acc, (mu / 3.0).clamp_min(1e-12), mu * 4.0)
             total = cost_t.sum()
             history.append(float(total))
-            lin = None  # some frames moved: relinearise (cheap: one batched jacfwd)
+            lin = None  # some frames moved: rebuild the normal equations
             if bool(settled.all()):
                 converged = True
                 break
         else:
             accepted = bool(total_n < total)
             if accepted:
-                rel = float((total - total_n) / total.clamp_min(1e-300))
+                rel = float((total - total_n) / total.clamp_min(torch.finfo(total.dtype).tiny))
                 step = float((Zn - Z).abs().max()) if Z.numel() else 0.0
                 if dt is not None:
                     step = max(step, float(dt.abs().max()))
                 Z, theta, total, cost_t = Zn, thn, total_n, cost_n
+                r, Jz, Jt = rn, Jzn, Jtn
                 mu = (mu / 3.0).clamp_min(1e-12)
                 lin = None
                 history.append(float(total))

@@ -26,7 +26,7 @@ def kabsch(P: Tensor, X: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     ``t (..., 3)`` and ``ok (...)`` (at least 3 points with weight > 0).
     """
     ok = (w > 0).sum(-1) >= 3
-    ws = w / w.sum(-1, keepdim=True).clamp_min(1e-300)
+    ws = w / w.sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
     cP = (ws[..., None] * P).sum(-2)
     cX = (ws[..., None] * X).sum(-2)
     H = ((P - cP[..., None, :]) * ws[..., None]).transpose(-1, -2) @ (X - cX[..., None, :])
@@ -79,7 +79,7 @@ def rigid_root_fit(model: Model, X: Tensor, present: Tensor, q0: Tensor) -> tupl
     # translation from whatever root markers (or any markers) the frame has
     w_any = torch.where((w.sum(-1, keepdim=True) > 0), w, present)
     n_any = w_any.sum(-1)
-    wn = w_any / n_any.clamp_min(1e-300)[:, None]
+    wn = w_any / n_any.clamp_min(torch.finfo(w.dtype).tiny)[:, None]
     cX = (wn[..., None] * torch.where(w_any[..., None] > 0, X, torch.zeros_like(X))).sum(-2)
     cP = (wn[..., None] * P).sum(-2)
     t_c = cX - (R_fb @ cP[..., None])[..., 0]

@@ -12,6 +12,8 @@ Everything is batched over frames; the reference is ``torch.func.jacrev``/``jacf
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 from torch.func import jacfwd, vmap
@@ -21,6 +23,13 @@ from ..fk import effective_scales, fk, full_coordinates, slot_values
 from ..model import Model
 
 __all__ = ["marker_jacobian", "ancestor_mask"]
+
+
+def _cross(a: Tensor, b: Tensor) -> Tensor:
+    """Cross product over the last axis with broadcasting (no expanded copies)."""
+    a0, a1, a2 = a.unbind(-1)
+    b0, b1, b2 = b.unbind(-1)
+    return torch.stack((a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0), -1)
 
 
 def ancestor_mask(model: Model) -> Tensor:
@@ -42,13 +51,31 @@ def slot_derivatives(model: Model, q: Tensor) -> Tensor:
     return vmap(jacfwd(lambda qq: slot_values(model, qq)))(q)
 
 
-def marker_jacobian(model: Model, q: Tensor) -> tuple[Tensor, Tensor]:
-    """Marker positions ``(T, M, 3)`` (m) and ``dp/dq (T, M, 3, C)`` at ``q (T, C)``."""
+def slot_derivatives_constant(model: Model) -> Optional[Tensor]:
+    """``dv/dq (B, 6, C)`` when every joint function and coupler is constant or linear (then it
+    does not depend on ``q``), else ``None``."""
+    from ..functions import FnKind
+
+    groups = model.topology.slot_groups + model.topology.coupler_groups
+    if any(g.key[0] not in (FnKind.CONSTANT, FnKind.LINEAR) for g in groups):
+        return None
+    return slot_derivatives(model, model.default_q()[None])[0]
+
+
+def marker_jacobian(model: Model, q: Tensor, dvdq: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    """Marker positions ``(T, M, 3)`` (m) and ``dp/dq (T, M, 3, C)`` at ``q (T, C)``.
+
+    ``dvdq``: optional precomputed ``(B, 6, C)`` slot derivatives (see
+    :func:`slot_derivatives_constant`), else computed by forward mode.
+    """
     topo = model.topology
     poses = fk(model, q)
     Rw, tw = poses.R, poses.t  # (T, B, 3, 3), (T, B, 3)
     v = slot_values(model, q)  # (T, B, 6)
-    dvdq = slot_derivatives(model, q)  # (T, B, 6, C)
+    if dvdq is None:
+        dvdq = slot_derivatives(model, q)  # (T, B, 6, C)
+    else:
+        dvdq = dvdq[None]  # (1, B, 6, C), broadcast over frames
     s_body, s_parent = effective_scales(model)
     axes = model.axes / torch.linalg.vector_norm(model.axes, dim=-1, keepdim=True)  # (B, 6, 3)
     Rp = tf.euler_xyz_to_matrix(model.parent_orientation)  # (B, 3, 3)
@@ -72,12 +99,14 @@ def marker_jacobian(model: Model, q: Tensor) -> tuple[Tensor, Tensor]:
     p = (Rw[:, mb] @ off[..., None])[..., 0] + tw[:, mb]  # (T, M, 3)
     anc = ancestor_mask(model)  # (M, B)
     # sum over slots first: W[t, j, c] = sum_s dv_js/dq_c w_js (rotation), Tr likewise (translation)
-    W = torch.einsum("tbsc,tbsx->tbcx", dvdq[:, :, :3], w)  # (T, B, C, 3)
-    Tr = torch.einsum("tbsc,tbsx->tbcx", dvdq[:, :, 3:], tau)  # (T, B, C, 3)
-    U = torch.linalg.cross(W, c[:, :, None, :].expand_as(W))  # w x c_j
-    Wm = torch.einsum("mb,tbcx->tmcx", anc, W)
-    Um = torch.einsum("mb,tbcx->tmcx", anc, U - Tr)
-    J = torch.linalg.cross(Wm, p[:, :, None, :].expand_as(Wm)) - Um  # (T, M, C, 3)
+    dvT = dvdq.transpose(-1, -2)  # (T or 1, B, C, 6)
+    W = dvT[..., :3] @ w  # (T, B, C, 3)
+    Tr = dvT[..., 3:] @ tau  # (T, B, C, 3)
+    T, B, C = W.shape[0], W.shape[1], W.shape[2]
+    U = _cross(W, c[:, :, None, :]) - Tr  # w x c_j - translation part
+    Wm = (anc @ W.reshape(T, B, C * 3)).reshape(T, -1, C, 3)  # sum over ancestor joints
+    Um = (anc @ U.reshape(T, B, C * 3)).reshape(T, -1, C, 3)
+    J = _cross(Wm, p[:, :, None, :]) - Um  # (T, M, C, 3)
     J = J.transpose(-1, -2)
     return p, J
 

@@ -72,6 +72,7 @@ class IKProblem:
     theta_names: tuple[str, ...] = ()
     free_index: Optional[Tensor] = None  # (Cf,) long: coordinate index of each free coordinate
     offset_select: Optional[Tensor] = None  # (M, 3, n_offset) 0/1: offset entry -> parameter
+    dvdq: Optional[Tensor] = None  # (B, 6, C) constant slot derivatives (all functions linear), else None
 
     @property
     def n_frames(self) -> int:

@@ -22,6 +22,7 @@ from ..model import Model
 from ..trial import MarkerTrial
 from .gn import GNOptions, GNResult, solve_gn
 from .init import initial_q
+from .jacobian import slot_derivatives_constant
 from .lbfgs import LBFGSOptions, solve_lbfgs
 from .problem import IKProblem, expand_q, unpack_model
 from .setup import CoordinateTask, IKSetup
@@ -357,6 +358,7 @@ def build_problem(
         theta_names=tuple(names),
         free_index=torch.tensor(free_idx, dtype=torch.long, device=um.device),
         offset_select=_offset_select(offset_map, M, n_offset, dtype, um.device),
+        dvdq=slot_derivatives_constant(um),
     )
     info = dict(
         markers=tuple(used),
