@@ -99,6 +99,9 @@ def _match(model, trial, log: Callable[[str], None]):
 
     m = match(model.marker_names, trial.names)
     src = Path(trial.source or "trial").name
+    if not model.marker_names:
+        raise CLIError(f"the model has no markers, so {src} cannot be fitted; use a model with a marker set "
+                       "(an .osim with a MarkerSet, or builtin:cmu|pig|opensim)")
     if not m.pairs:
         raise CLIError(
             f"{src}: none of the trial's marker names ({', '.join(trial.names[:12])}{' ...' if trial.n_markers > 12 else ''}) "
