@@ -186,10 +186,8 @@ def _no_time(setup):
 def cmd_demo(a) -> int:
     from .demo import run_demo
 
-    import torch
-
     out = Path(a.out)
-    _say(f"demo: built-in 18-DOF model, synthetic subject (scaled segments, displaced markers), two walking strides")
+    _say("demo: built-in 18-DOF model, synthetic subject (scaled segments, displaced markers), two walking strides")
     d = run_demo(out, report=not a.no_report, progress=_say, dtype=_dtype(a.dtype), device=a.device)
     print(d.summary())
     for k, v in d.files.items():
@@ -293,8 +291,7 @@ def cmd_convert(a) -> int:
 
     if not Path(a.src).exists():
         raise CLIError(f"{a.src}: file not found")
-    kw = {}
-    tr = io.convert(a.src, a.dst, units=a.units, **kw)
+    tr = io.convert(a.src, a.dst, units=a.units)
     print(f"wrote {a.dst}: {tr.n_frames} frames x {tr.n_markers} markers @ {tr.rate:g} Hz")
     return 0
 

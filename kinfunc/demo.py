@@ -93,8 +93,7 @@ def normative_gait(model: Model, strides: float = 2.0, rate: float = 100.0, stri
     vals["pelvis_tz"] = 0.015 * np.sin(2 * np.pi * ph)
     for side, shift in (("r", 0.0), ("l", 0.5)):
         for name, kp in GAIT_KEYPOINTS.items():
-            sign = 1.0
-            vals[f"{name}_{side}"] = sign * periodic_curve(kp, ph - shift) * _D
+            vals[f"{name}_{side}"] = periodic_curve(kp, ph - shift) * _D
     q = model.default_q().to(torch.float64).expand(T, -1).clone()
     for i, n in enumerate(model.coordinate_names):
         if n in vals:

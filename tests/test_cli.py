@@ -14,7 +14,7 @@ import torch
 
 import kinfunc as kf
 from kinfunc.cli import main
-from kinfunc.ik.synthetic import gait_motion, perturbed_model, synthetic_trial
+from kinfunc.ik.synthetic import gait_motion, synthetic_trial
 
 f64 = torch.float64
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
