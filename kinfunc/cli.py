@@ -460,12 +460,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         import torch
 
+        dev = getattr(args, "device", None)
+        if dev:
+            try:
+                d = torch.device(dev)
+            except RuntimeError:
+                raise CLIError(f"--device {dev}: not a torch device; use cpu, cuda or cuda:N") from None
+            if d.type == "cuda" and not torch.cuda.is_available():
+                raise CLIError(f"--device {dev}: CUDA is not available in this torch build/machine; use --device cpu")
         threads = args.threads or int(os.environ.get("KINFUNC_THREADS", "1"))
         torch.set_num_threads(max(1, threads))
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         _say("interrupted")
         return 130
+    except BrokenPipeError:  # output piped into `head` & co.: stop quietly
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return 0
     except Exception as e:  # one line, no traceback unless --debug
         if debug:
             raise

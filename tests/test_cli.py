@@ -225,3 +225,18 @@ def test_ik_with_static_trial_fits_shape_first(tmp_path, capsys):
     m = kf.io.load_model(tmp_path / "st" / "walk_model.json")
     fem = m.topology.body_index("femur_r")
     assert float(m.global_scale * m.body_scales[fem, 0]) > 1.02  # towards 1.08 (offsets absorb part, priors)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["demo", "--device", "banana"], "--device banana"),
+    (["info", "thing.xyz"], "thing.xyz"),
+    (["fk", "builtin:cmu", "missing.mot"], "missing.mot"),
+    (["convert", "missing.c3d", "x.trc"], "missing.c3d"),
+    (["scale", "missing.trc", "--model", "builtin:cmu"], "missing.trc"),
+])
+def test_bad_input_in_process(argv, needle, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "thing.xyz").write_text("?")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("kinfunc: error:") and needle in err[0]
