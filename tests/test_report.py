@@ -29,6 +29,7 @@ def small_result():
 
 # ----------------------------------------------------------------------------- report
 def test_report_png_and_html(small_result, tmp_path):
+    pytest.importorskip("matplotlib")
     res, tr, q = small_result
     ref = tmp_path / "truth.mot"
     kf.io.write_mot(ref, q=q, time=tr.time, model=res.model)
