@@ -44,9 +44,9 @@ def ik_trial(trial_path: str, out_dir: str, options: dict) -> dict:
     row = {k: "" for k in SUMMARY_FIELDS}
     row["trial"] = str(trial_path)
     try:
-        res, files = run_ik_pipeline(trial_path, out_dir=out_dir, log=lambda s: None, **options)
         import torch
 
+        res, files = run_ik_pipeline(trial_path, out_dir=out_dir, log=lambda s: None, **options)
         rms = res.marker_rms[torch.isfinite(res.marker_rms)]
         mx = res.marker_max[torch.isfinite(res.marker_max)]
         row.update(status="ok", frames=res.q.shape[0], markers=len(res.marker_names),
@@ -58,6 +58,12 @@ def ik_trial(trial_path: str, out_dir: str, options: dict) -> dict:
             traceback.print_exc()
     row["wall_s"] = f"{_time.perf_counter() - t0:.3f}"
     return row
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def run_batch(trials: Sequence[Path], out_dir: Path, options: dict, jobs: int = 1,
@@ -79,7 +85,10 @@ def run_batch(trials: Sequence[Path], out_dir: Path, options: dict, jobs: int = 
             rows[i] = ik_trial(str(t), str(d), options)
             say(f"[{i + 1}/{len(trials)}] {t}: {rows[i]['status']} {rows[i]['mean_rms_mm'] or rows[i]['error']}")
     else:
-        with cf.ProcessPoolExecutor(max_workers=jobs) as ex:
+        import torch
+
+        with cf.ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
+                                    initargs=(torch.get_num_threads(),)) as ex:
             futs = {ex.submit(ik_trial, str(t), str(d), options): i for i, (t, d) in enumerate(zip(trials, dirs))}
             for n, f in enumerate(cf.as_completed(futs), 1):
                 i = futs[f]
