@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -98,12 +99,14 @@ def make_report(result: Any, out_dir: PathLike, trial: Any = None, reference: An
     ax.plot(t, mx, color="C3", lw=0.8, alpha=0.7, label="max")
     ax.set_xlabel("time (s)", fontsize=8)
     ax.set_ylabel("marker error (mm)", fontsize=8)
-    ax.set_title(f"marker error per frame (mean RMS {np.nanmean(rms):.1f} mm)", fontsize=10)
+    ax.set_title(f"marker error per frame (mean RMS {np.nanmean(rms) if np.isfinite(rms).any() else float('nan'):.1f} mm)",
+                 fontsize=10)
     ax.legend(fontsize=7)
     ax.tick_params(labelsize=8)
     # per-marker error bars
     err = _np(result.marker_error) * 1e3  # (T, M)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # markers never seen: NaN bars, no noise
         per = np.sqrt(np.nanmean(err**2, 0))
         p95 = np.nanpercentile(err, 95, axis=0) if np.isfinite(err).any() else per
     ax = fig.add_subplot(gs[nrow_ang, 2:])
