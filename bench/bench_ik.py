@@ -9,6 +9,7 @@ noise per axis and 20 % random gaps. Cases: pose only (CMU and Gait2392-style ma
 pose + temporal smoothness, pose + segment scales + marker offsets. Times are medians over
 ``--repeats`` warm runs (one untimed warm-up run first), float64 on CPU. Prints JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,12 +27,23 @@ from kinfunc.ik.synthetic import gait_motion, perturbed_model, synthetic_trial
 
 def _case(name, marker_set, frames, fit, options, repeats, solvers):
     model = kf.models.lower_body(marker_set, dtype=torch.float64)
-    truth = perturbed_model(model, {"femur_r": 0.96, "femur_l": 0.96, "tibia_r": 1.04, "tibia_l": 1.04},
-                            offset_sigma=0.005 if "marker_offsets" in fit else 0.0, seed=3)
+    truth = perturbed_model(
+        model,
+        {"femur_r": 0.96, "femur_l": 0.96, "tibia_r": 1.04, "tibia_l": 1.04},
+        offset_sigma=0.005 if "marker_offsets" in fit else 0.0,
+        seed=3,
+    )
     q = gait_motion(model, frames)
     trial = synthetic_trial(truth, q, noise=0.005, gaps=0.2, seed=1)
-    out = {"case": name, "marker_set": marker_set, "frames": frames, "markers": len(model.marker_names),
-           "fit": list(fit), "options": options, "solvers": {}}
+    out = {
+        "case": name,
+        "marker_set": marker_set,
+        "frames": frames,
+        "markers": len(model.marker_names),
+        "fit": list(fit),
+        "options": options,
+        "solvers": {},
+    }
     for solver in solvers:
         kf.ik.solve(model, trial, fit=fit, solver=solver, **options)  # warm-up
         times, res = [], None
@@ -71,8 +83,12 @@ def main() -> None:
         ("pose_cmu", "cmu", ("pose",), {}),
         ("pose_opensim", "opensim", ("pose",), {}),
         ("pose_smooth_cmu", "cmu", ("pose",), {"smoothness": 1.0}),
-        ("pose_scales_offsets_opensim", "opensim", ("pose", "segment_scales", "marker_offsets"),
-         {"smoothness": 1.0, "scale_weight": 1e-3, "offset_weight": 1e-2}),
+        (
+            "pose_scales_offsets_opensim",
+            "opensim",
+            ("pose", "segment_scales", "marker_offsets"),
+            {"smoothness": 1.0, "scale_weight": 1e-3, "offset_weight": 1e-2},
+        ),
     ]
     results = {
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},

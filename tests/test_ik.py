@@ -1,4 +1,5 @@
 """Whole-trial IK: Jacobians, initialisation, objective terms, solvers, recovery of known answers."""
+
 from __future__ import annotations
 
 import math
@@ -16,7 +17,7 @@ from kinfunc.ik.gn import frame_jacobians, frame_jacobians_autodiff
 from kinfunc.ik.init import kabsch, rigid_root_fit, root_coordinates
 from kinfunc.ik.jacobian import marker_jacobian
 from kinfunc.ik.problem import frame_residual, objective
-from kinfunc.ik.solve import _initial_z, build_problem
+from kinfunc.ik.solve import build_problem
 from kinfunc.ik.synthetic import gait_motion, perturbed_model, rom_motion, synthetic_trial
 from kinfunc.model import Dof, Joint, ModelBuilder
 
@@ -28,15 +29,24 @@ def chain_model() -> kf.Model:
     """A small model exercising couplers, splines, polynomials, locked and clamped coordinates."""
     mb = ModelBuilder("chain")
     mb.add_body("base", Joint.free("root", ("rx", "ry", "rz", "tx", "ty", "tz"), child_location=(0.01, 0.02, -0.01)))
-    mb.add_body("thigh", Joint.ball("hip", "base", ("h1", "h2", "h3"), parent_location=(0.05, -0.1, 0.08),
-                                    parent_orientation=(0.1, -0.2, 0.05)))
+    mb.add_body(
+        "thigh",
+        Joint.ball(
+            "hip", "base", ("h1", "h2", "h3"), parent_location=(0.05, -0.1, 0.08), parent_orientation=(0.1, -0.2, 0.05)
+        ),
+    )
     mb.add_body(
         "shank",
         Joint(
-            "knee", "thigh", parent_location=(0.0, -0.4, 0.0), child_orientation=(0.1, 0.2, 0.0),
+            "knee",
+            "thigh",
+            parent_location=(0.0, -0.4, 0.0),
+            child_orientation=(0.1, 0.2, 0.0),
             rotations=(Dof((0, 0, 1), "knee"), Dof((1, 0, 0), "knee_add")),
-            translations=(Dof((1, 0, 0), "knee", F.Spline((-2, -1, 0, 1), (0.0, 0.01, 0.0, -0.005))),
-                          Dof((0, 1, 0), "knee", F.Polynomial((0.01, 0.0, 0.002)))),
+            translations=(
+                Dof((1, 0, 0), "knee", F.Spline((-2, -1, 0, 1), (0.0, 0.01, 0.0, -0.005))),
+                Dof((0, 1, 0), "knee", F.Polynomial((0.01, 0.0, 0.002))),
+            ),
         ),
     )
     mb.add_coupler("knee_add", "knee", F.Linear(0.2, 0.01))
@@ -44,10 +54,17 @@ def chain_model() -> kf.Model:
     mb.add_coordinate("ankle", 0.0, (-0.5, 0.5), clamped=True)
     mb.add_coordinate("h3", 0.1, locked=True)
     for name, body, off in [
-        ("B1", "base", (0.1, 0.05, 0.1)), ("B2", "base", (0.1, 0.05, -0.1)), ("B3", "base", (-0.1, 0.07, 0.0)),
-        ("T1", "thigh", (0.03, -0.2, 0.06)), ("T2", "thigh", (0.0, -0.38, 0.05)),
-        ("S1", "shank", (0.03, -0.1, 0.05)), ("S2", "shank", (0.0, -0.38, 0.05)), ("S3", "shank", (0.02, -0.2, -0.04)),
-        ("F1", "foot", (-0.02, -0.03, 0.0)), ("F2", "foot", (0.15, -0.05, 0.03)), ("F3", "foot", (0.15, -0.05, -0.03)),
+        ("B1", "base", (0.1, 0.05, 0.1)),
+        ("B2", "base", (0.1, 0.05, -0.1)),
+        ("B3", "base", (-0.1, 0.07, 0.0)),
+        ("T1", "thigh", (0.03, -0.2, 0.06)),
+        ("T2", "thigh", (0.0, -0.38, 0.05)),
+        ("S1", "shank", (0.03, -0.1, 0.05)),
+        ("S2", "shank", (0.0, -0.38, 0.05)),
+        ("S3", "shank", (0.02, -0.2, -0.04)),
+        ("F1", "foot", (-0.02, -0.03, 0.0)),
+        ("F2", "foot", (0.15, -0.05, 0.03)),
+        ("F3", "foot", (0.15, -0.05, -0.03)),
     ]:
         mb.add_marker(name, body, off)
     return mb.build(dtype=f64)
@@ -65,9 +82,10 @@ def random_q(model, T, seed, spread=0.4):
 @pytest.mark.parametrize("which", ["chain", "lower_body"])
 def test_marker_jacobian_equals_jacrev(which):
     model = chain_model() if which == "chain" else kf.models.lower_body("opensim", dtype=f64)
-    model = model.replace(body_scales=model.body_scales * torch.linspace(0.9, 1.1, model.topology.n_bodies * 3,
-                                                                          dtype=f64).reshape(-1, 3),
-                          global_scale=torch.tensor(1.05, dtype=f64))
+    model = model.replace(
+        body_scales=model.body_scales * torch.linspace(0.9, 1.1, model.topology.n_bodies * 3, dtype=f64).reshape(-1, 3),
+        global_scale=torch.tensor(1.05, dtype=f64),
+    )
     q = random_q(model, 4, seed=1)
     p, J = marker_jacobian(model, q)
     ref = vmap(jacrev(lambda qq: kf.marker_positions(model, qq)))(q)
@@ -82,16 +100,24 @@ def test_frame_jacobians_equal_jacrev_all_terms():
     q = random_q(model, 6, seed=2)
     trial = synthetic_trial(model, q, noise=0.003, gaps=0.2, seed=3)
     tasks = {"knee_add": CoordinateTask(5.0, 0.05), "h1": CoordinateTask(2.0)}
-    prob, info = build_problem(model, [trial], ("pose", "global_scale", "segment_scales", "marker_offsets"),
-                               coordinate_tasks=tasks, scale_mode="per_axis")
+    prob, info = build_problem(
+        model,
+        [trial],
+        ("pose", "global_scale", "segment_scales", "marker_offsets"),
+        coordinate_tasks=tasks,
+        scale_mode="per_axis",
+    )
     Z = q[:, info["free_index"]].clone()
     ai = prob.free_names.index("ankle")
     Z[:3, ai] = torch.tensor([0.7, -0.8, 0.2], dtype=f64)  # two frames beyond the ankle limit
-    th = info["theta0"] + 0.01 * torch.randn(info["theta0"].shape, generator=torch.Generator().manual_seed(0), dtype=f64)
+    th = info["theta0"] + 0.01 * torch.randn(
+        info["theta0"].shape, generator=torch.Generator().manual_seed(0), dtype=f64
+    )
     r, Jz, Jt = frame_jacobians(prob, Z, th)
     rr, Jzr, Jtr = frame_jacobians_autodiff(prob, Z, th)
     Jz_rev, Jt_rev = vmap(jacrev(lambda z, t, x, m: frame_residual(prob, z, t, x, m), argnums=(0, 1)))(
-        Z, th[prob.theta_index], prob.X, prob.present)
+        Z, th[prob.theta_index], prob.X, prob.present
+    )
     torch.testing.assert_close(r, rr, rtol=0, atol=1e-12)
     torch.testing.assert_close(Jz, Jz_rev, rtol=0, atol=1e-10)
     torch.testing.assert_close(Jt, Jt_rev, rtol=0, atol=1e-10)
@@ -105,14 +131,19 @@ def test_objective_gradient_matches_finite_differences():
     model = chain_model()
     q = random_q(model, 5, seed=4)
     trial = synthetic_trial(model, q, noise=0.004, gaps=0.1, seed=5)
-    prob, info = build_problem(model, [trial], ("pose", "segment_scales", "marker_offsets"), smoothness=0.5,
-                               coordinate_tasks={"knee_add": CoordinateTask(3.0, 0.0)})
+    prob, info = build_problem(
+        model,
+        [trial],
+        ("pose", "segment_scales", "marker_offsets"),
+        smoothness=0.5,
+        coordinate_tasks={"knee_add": CoordinateTask(3.0, 0.0)},
+    )
     Z = (q[:, info["free_index"]] + 0.05).requires_grad_(True)
     th = (info["theta0"] + 0.02).requires_grad_(True)
     f = objective(prob, Z, th)
     gZ, gt = torch.autograd.grad(f, (Z, th))
     eps = 1e-6
-    for (t, c) in [(0, 0), (2, 5), (4, prob.n_free - 1)]:
+    for t, c in [(0, 0), (2, 5), (4, prob.n_free - 1)]:
         dZ = torch.zeros_like(Z)
         dZ[t, c] = eps
         fd = (objective(prob, Z.detach() + dZ, th.detach()) - objective(prob, Z.detach() - dZ, th.detach())) / (2 * eps)
@@ -148,7 +179,7 @@ def test_root_coordinates_roundtrip():
     q = gait_motion(model, 40, heading=2.5)  # walking nearly backwards: large pelvis yaw
     poses = kf.fk(model, q)
     qr = root_coordinates(model, poses.R[:, 0], poses.t[:, 0], model.default_q())
-    d = (qr[:, :6] - q[:, :6])
+    d = qr[:, :6] - q[:, :6]
     d[:, :3] = torch.remainder(d[:, :3] + math.pi, 2 * math.pi) - math.pi
     assert float(d.abs().max()) < 1e-9
 
@@ -219,16 +250,25 @@ def test_shape_recovery_scales_offsets():
     model = kf.models.lower_body("opensim", dtype=f64)
     topo = model.topology
     foot = {i for i, b in enumerate(topo.marker_bodies) if topo.body_names[b].startswith(("calcn", "talus"))}
-    mask = torch.tensor([[i not in foot, (b != 0) and (i not in foot), i not in foot]
-                         for i, b in enumerate(topo.marker_bodies)])
+    mask = torch.tensor(
+        [[i not in foot, (b != 0) and (i not in foot), i not in foot] for i, b in enumerate(topo.marker_bodies)]
+    )
     scales = {"pelvis": 1.04, "femur_r": 0.95, "femur_l": 0.96, "tibia_r": 1.06, "tibia_l": 1.05}
     truth = perturbed_model(model, scales, offset_sigma=0.008, seed=3, offset_axes=mask)
     q_walk, q_rom = gait_motion(model, 150), rom_motion(model, 300)
     walk = synthetic_trial(truth, q_walk, noise=0.005, gaps=0.2, seed=1)
     rom = synthetic_trial(truth, q_rom, noise=0.005, gaps=0.2, seed=2)
     axes = {n: (False, False, False) for i, n in enumerate(topo.marker_names) if i in foot}
-    res, res_rom = kf.ik.solve(model, [walk, rom], fit=("pose", "segment_scales", "marker_offsets"), smoothness=1.0,
-                               scale_bodies=list(scales), offset_axes=axes, scale_weight=1e-3, offset_weight=1e-2)
+    res, res_rom = kf.ik.solve(
+        model,
+        [walk, rom],
+        fit=("pose", "segment_scales", "marker_offsets"),
+        smoothness=1.0,
+        scale_bodies=list(scales),
+        offset_axes=axes,
+        scale_weight=1e-3,
+        offset_weight=1e-2,
+    )
     assert res.converged and res.model is res_rom.model
     bi = [topo.body_index(b) for b in scales]
     got = res.model.body_scales[bi, 0]
@@ -245,8 +285,12 @@ def test_gn_and_lbfgs_agree():
     q = gait_motion(model, 12)
     truth = perturbed_model(model, {"femur_r": 0.97, "tibia_r": 1.03}, offset_sigma=0.005, seed=2)
     trial = synthetic_trial(truth, q, noise=0.003, gaps=0.1, seed=4)
-    kw = dict(fit=("pose", "segment_scales"), scale_bodies=["femur_r", "tibia_r"], smoothness=0.1,
-              coordinate_tasks={"subtalar_angle_r": CoordinateTask(0.01, 0.0)})
+    kw = dict(
+        fit=("pose", "segment_scales"),
+        scale_bodies=["femur_r", "tibia_r"],
+        smoothness=0.1,
+        coordinate_tasks={"subtalar_angle_r": CoordinateTask(0.01, 0.0)},
+    )
     a = kf.ik.solve(model, trial, solver="gn", **kw)
     b = kf.ik.solve(model, trial, solver="lbfgs", **kw)
     assert abs(a.objective - b.objective) <= 1e-5 * a.objective
@@ -264,14 +308,19 @@ def test_limits_locked_and_coordinate_tasks():
     locked[si] = True
     defaults = list(topo.coordinate_defaults)
     defaults[si] = 5 * DEG
-    lmodel = model.replace(topology=type(topo)(**{**topo.__dict__, "coordinate_locked": tuple(locked),
-                                                    "coordinate_defaults": tuple(defaults)}))
+    lmodel = model.replace(
+        topology=type(topo)(
+            **{**topo.__dict__, "coordinate_locked": tuple(locked), "coordinate_defaults": tuple(defaults)}
+        )
+    )
     q = gait_motion(model, 8)
     q[:, ki] = 25 * DEG  # hyperextended beyond the 10 degree limit
     trial = synthetic_trial(model, q)
     tasks = {"hip_rotation_l": CoordinateTask(1e3, 0.1)}
     for solver in ("gn", "lbfgs"):
-        res = kf.ik.solve(lmodel, trial, solver=solver, coordinate_tasks=tasks, max_iter=400 if solver == "lbfgs" else None)
+        res = kf.ik.solve(
+            lmodel, trial, solver=solver, coordinate_tasks=tasks, max_iter=400 if solver == "lbfgs" else None
+        )
         assert float(res.q[:, ki].max()) <= 10 * DEG + 1e-12
         assert float(res.q[:, ki].min()) > 5 * DEG  # pushed onto the limit, not elsewhere
         assert torch.all(res.q[:, si] == 5 * DEG)
@@ -287,10 +336,14 @@ def test_marker_matching_is_reported_and_setup_applies():
     trial = synthetic_trial(model, q)
     keep = [n for n in trial.names if n != "RMT5"]
     trial = trial.select(keep)
-    extra = kf.MarkerTrial(names=trial.names + ("C7",), xyz=torch.cat((trial.xyz, trial.xyz[:, :1]), 1),
-                           rate=trial.rate, time=trial.time)
-    setup = IKSetup(marker_weights={n: (10.0 if n.endswith("WT") else 1.0) for n in model.marker_names if n != "LMT5"},
-                    coordinate_tasks={"subtalar_angle_r": CoordinateTask(1.0, 0.0)}, time_range=(0.02, 0.06))
+    extra = kf.MarkerTrial(
+        names=trial.names + ("C7",), xyz=torch.cat((trial.xyz, trial.xyz[:, :1]), 1), rate=trial.rate, time=trial.time
+    )
+    setup = IKSetup(
+        marker_weights={n: (10.0 if n.endswith("WT") else 1.0) for n in model.marker_names if n != "LMT5"},
+        coordinate_tasks={"subtalar_angle_r": CoordinateTask(1.0, 0.0)},
+        time_range=(0.02, 0.06),
+    )
     res = kf.ik.solve(model, extra, setup=setup)
     assert "C7" in res.unused_trial_markers
     assert "RMT5" in res.missing_model_markers and "LMT5" in res.missing_model_markers
@@ -336,9 +389,29 @@ def test_shape_only_with_known_poses():
     truth = perturbed_model(model, {"femur_r": 0.96, "tibia_r": 1.04})
     q = gait_motion(model, 30)
     trial = synthetic_trial(truth, q, gaps=0.1, seed=5)
-    res = kf.ik.solve(model, trial, fit=("segment_scales",), init=q, scale_bodies=["femur_r", "tibia_r"],
-                      scale_weight=1e-6)
+    res = kf.ik.solve(
+        model, trial, fit=("segment_scales",), init=q, scale_bodies=["femur_r", "tibia_r"], scale_weight=1e-6
+    )
     assert torch.equal(res.q, q)
     got = res.model.body_scales[[model.topology.body_index("femur_r"), model.topology.body_index("tibia_r")], 0]
     torch.testing.assert_close(got, torch.tensor([0.96, 1.04], dtype=f64), atol=1e-4, rtol=0)
     torch.testing.assert_close(res.model.marker_offsets, model.marker_offsets)  # frozen
+
+
+def test_constant_slot_derivatives_match_forward_mode():
+    from kinfunc.ik.jacobian import slot_derivatives, slot_derivatives_constant
+
+    model = kf.models.lower_body("pig", dtype=f64)
+    q = random_q(model, 3, seed=7)
+    const = slot_derivatives_constant(model)
+    torch.testing.assert_close(const.expand(3, *const.shape), slot_derivatives(model, q), atol=1e-14, rtol=0)
+    mb = ModelBuilder("coupled")
+    mb.add_body("a", Joint.pin("j1", "ground", "x"))
+    mb.add_body("b", Joint("j2", "a", rotations=(Dof((0, 0, 1), "y", F.Linear(2.0, 0.1)),)))
+    mb.add_coupler("y", "x", F.Linear(-0.5, 0.2))
+    mb.add_marker("m", "b", (0.1, 0.0, 0.0))
+    cm = mb.build(dtype=f64)
+    qc = random_q(cm, 2, seed=1)
+    const = slot_derivatives_constant(cm)
+    torch.testing.assert_close(const.expand(2, *const.shape), slot_derivatives(cm, qc), atol=1e-14, rtol=0)
+    assert slot_derivatives_constant(chain_model()) is None  # splines: derivatives depend on q

@@ -16,6 +16,7 @@ Joint limits: steps are projected onto the box, and coordinates sitting on a bou
 gradient points outwards are held (active set) for the step. Without shared parameters or
 smoothness the frames are independent problems, each with its own damping and acceptance.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -64,7 +65,9 @@ def frame_jacobians_autodiff(problem: IKProblem, Z: Tensor, theta: Optional[Tens
         r = frame_residual(problem, z, t, x, m)
         return r, r
 
-    (Jz, Jt), r = vmap(jacfwd(g, argnums=(0, 1), has_aux=True))(Z, theta[problem.theta_index], problem.X, problem.present)
+    (Jz, Jt), r = vmap(jacfwd(g, argnums=(0, 1), has_aux=True))(
+        Z, theta[problem.theta_index], problem.X, problem.present
+    )
     return r, Jz, Jt
 
 
@@ -113,9 +116,9 @@ def frame_jacobians(problem: IKProblem, Z: Tensor, theta: Optional[Tensor]):
 
         cols.append(vmap(jacfwd(g, argnums=1), in_dims=(0, None, 0, 0))(Z, th[:n_sc], p_.X, p_.present))
     if p_.n_offset:
-        O = offset_jacobian(model, q) * sw[..., None, None]  # (T, M, 3, 3)
+        Oj = offset_jacobian(model, q) * sw[..., None, None]  # (T, M, 3, 3)
         E = p_.offset_select  # (M, 3, n_off)
-        Jo = torch.einsum("tmxa,mak->tmxk", O, E).reshape(T, 3 * M, p_.n_offset)
+        Jo = torch.einsum("tmxa,mak->tmxk", Oj, E).reshape(T, 3 * M, p_.n_offset)
         cols.append(torch.cat((Jo, Jo.new_zeros(T, R - 3 * M, p_.n_offset)), 1))
     return r, Jz, torch.cat(cols, -1)
 
@@ -272,7 +275,9 @@ class _Linear:
         if not self.has_theta:
             return y * self.keep, None
         p = self.p
-        s = -self.gt - torch.zeros_like(self.gt).index_add(0, p.theta_index, (self.B.transpose(-1, -2) @ y[..., None])[..., 0])
+        s = -self.gt - torch.zeros_like(self.gt).index_add(
+            0, p.theta_index, (self.B.transpose(-1, -2) @ y[..., None])[..., 0]
+        )
         xt = torch.cholesky_solve(s[..., None], self.S_L)[..., 0]
         xz = y - (self.Y @ xt[p.theta_index][..., None])[..., 0]
         return xz * self.keep, xt
@@ -325,7 +330,11 @@ def solve_gn(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: GNO
     theta = theta0 if p.n_theta else None
     T, Cf = Z.shape
     separable = not p.coupled
-    mu = torch.full((T,), opts.mu0, dtype=Z.dtype, device=Z.device) if separable else torch.tensor(opts.mu0, dtype=Z.dtype)
+    mu = (
+        torch.full((T,), opts.mu0, dtype=Z.dtype, device=Z.device)
+        if separable
+        else torch.tensor(opts.mu0, dtype=Z.dtype)
+    )
     r, Jz, Jt = frame_jacobians(p, Z, theta)
     cost_t, total = _totals(p, r, Z, theta)
     history = [float(total)]

@@ -5,6 +5,7 @@ root markers take the rotation of the nearest frame (in time) that has three, an
 translation that puts the markers they do have in place (or that frame's translation when
 none is present). Coordinates other than the root's stay at their defaults.
 """
+
 from __future__ import annotations
 
 import torch
@@ -67,7 +68,7 @@ def rigid_root_fit(model: Model, X: Tensor, present: Tensor, q0: Tensor) -> tupl
     # template: marker positions in the root frame at q0
     p_world = marker_positions(model, q0, poses)  # (M, 3)
     R0, t0 = poses.R[0], poses.t[0]
-    P = ((p_world - t0) @ R0)  # R0^T (p - t0), row-vector form
+    P = (p_world - t0) @ R0  # R0^T (p - t0), row-vector form
     w = present * on_root.to(present.dtype)
     Xs = torch.where(w[..., None] > 0, X, torch.zeros_like(X))
     R, t, ok = kabsch(P.expand(X.shape[0], -1, -1), Xs, w)

@@ -10,6 +10,7 @@ joint functions and couplers, whose derivatives ``dv/dq`` come from forward mode
 Everything is batched over frames; the reference is ``torch.func.jacrev``/``jacfwd`` of
 :func:`kinfunc.marker_positions` (tests check they agree in float64).
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -53,13 +54,26 @@ def slot_derivatives(model: Model, q: Tensor) -> Tensor:
 
 def slot_derivatives_constant(model: Model) -> Optional[Tensor]:
     """``dv/dq (B, 6, C)`` when every joint function and coupler is constant or linear (then it
-    does not depend on ``q``), else ``None``."""
+    does not depend on ``q``; built from the slopes directly), else ``None``."""
     from ..functions import FnKind
 
-    groups = model.topology.slot_groups + model.topology.coupler_groups
+    topo = model.topology
+    groups = topo.slot_groups + topo.coupler_groups
     if any(g.key[0] not in (FnKind.CONSTANT, FnKind.LINEAR) for g in groups):
         return None
-    return slot_derivatives(model, model.default_q()[None])[0]
+    C, D, B = topo.n_coordinates, len(topo.dependent_names), topo.n_bodies
+    kw = dict(dtype=model.dtype, device=model.device)
+    dfull = torch.cat((torch.eye(C, **kw), torch.zeros(D, C, **kw)), 0)  # d[q, dependents]/dq
+    for g, params in zip(topo.coupler_groups, model.coupler_params):
+        if g.key[0] is FnKind.LINEAR:
+            for k, (o, i) in enumerate(zip(g.outputs, g.inputs)):
+                dfull[C + o] = params[0][k] * dfull[i]
+    dv = torch.zeros(B * 6, C, **kw)
+    for g, params in zip(topo.slot_groups, model.slot_params):
+        if g.key[0] is FnKind.LINEAR:
+            for k, (o, i) in enumerate(zip(g.outputs, g.inputs)):
+                dv[o] = dv[o] + params[0][k] * dfull[i]
+    return dv.reshape(B, 6, C)
 
 
 def marker_jacobian(model: Model, q: Tensor, dvdq: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:

@@ -1,9 +1,11 @@
 """L-BFGS over all free variables at once (the seed paper's method).
 
 ``torch.optim.LBFGS`` with a strong-Wolfe line search on the objective of
-:mod:`kinfunc.ik.problem` divided by its starting value (so tolerances are relative). Joint limits enter as the objective's exterior penalty; the result is then
-projected onto the limits.
+:mod:`kinfunc.ik.problem` divided by its starting value (so tolerances are relative).
+Joint limits enter as the objective's exterior penalty; the result is then projected onto
+the limits.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,7 +28,9 @@ class LBFGSOptions:
     tolerance_change: float = 1e-11  # change of objective / starting objective
 
 
-def solve_lbfgs(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: LBFGSOptions = LBFGSOptions()) -> GNResult:
+def solve_lbfgs(
+    problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: LBFGSOptions = LBFGSOptions()
+) -> GNResult:
     """Minimise the objective from ``Z0 (T, Cf)``, ``theta0 (K, P)``; returns a :class:`GNResult`."""
     p = problem
     with torch.no_grad():

@@ -20,6 +20,7 @@ Residuals (their squared sum is the objective)
 
 Everything here is a pure function; :func:`frame_residuals` runs under ``vmap``/``jacfwd``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,7 +32,15 @@ from torch import Tensor
 from ..fk import full_coordinates, marker_positions
 from ..model import Model
 
-__all__ = ["IKProblem", "unpack_model", "frame_residual", "frame_residuals", "smooth_residuals", "prior_residuals", "objective"]
+__all__ = [
+    "IKProblem",
+    "unpack_model",
+    "frame_residual",
+    "frame_residuals",
+    "smooth_residuals",
+    "prior_residuals",
+    "objective",
+]
 
 
 @dataclasses.dataclass(frozen=True)

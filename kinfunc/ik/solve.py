@@ -4,6 +4,7 @@ Time is a batch axis: every frame of every trial is one block of a single least-
 problem (see :mod:`kinfunc.ik.problem`), solved by batched Gauss-Newton/Levenberg-Marquardt
 (:mod:`kinfunc.ik.gn`, the default) or L-BFGS over everything (:mod:`kinfunc.ik.lbfgs`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -85,7 +86,8 @@ class IKResult:
         rms = self.marker_rms[torch.isfinite(self.marker_rms)]
         mx = self.marker_max[torch.isfinite(self.marker_max)]
         return (
-            f"IK ({self.solver}, fit={'+'.join(self.fit)}): {self.q.shape[0]} frames, {len(self.marker_names)} markers, "
+            f"IK ({self.solver}, fit={'+'.join(self.fit)}): {self.q.shape[0]} frames, "
+            f"{len(self.marker_names)} markers, "
             f"mean RMS {1e3 * float(rms.mean()) if rms.numel() else float('nan'):.2f} mm, "
             f"max {1e3 * float(mx.max()) if mx.numel() else float('nan'):.2f} mm, "
             f"{self.iterations} iterations, {self.wall_time:.3f} s"
@@ -93,7 +95,9 @@ class IKResult:
 
 
 # ----------------------------------------------------------------------------------------
-def _per_name(value: Union[float, Mapping[str, float], None], names: Sequence[str], default: float, what: str) -> list[float]:
+def _per_name(
+    value: Union[float, Mapping[str, float], None], names: Sequence[str], default: float, what: str
+) -> list[float]:
     if value is None:
         return [default] * len(names)
     if isinstance(value, Mapping):
@@ -187,9 +191,19 @@ def build_problem(
         unused = tuple(n for n in tr.names if n not in used)
         missing = tuple(m for m in topo.marker_names if m not in tr.names or m not in used)
         if unused:
-            log.info("%s: %d trial marker(s) not used (not in the model or zero weight): %s", src(tr), len(unused), ", ".join(unused))
+            log.info(
+                "%s: %d trial marker(s) not used (not in the model or zero weight): %s",
+                src(tr),
+                len(unused),
+                ", ".join(unused),
+            )
         if missing:
-            log.info("%s: %d model marker(s) not fitted (absent from the trial or zero weight): %s", src(tr), len(missing), ", ".join(missing))
+            log.info(
+                "%s: %d model marker(s) not fitted (absent from the trial or zero weight): %s",
+                src(tr),
+                len(missing),
+                ", ".join(missing),
+            )
         unused_by_trial.append(unused)
         missing_by_trial.append(missing)
     used_idx = [topo.marker_index(m) for m in used]
@@ -220,7 +234,7 @@ def build_problem(
     free_idx = [i for i in range(C) if not topo.coordinate_locked[i]]
     if not free_idx and "pose" in fit:
         raise IKError("every coordinate of the model is locked; unlock some or fit only shape parameters")
-    coord_free = torch.tensor([not l for l in topo.coordinate_locked], device=um.device)
+    coord_free = torch.tensor([not locked for locked in topo.coordinate_locked], device=um.device)
     pos = [0] * C
     for j, i in enumerate(free_idx):
         pos[i] = j
@@ -293,7 +307,11 @@ def build_problem(
                 label = gname.replace("#", "r/l") if symmetric else gname
                 names.append(f"scale:{label}" + ("" if k is None else ":xyz"[k + 1]))
                 init.append(v0)
-                tg = scale_target.get(members and topo.body_names[members[0]], None) if isinstance(scale_target, Mapping) else scale_target
+                tg = (
+                    scale_target.get(members and topo.body_names[members[0]], None)
+                    if isinstance(scale_target, Mapping)
+                    else scale_target
+                )
                 target.append(v0 if tg is None else float(tg))
                 pw.append(_per_name(scale_weight, [topo.body_names[members[0]]], 1.0, "scale_weight")[0])
         n_scale = len(names) - off
@@ -388,7 +406,9 @@ def _initial_z(problem: IKProblem, info: dict, init: Optional[Tensor], fit: tupl
     if init is not None:
         q = init.to(dtype=problem.X.dtype, device=problem.X.device)
         if q.shape[-1] != problem.model.topology.n_coordinates:
-            raise IKError(f"init: last dimension {q.shape[-1]} != number of coordinates {problem.model.topology.n_coordinates}")
+            raise IKError(
+                f"init: last dimension {q.shape[-1]} != number of coordinates {problem.model.topology.n_coordinates}"
+            )
         q = q.expand(T, -1)
     elif "pose" in fit:
         model0 = unpack_model(problem, info["theta0"][0]) if problem.n_theta else problem.model
@@ -474,8 +494,15 @@ def solve(
 def _pose_only(problem: IKProblem, theta0: Tensor) -> IKProblem:
     """The same problem with the shared parameters frozen at ``theta0[k]`` (per frame set)."""
     return dataclasses.replace(
-        problem, model=unpack_model(problem, theta0[0]), n_theta=0, fit_global=False, n_scale=0, n_offset=0,
-        prior_target=problem.prior_target[:0], prior_sqrt_w=problem.prior_sqrt_w[:0], theta_names=(),
+        problem,
+        model=unpack_model(problem, theta0[0]),
+        n_theta=0,
+        fit_global=False,
+        n_scale=0,
+        n_offset=0,
+        prior_target=problem.prior_target[:0],
+        prior_sqrt_w=problem.prior_sqrt_w[:0],
+        theta_names=(),
     )
 
 
@@ -487,8 +514,15 @@ def _solve_shape_only(problem, Z0, theta0, chosen, max_iter, gn_options, lbfgs_o
 
     theta = theta0.detach().clone().requires_grad_(True)
     o = lbfgs_options or LBFGSOptions()
-    opt = torch.optim.LBFGS([theta], lr=1.0, max_iter=max_iter or o.max_iter, history_size=o.history_size,
-                            tolerance_grad=o.tolerance_grad, tolerance_change=o.tolerance_change, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [theta],
+        lr=1.0,
+        max_iter=max_iter or o.max_iter,
+        history_size=o.history_size,
+        tolerance_grad=o.tolerance_grad,
+        tolerance_change=o.tolerance_change,
+        line_search_fn="strong_wolfe",
+    )
     T = max(problem.n_frames, 1)
 
     def closure():
@@ -535,7 +569,9 @@ def _results(problem: IKProblem, info: dict, res: GNResult, trials, fit, solver:
             cnt = pres.sum(-1)
             d2 = torch.where(pres, d * d, torch.zeros_like(d))
             rms = torch.where(cnt > 0, (d2.sum(-1) / cnt.clamp_min(1)).sqrt(), torch.full_like(d[:, 0], float("nan")))
-            mx = torch.where(cnt > 0, torch.where(pres, d, torch.full_like(d, -1.0)).amax(-1), torch.full_like(d[:, 0], float("nan")))
+            mx = torch.where(
+                cnt > 0, torch.where(pres, d, torch.full_like(d, -1.0)).amax(-1), torch.full_like(d[:, 0], float("nan"))
+            )
             cntm = pres.sum(0)
             rms_m = torch.where(cntm > 0, (d2.sum(0) / cntm.clamp_min(1)).sqrt(), torch.full_like(d[0], float("nan")))
             mobj = float((d2 * problem.sqrt_w**2).sum())

@@ -5,6 +5,7 @@ coordinate names); :func:`synthetic_trial` turns a model (possibly with changed 
 marker offsets) and coordinates into a :class:`~kinfunc.MarkerTrial` with Gaussian noise and
 random gaps.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,9 @@ __all__ = ["gait_motion", "rom_motion", "synthetic_trial", "perturbed_model"]
 _D = math.pi / 180.0
 
 
-def gait_motion(model: Model, n_frames: int, rate: float = 100.0, cadence: float = 1.0, speed: float = 1.3,
-                heading: float = 0.0) -> Tensor:
+def gait_motion(
+    model: Model, n_frames: int, rate: float = 100.0, cadence: float = 1.0, speed: float = 1.3, heading: float = 0.0
+) -> Tensor:
     """A gait-like motion ``q (T, C)`` (rad / m) for a model with Gait2392 coordinate names.
 
     Stride frequency ``cadence`` (Hz), forward ``speed`` (m/s) along the heading (rad about Y
@@ -87,8 +89,13 @@ def rom_motion(model: Model, n_frames: int, rate: float = 100.0, period: float =
     return q.to(model.dtype)
 
 
-def perturbed_model(model: Model, scales: Optional[dict] = None, offset_sigma: float = 0.0, seed: int = 0,
-                    offset_axes: Optional[Tensor] = None) -> Model:
+def perturbed_model(
+    model: Model,
+    scales: Optional[dict] = None,
+    offset_sigma: float = 0.0,
+    seed: int = 0,
+    offset_axes: Optional[Tensor] = None,
+) -> Model:
     """A copy of ``model`` with uniform body scales (body name -> factor) and offsets moved by
     Gaussian noise of ``offset_sigma`` metres per axis (``offset_axes (M, 3)`` bool masks where)."""
     g = torch.Generator().manual_seed(seed)
@@ -101,8 +108,9 @@ def perturbed_model(model: Model, scales: Optional[dict] = None, offset_sigma: f
     return model.replace(body_scales=bs, marker_offsets=model.marker_offsets + noise)
 
 
-def synthetic_trial(model: Model, q: Tensor, rate: float = 100.0, noise: float = 0.0, gaps: float = 0.0,
-                    seed: int = 0) -> MarkerTrial:
+def synthetic_trial(
+    model: Model, q: Tensor, rate: float = 100.0, noise: float = 0.0, gaps: float = 0.0, seed: int = 0
+) -> MarkerTrial:
     """Markers of ``model`` at ``q (T, C)`` plus Gaussian ``noise`` (m, per axis) with a fraction
     ``gaps`` of samples missing (NaN) at random; float64, metres, model frame."""
     g = torch.Generator().manual_seed(seed)
@@ -112,5 +120,11 @@ def synthetic_trial(model: Model, q: Tensor, rate: float = 100.0, noise: float =
         miss = torch.rand(x.shape[:-1], generator=g, dtype=torch.float64) < gaps
         x = torch.where(miss[..., None], torch.full_like(x, float("nan")), x)
     T = q.shape[0]
-    return MarkerTrial(names=model.marker_names, xyz=x, rate=rate, time=torch.arange(T, dtype=torch.float64) / rate,
-                       units="m", source="synthetic")
+    return MarkerTrial(
+        names=model.marker_names,
+        xyz=x,
+        rate=rate,
+        time=torch.arange(T, dtype=torch.float64) / rate,
+        units="m",
+        source="synthetic",
+    )
