@@ -2,6 +2,7 @@
 from ..trial import DataFileError, DataFileWarning
 from .c3d import load_c3d, write_c3d
 from .convert import convert, load_markers
+from .model_json import ModelFileError, load_model, save_model
 from .mot import MotionData, MotionFileError, read_mot, read_sto, write_mot, write_sto
 from .osim import load_osim, save_osim
 from .setup import SetupError, load_ik_setup
@@ -10,6 +11,7 @@ from .trc import load_trc, write_trc
 __all__: list[str] = [
     "DataFileError",
     "DataFileWarning",
+    "ModelFileError",
     "MotionData",
     "MotionFileError",
     "SetupError",
@@ -17,10 +19,12 @@ __all__: list[str] = [
     "load_c3d",
     "load_ik_setup",
     "load_markers",
+    "load_model",
     "load_osim",
     "load_trc",
     "read_mot",
     "read_sto",
+    "save_model",
     "save_osim",
     "write_c3d",
     "write_mot",

@@ -1,0 +1,430 @@
+"""Batched Gauss-Newton / Levenberg-Marquardt for whole-trial IK (bundle-adjustment structure).
+
+Per iteration:
+
+1. per-frame residual Jacobians ``J_z (T, R, Cf)`` and ``J_theta (T, R, P)`` by forward mode
+   (``vmap(jacfwd)``, one batched pass; reverse mode is the slow direction here);
+2. per-frame normal-equation blocks ``A_t = J_z^T J_z (T, Cf, Cf)``, ``B_t = J_z^T J_theta``,
+   damped (Marquardt: ``A + mu diag(A)``) and factorised in one batched Cholesky;
+3. the shared parameters by the Schur complement of the frame blocks
+   ``S_k = sum_t (J_theta^T J_theta - B_t^T A_t^-1 B_t) + prior`` (one ``(K, P, P)`` solve),
+   then back-substitution for every frame at once;
+4. temporal smoothness couples frames t and t +- 1, 2: the pose block is then block-tridiagonal
+   in pairs of frames and is solved exactly by block cyclic reduction (log2(T) batched steps).
+
+Joint limits: steps are projected onto the box, and coordinates sitting on a bound whose
+gradient points outwards are held (active set) for the step. Without shared parameters or
+smoothness the frames are independent problems, each with its own damping and acceptance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import torch
+from torch import Tensor
+from torch.func import jacfwd, vmap
+
+from ..fk import full_coordinates
+from .jacobian import full_coordinate_derivatives, marker_jacobian, offset_jacobian
+from .problem import (
+    IKProblem,
+    expand_q,
+    frame_residual,
+    frame_residuals,
+    prior_residuals,
+    smooth_residuals,
+    smooth_valid,
+    unpack_model,
+)
+
+__all__ = ["GNOptions", "frame_jacobians", "frame_jacobians_autodiff", "solve_gn"]
+
+
+@dataclasses.dataclass(frozen=True)
+class GNOptions:
+    max_iter: int = 50
+    ftol: float = 1e-8  # relative decrease of the objective that counts as converged
+    xtol: float = 1e-10  # step size (rad / m) that counts as converged
+    mu0: float = 1e-4  # initial Marquardt damping
+
+
+def frame_jacobians_autodiff(problem: IKProblem, Z: Tensor, theta: Optional[Tensor]):
+    """Reference: ``(r (T, R), J_z (T, R, Cf), J_theta (T, R, P) or None)`` by ``vmap(jacfwd)``."""
+    if problem.n_theta == 0 or theta is None:
+
+        def f(z, x, m):
+            r = frame_residual(problem, z, None, x, m)
+            return r, r
+
+        Jz, r = vmap(jacfwd(f, has_aux=True))(Z, problem.X, problem.present)
+        return r, Jz, None
+
+    def g(z, t, x, m):
+        r = frame_residual(problem, z, t, x, m)
+        return r, r
+
+    (Jz, Jt), r = vmap(jacfwd(g, argnums=(0, 1), has_aux=True))(
+        Z, theta[problem.theta_index], problem.X, problem.present
+    )
+    return r, Jz, Jt
+
+
+def frame_jacobians(problem: IKProblem, Z: Tensor, theta: Optional[Tensor]):
+    """``(r (T, R), J_z (T, R, Cf), J_theta (T, R, P) or None)``.
+
+    Analytic marker Jacobians (:mod:`kinfunc.ik.jacobian`) for poses and marker offsets;
+    forward mode for scale parameters (few). Equals :func:`frame_jacobians_autodiff`.
+    """
+    p_ = problem
+    if p_.n_sets != 1 and p_.n_theta:
+        return frame_jacobians_autodiff(problem, Z, theta)
+    th = theta[0] if (p_.n_theta and theta is not None) else None
+    model = unpack_model(p_, th)
+    q = expand_q(p_, Z)
+    T, M = p_.X.shape[:2]
+    free = p_.free_index
+    pos, Jq = marker_jacobian(model, q, p_.dvdq)
+    sw = p_.sqrt_w * p_.present  # (T, M)
+    r_parts = [(sw[..., None] * (pos - p_.X)).reshape(T, -1)]
+    J_parts = [(sw[..., None, None] * Jq[..., free]).reshape(T, 3 * M, -1)]
+    if p_.task_index.numel():
+        qf = full_coordinates(model, q)
+        dq = full_coordinate_derivatives(model, q)
+        r_parts.append(p_.task_sqrt_w * (qf[:, p_.task_index] - p_.task_value))
+        J_parts.append(p_.task_sqrt_w[:, None] * dq[:, p_.task_index][..., free])
+    if p_.limit_index.numel():
+        zl = Z[:, p_.limit_index]
+        lo, hi = p_.z_lo[p_.limit_index], p_.z_hi[p_.limit_index]
+        r_parts.append(p_.limit_sqrt_w * (zl - torch.clamp(zl, lo, hi)))
+        outside = ((zl < lo) | (zl > hi)).to(Z.dtype)
+        onehot = torch.nn.functional.one_hot(p_.limit_index, p_.n_free).to(Z.dtype)  # (L, Cf)
+        J_parts.append(p_.limit_sqrt_w * outside[..., None] * onehot)
+    r = torch.cat(r_parts, -1)
+    Jz = torch.cat(J_parts, -2)
+    if th is None:
+        return r, Jz, None
+    R = r.shape[-1]
+    n_sc = int(p_.fit_global) + p_.n_scale
+    cols = []
+    if n_sc:
+        th_rest = th[n_sc:]
+
+        def g(z, ts, x, m):
+            return frame_residual(problem, z, torch.cat((ts, th_rest)), x, m)
+
+        cols.append(vmap(jacfwd(g, argnums=1), in_dims=(0, None, 0, 0))(Z, th[:n_sc], p_.X, p_.present))
+    if p_.n_offset:
+        Oj = offset_jacobian(model, q) * sw[..., None, None]  # (T, M, 3, 3)
+        E = p_.offset_select  # (M, 3, n_off)
+        Jo = torch.einsum("tmxa,mak->tmxk", Oj, E).reshape(T, 3 * M, p_.n_offset)
+        cols.append(torch.cat((Jo, Jo.new_zeros(T, R - 3 * M, p_.n_offset)), 1))
+    return r, Jz, torch.cat(cols, -1)
+
+
+def _smooth_op(problem: IKProblem, V: Tensor) -> Tensor:
+    """``w_s D^T D V`` for ``V (T, Cf)`` (second differences within trials)."""
+    if problem.smooth_sqrt_w <= 0 or V.shape[0] < 3:
+        return torch.zeros_like(V)
+    valid = smooth_valid(problem)[:, None]
+    d2 = (V[2:] - 2.0 * V[1:-1] + V[:-2]) * valid * problem.smooth_sqrt_w**2
+    out = torch.zeros_like(V)
+    out = out + torch.nn.functional.pad(d2, (0, 0, 0, 2)) - 2.0 * torch.nn.functional.pad(d2, (0, 0, 1, 1))
+    out = out + torch.nn.functional.pad(d2, (0, 0, 2, 0))
+    return out
+
+
+def _smooth_band(problem: IKProblem, T: int, dtype, device) -> Tensor:
+    """Band of ``w_s D^T D`` ``(T, 3)``: coefficients of frame ``t`` with ``t``, ``t+1``, ``t+2``."""
+    if problem.smooth_sqrt_w <= 0 or T < 3:
+        return torch.zeros(T, 3, dtype=dtype, device=device)
+    v = smooth_valid(problem)  # (T-2,): difference r covers frames r, r+1, r+2
+    F = torch.nn.functional.pad
+    vp = F(v, (2, 2))  # vp[a + 2] = v[a]
+    va, va1, va2 = vp[2 : T + 2], vp[1 : T + 1], vp[0:T]  # v[a], v[a-1], v[a-2]
+    k0 = va + 4.0 * va1 + va2
+    k1 = -2.0 * va - 2.0 * va1
+    k2 = va
+    return torch.stack((k0, k1, k2), -1) * problem.smooth_sqrt_w**2
+
+
+def block_tridiagonal_solve(D: Tensor, U: Tensor, b: Tensor) -> Tensor:
+    """Solve a symmetric positive definite block-tridiagonal system by cyclic reduction.
+
+    ``D (N, n, n)`` diagonal blocks, ``U (N, n, n)`` upper blocks (``U[i]`` couples block ``i``
+    with ``i + 1``; ``U[N-1]`` is ignored), ``b (N, n, r)``. ``log2(N)`` batched reduction steps,
+    no loop over blocks. Returns ``x (N, n, r)``.
+    """
+    N = D.shape[0]
+    if N == 1:
+        return torch.linalg.solve(D, b)
+    U = torch.cat((U[:-1], torch.zeros_like(U[:1])), 0)
+    if N % 2:
+        eye = torch.eye(D.shape[-1], dtype=D.dtype, device=D.device)
+        D = torch.cat((D, eye[None]), 0)
+        U = torch.cat((U, torch.zeros_like(U[:1])), 0)
+        b = torch.cat((b, torch.zeros_like(b[:1])), 0)
+    De, Do = D[0::2], D[1::2]
+    be, bo = b[0::2], b[1::2]
+    Ue, Uo = U[0::2], U[1::2]  # Ue[k] couples 2k-2k+1, Uo[k] couples 2k+1-2k+2
+    sol = torch.linalg.solve(Do, torch.cat((Ue.transpose(-1, -2), Uo, bo), -1))
+    n = D.shape[-1]
+    Wr, Wl, rb = sol[..., :n], sol[..., n : 2 * n], sol[..., 2 * n :]
+
+    def shift(x: Tensor) -> Tensor:  # x[k-1] -> position k, zero at 0
+        return torch.cat((torch.zeros_like(x[:1]), x[:-1]), 0)
+
+    UoT = Uo.transpose(-1, -2)
+    De2 = De - Ue @ Wr - shift(UoT @ Wl)
+    Ue2 = -(Ue @ Wl)
+    be2 = be - Ue @ rb - shift(UoT @ rb)
+    xe = block_tridiagonal_solve(De2, Ue2, be2)
+    xe_next = torch.cat((xe[1:], torch.zeros_like(xe[:1])), 0)
+    xo = rb - Wr @ xe - Wl @ xe_next
+    x = torch.stack((xe, xo), 1).reshape(-1, *xe.shape[1:])
+    return x[:N]
+
+
+class _Linear:
+    """The (damped, active-set reduced) normal equations at one linearisation point.
+
+    Frame blocks ``A_t (T, Cf, Cf)``; with smoothness the pose block is block-pentadiagonal in
+    frames, i.e. block-tridiagonal in pairs of frames, and is solved exactly by cyclic reduction.
+    Shared parameters enter through the Schur complement.
+    """
+
+    def __init__(self, problem, A, B, D, gz, gt, keep, mu, band):
+        self.p = problem
+        T, Cf = gz.shape
+        self.T, self.Cf = T, Cf
+        self.keep = keep  # (T, Cf) 1 = free for this step, 0 = held on a bound
+        kk = keep[:, :, None] * keep[:, None, :]
+        diagA = torch.diagonal(A, dim1=-2, dim2=-1)
+        dampz = mu[:, None] * (diagA + 1e-9) if mu.ndim == 1 else mu * (diagA + 1e-9)
+        self.Ad = A * kk + torch.diag_embed(1.0 - keep) + torch.diag_embed(dampz * keep)
+        self.smooth = problem.smooth_sqrt_w > 0 and T >= 3
+        if self.smooth:
+            self._build_pairs(band)
+        else:
+            self.L, info = torch.linalg.cholesky_ex(self.Ad)
+            if bool((info != 0).any()):
+                eye = torch.eye(Cf, dtype=A.dtype, device=A.device)
+                self.L = torch.linalg.cholesky(self.Ad + 1e-8 * eye * (diagA.abs().amax(-1) + 1)[:, None, None])
+        self.gz = gz * keep
+        self.has_theta = B is not None
+        if self.has_theta:
+            K, P = gt.shape
+            self.B = B * keep[:, :, None]
+            diagD = torch.diagonal(D, dim1=-2, dim2=-1)
+            mt = mu.mean() if mu.ndim == 1 else mu
+            self.Dd = D + torch.diag_embed(mt * (diagD + 1e-9))
+            self.gt = gt
+            self.Y = self._hzz_solve(self.B)  # (T, Cf, P)
+            BtY = self.B.transpose(-1, -2) @ self.Y  # (T, P, P)
+            S = self.Dd.index_add(0, problem.theta_index, -BtY)
+            S = 0.5 * (S + S.transpose(-1, -2))
+            self.S_L, info = torch.linalg.cholesky_ex(S)
+            if bool((info != 0).any()):
+                self.S_L = torch.linalg.cholesky(S + 1e-10 * torch.eye(P, dtype=S.dtype, device=S.device))
+
+    def _build_pairs(self, band: Tensor) -> None:
+        """Pair-of-frames blocks of ``Ad + keep-masked w_s D^T D``."""
+        T, Cf = self.T, self.Cf
+        Tp = T + (T % 2)
+        keep = self.keep
+        Ad = self.Ad
+        if Tp != T:  # pad with an identity frame, uncoupled
+            Ad = torch.cat((Ad, torch.eye(Cf, dtype=Ad.dtype, device=Ad.device)[None]), 0)
+            keep = torch.cat((keep, torch.zeros_like(keep[:1])), 0)
+            band = torch.cat((band, torch.zeros_like(band[:1])), 0)
+        F = torch.nn.functional.pad
+        k0, k1, k2 = band.unbind(-1)
+        kn1 = F(keep[1:], (0, 0, 0, 1))
+        kn2 = F(keep[2:], (0, 0, 0, 2))
+        c0 = torch.diag_embed(k0[:, None] * keep)  # (Tp, Cf, Cf) t with t
+        c1 = torch.diag_embed(k1[:, None] * keep * kn1)  # t with t+1
+        c2 = torch.diag_embed(k2[:, None] * keep * kn2)  # t with t+2
+        Dt = Ad + c0
+        N = Tp // 2
+        e, o = slice(0, Tp, 2), slice(1, Tp, 2)
+        top = torch.cat((Dt[e], c1[e]), -1)
+        bot = torch.cat((c1[e].transpose(-1, -2), Dt[o]), -1)
+        self.PD = torch.cat((top, bot), -2)  # (N, 2Cf, 2Cf)
+        # pair i (frames 2i, 2i+1) with pair i+1 (frames 2i+2, 2i+3)
+        zero = torch.zeros_like(c2[e])
+        u_top = torch.cat((c2[e], zero), -1)  # 2i with 2i+2 (c2), 2i with 2i+3 (none)
+        u_bot = torch.cat((c1[o], c2[o]), -1)  # 2i+1 with 2i+2 (c1), 2i+1 with 2i+3 (c2)
+        self.PU = torch.cat((u_top, u_bot), -2)
+        self.Tp, self.N = Tp, N
+
+    def _hzz_solve(self, R: Tensor) -> Tensor:
+        """``H_zz^-1 R`` for ``R (T, Cf, r)``."""
+        if not self.smooth:
+            return torch.cholesky_solve(R, self.L)
+        T, Cf = self.T, self.Cf
+        if self.Tp != T:
+            R = torch.cat((R, torch.zeros_like(R[:1])), 0)
+        Rp = R.reshape(self.N, 2 * Cf, R.shape[-1])
+        X = block_tridiagonal_solve(self.PD, self.PU, Rp).reshape(self.Tp, Cf, R.shape[-1])
+        return X[:T]
+
+    def solve(self, opts: GNOptions):
+        """Newton step ``(dz, dtheta)`` for the gradient ``(gz, gt)``."""
+        y = self._hzz_solve(-self.gz[..., None])[..., 0]
+        if not self.has_theta:
+            return y * self.keep, None
+        p = self.p
+        s = -self.gt - torch.zeros_like(self.gt).index_add(
+            0, p.theta_index, (self.B.transpose(-1, -2) @ y[..., None])[..., 0]
+        )
+        xt = torch.cholesky_solve(s[..., None], self.S_L)[..., 0]
+        xz = y - (self.Y @ xt[p.theta_index][..., None])[..., 0]
+        return xz * self.keep, xt
+
+
+def _costs(problem: IKProblem, Z: Tensor, theta: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+    """Per-frame costs ``(T,)`` (frame residuals only) and the total objective (scalar)."""
+    r = frame_residuals(problem, Z, theta)
+    c = (r * r).sum(-1)
+    total = c.sum()
+    if problem.smooth_sqrt_w > 0:
+        s = smooth_residuals(problem, Z)
+        total = total + (s * s).sum()
+    if problem.n_theta:
+        pr = prior_residuals(problem, theta)
+        total = total + (pr * pr).sum()
+    return c, total
+
+
+def _totals(problem: IKProblem, r: Tensor, Z: Tensor, theta: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+    """Per-frame costs ``(T,)`` from frame residuals ``r (T, R)`` and the total objective."""
+    c = (r * r).sum(-1)
+    total = c.sum()
+    if problem.smooth_sqrt_w > 0:
+        s = smooth_residuals(problem, Z)
+        total = total + (s * s).sum()
+    if problem.n_theta and theta is not None:
+        pr = prior_residuals(problem, theta)
+        total = total + (pr * pr).sum()
+    return c, total
+
+
+@dataclasses.dataclass
+class GNResult:
+    Z: Tensor
+    theta: Optional[Tensor]
+    objective: float
+    iterations: int
+    converged: bool
+    history: list
+
+
+def solve_gn(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: GNOptions = GNOptions()) -> GNResult:
+    """Minimise :func:`kinfunc.ik.problem.objective` from ``Z0 (T, Cf)``, ``theta0 (K, P)``."""
+    p = problem
+    lo, hi = p.z_lo, p.z_hi
+    Z = torch.clamp(Z0, lo, hi)
+    # tolerances below the working precision cannot be met (float32)
+    opts = dataclasses.replace(opts, ftol=max(opts.ftol, 100 * torch.finfo(Z.dtype).eps))
+    theta = theta0 if p.n_theta else None
+    T, Cf = Z.shape
+    separable = not p.coupled
+    mu = (
+        torch.full((T,), opts.mu0, dtype=Z.dtype, device=Z.device)
+        if separable
+        else torch.tensor(opts.mu0, dtype=Z.dtype)
+    )
+    r, Jz, Jt = frame_jacobians(p, Z, theta)
+    cost_t, total = _totals(p, r, Z, theta)
+    history = [float(total)]
+    band = _smooth_band(p, T, Z.dtype, Z.device)
+    lin = None
+    converged = False
+    it = 0
+    for it in range(1, opts.max_iter + 1):
+        if lin is None:
+            Jzt = Jz.transpose(-1, -2)
+            A = Jzt @ Jz
+            gz = (Jzt @ r[..., None])[..., 0]
+            if p.smooth_sqrt_w > 0:  # gradient of the smoothness term: w D^T D Z
+                gz = gz + _smooth_op(p, Z)
+            B = D = gt = None
+            if Jt is not None:
+                B = Jzt @ Jt
+                Dt = Jt.transpose(-1, -2) @ Jt
+                gtt = (Jt.transpose(-1, -2) @ r[..., None])[..., 0]
+                K, P = theta.shape
+                D = torch.zeros(K, P, P, dtype=Z.dtype, device=Z.device).index_add(0, p.theta_index, Dt)
+                D = D + torch.diag_embed(p.prior_sqrt_w**2).expand(K, P, P)
+                gt = torch.zeros(K, P, dtype=Z.dtype, device=Z.device).index_add(0, p.theta_index, gtt)
+                gt = gt + p.prior_sqrt_w * prior_residuals(p, theta)
+            # active set: on a bound with the descent direction pointing out
+            held = ((Z <= lo) & (gz > 0)) | ((Z >= hi) & (gz < 0))
+            keep = (~held).to(Z.dtype)
+            lin_parts = (A, B, D, gz, gt, keep)
+        A, B, D, gz, gt, keep = lin_parts
+        lin = _Linear(p, A, B, D, gz, gt, keep, mu, band)
+        dz, dt = lin.solve(opts)
+        # coordinates on a bound that the step would push further out: hold them and re-solve
+        push = (((Z <= lo) & (dz < 0)) | ((Z >= hi) & (dz > 0))) & (keep > 0)
+        if bool(push.any()):
+            keep = keep * (~push).to(Z.dtype)
+            lin_parts = (A, B, D, gz, gt, keep)
+            lin = _Linear(p, A, B, D, gz, gt, keep, mu, band)
+            dz, dt = lin.solve(opts)
+        Zn = torch.clamp(Z + dz, lo, hi)
+        thn = None if theta is None else theta + dt
+        # residuals and Jacobians at the candidate (reused as the next linearisation if accepted)
+        rn, Jzn, Jtn = frame_jacobians(p, Zn, thn)
+        cost_n, total_n = _totals(p, rn, Zn, thn)
+        # decrease predicted by the undamped linear model: -(2 g.d + d^T H d) (per frame when separable)
+        dd = Zn - Z
+        pred = -(2.0 * (gz * dd).sum(-1) + (dd[:, None, :] @ A @ dd[..., None])[..., 0, 0])
+        if not separable:
+            Hz = _smooth_op(p, dd)
+            pz = -(2.0 * (gz * dd).sum() + (dd * Hz).sum()) + pred.sum()
+            if dt is not None:
+                Bd = (B @ dt[p.theta_index][..., None])[..., 0]
+                pz = pz - 2.0 * (dd * Bd).sum() - 2.0 * (gt * dt).sum() - (dt[:, None, :] @ D @ dt[..., None]).sum()
+            pred_total = pz
+        if separable:
+            acc = cost_n < cost_t
+            scale_t = torch.maximum(cost_t, cost_t.mean().expand_as(cost_t)).clamp_min(torch.finfo(cost_t.dtype).tiny)
+            rel = torch.where(acc, (cost_t - cost_n) / scale_t, torch.zeros_like(cost_t))
+            step = dd.abs().amax(-1)
+            tiny = pred <= opts.ftol * scale_t
+            settled = (acc & ((rel < opts.ftol) | (step < opts.xtol))) | (~acc & ((mu > 1e8) | tiny)) | (cost_t < 1e-30)
+            Z = torch.where(acc[:, None], Zn, Z)
+            r = torch.where(acc[:, None], rn, r)
+            Jz = torch.where(acc[:, None, None], Jzn, Jz)
+            cost_t = torch.where(acc, cost_n, cost_t)
+            mu = torch.where(acc, (mu / 3.0).clamp_min(1e-12), mu * 4.0)
+            total = cost_t.sum()
+            history.append(float(total))
+            lin = None  # some frames moved: rebuild the normal equations
+            if bool(settled.all()):
+                converged = True
+                break
+        else:
+            accepted = bool(total_n < total)
+            if accepted:
+                rel = float((total - total_n) / total.clamp_min(torch.finfo(total.dtype).tiny))
+                step = float((Zn - Z).abs().max()) if Z.numel() else 0.0
+                if dt is not None:
+                    step = max(step, float(dt.abs().max()))
+                Z, theta, total, cost_t = Zn, thn, total_n, cost_n
+                r, Jz, Jt = rn, Jzn, Jtn
+                mu = (mu / 3.0).clamp_min(1e-12)
+                lin = None
+                history.append(float(total))
+                if rel < opts.ftol or step < opts.xtol:
+                    converged = True
+                    break
+            else:
+                mu = mu * 4.0
+                history.append(float(total))
+                if float(mu) > 1e8 or float(pred_total) <= opts.ftol * float(total):
+                    converged = True  # no further decrease possible at this precision
+                    break
+    return GNResult(Z, theta, float(total), it, converged, history)

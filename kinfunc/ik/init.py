@@ -1,0 +1,153 @@
+"""Initial poses for IK: a rigid (Kabsch) fit of the root body per frame, nothing sequential.
+
+Every frame is fitted independently (one batched SVD). Frames with fewer than three usable
+root markers take the rotation of the nearest frame (in time) that has three, and a
+translation that puts the markers they do have in place (or that frame's translation when
+none is present). Coordinates other than the root's stay at their defaults.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .. import functions as F
+from .. import transforms as tf
+from ..fk import fk, marker_positions
+from ..model import Model
+
+__all__ = ["kabsch", "rigid_root_fit", "root_coordinates", "initial_q"]
+
+
+def kabsch(P: Tensor, X: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Weighted rigid fit ``X ~ R P + t`` per frame.
+
+    ``P (..., M, 3)`` points in the body frame, ``X (..., M, 3)`` measured (any finite value
+    where ``w == 0``), ``w (..., M)`` non-negative weights. Returns ``R (..., 3, 3)``,
+    ``t (..., 3)`` and ``ok (...)`` (at least 3 points with weight > 0).
+    """
+    ok = (w > 0).sum(-1) >= 3
+    ws = w / w.sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
+    cP = (ws[..., None] * P).sum(-2)
+    cX = (ws[..., None] * X).sum(-2)
+    H = ((P - cP[..., None, :]) * ws[..., None]).transpose(-1, -2) @ (X - cX[..., None, :])
+    U, _, Vh = torch.linalg.svd(H)
+    V = Vh.transpose(-1, -2)
+    d = torch.sign(torch.linalg.det(V @ U.transpose(-1, -2)))
+    d = torch.where(d == 0, torch.ones_like(d), d)
+    Dm = torch.diag_embed(torch.stack((torch.ones_like(d), torch.ones_like(d), d), -1))
+    R = V @ Dm @ U.transpose(-1, -2)
+    t = cX - (R @ cP[..., None])[..., 0]
+    return R, t, ok
+
+
+def _nearest_valid(ok: Tensor) -> Tensor:
+    """``(T,)`` index of the nearest frame with ``ok`` (itself if ok; 0 if none is ok). O(T), no loops."""
+    T = ok.shape[0]
+    idx = torch.arange(T, device=ok.device)
+    prev = torch.where(ok, idx, torch.full_like(idx, -1)).cummax(0).values
+    nxt = torch.where(ok, idx, torch.full_like(idx, T)).flip(0).cummin(0).values.flip(0)
+    dp = torch.where(prev >= 0, idx - prev, torch.full_like(idx, 2 * T + 1))
+    dn = torch.where(nxt < T, nxt - idx, torch.full_like(idx, 2 * T + 1))
+    return torch.where(dp <= dn, prev, nxt).clamp(0, max(T - 1, 0))
+
+
+def rigid_root_fit(model: Model, X: Tensor, present: Tensor, q0: Tensor) -> tuple[Tensor, Tensor]:
+    """World pose of the root body per frame from its markers: ``R (T, 3, 3)``, ``t (T, 3)``.
+
+    ``X (T, M, 3)`` metres (markers in ``model.marker_names`` order, any value where missing),
+    ``present (T, M)`` 0/1, ``q0 (C,)`` the pose whose marker layout is the template. Uses the
+    markers on the root body when the model has at least 3, otherwise all markers (with the
+    model at ``q0``).
+    """
+    topo = model.topology
+    poses = fk(model, q0)
+    on_root = torch.tensor([b == 0 for b in topo.marker_bodies], device=X.device)
+    if int(on_root.sum()) < 3:
+        on_root = torch.ones_like(on_root)
+    # template: marker positions in the root frame at q0
+    p_world = marker_positions(model, q0, poses)  # (M, 3)
+    R0, t0 = poses.R[0], poses.t[0]
+    P = (p_world - t0) @ R0  # R0^T (p - t0), row-vector form
+    w = present * on_root.to(present.dtype)
+    Xs = torch.where(w[..., None] > 0, X, torch.zeros_like(X))
+    R, t, ok = kabsch(P.expand(X.shape[0], -1, -1), Xs, w)
+    # frames with < 3 root markers: rotation of the nearest good frame (or the template's)
+    near = _nearest_valid(ok)
+    any_ok = ok.any()
+    R_fb = torch.where(any_ok, R[near], R0.expand_as(R))
+    t_fb = torch.where(any_ok, t[near], t0.expand_as(t))
+    # translation from whatever root markers (or any markers) the frame has
+    w_any = torch.where((w.sum(-1, keepdim=True) > 0), w, present)
+    n_any = w_any.sum(-1)
+    wn = w_any / n_any.clamp_min(torch.finfo(w.dtype).tiny)[:, None]
+    cX = (wn[..., None] * torch.where(w_any[..., None] > 0, X, torch.zeros_like(X))).sum(-2)
+    cP = (wn[..., None] * P).sum(-2)
+    t_c = cX - (R_fb @ cP[..., None])[..., 0]
+    t_fb = torch.where((n_any > 0)[:, None], t_c, t_fb)
+    R = torch.where(ok[:, None, None], R, R_fb)
+    t = torch.where(ok[:, None], t, t_fb)
+    return R, t
+
+
+def _root_slots(model: Model):
+    """For the root joint: per slot 0..5 ``(coordinate index, slope, intercept)`` if it is a linear
+    function of one independent coordinate, else ``None``."""
+    topo = model.topology
+    C = topo.n_coordinates
+    out: list = [None] * 6
+    for g, params in zip(topo.slot_groups, model.slot_params):
+        if g.key[0] is not F.FnKind.LINEAR:
+            continue
+        slope, icpt = params
+        for k, (o, i) in enumerate(zip(g.outputs, g.inputs)):
+            if o < 6 and i < C:
+                out[o] = (i, slope[k], icpt[k])
+    return out
+
+
+def root_coordinates(model: Model, R: Tensor, t: Tensor, q0: Tensor) -> Tensor:
+    """Coordinates ``(T, C)`` (``q0`` elsewhere) putting the root body at ``R (T, 3, 3)``, ``t (T, 3)``.
+
+    Solved in closed form when the root joint has three rotations about orthogonal axes and
+    three translations, each a linear function of its own coordinate (OpenSim's free/pelvis
+    joints); otherwise the root coordinates stay at ``q0``.
+    """
+    T = R.shape[0]
+    q = q0.expand(T, -1).clone()
+    slots = _root_slots(model)
+    if model.topology.parents[0] != -1 or any(s is None for s in slots):
+        return q
+    if len({s[0] for s in slots}) != 6:
+        return q
+    axes = model.axes[0] / torch.linalg.vector_norm(model.axes[0], dim=-1, keepdim=True)  # (6, 3)
+    Qr = axes[:3].T  # columns = rotation axes
+    if float((Qr.T @ Qr - torch.eye(3, dtype=Qr.dtype)).abs().max()) > 1e-9:
+        return q
+    flip = float(torch.linalg.det(Qr)) < 0
+    if flip:
+        Qr = torch.cat((Qr[:, :2], -Qr[:, 2:]), 1)
+    s_body = model.global_scale * model.body_scales[0]
+    Rp = tf.euler_xyz_to_matrix(model.parent_orientation[0])
+    Rc = tf.euler_xyz_to_matrix(model.child_orientation[0])
+    tp = model.parent_location[0]  # ground: unscaled
+    tc = model.child_location[0] * s_body
+    # R = Rp M Rc^T  ->  M = Rp^T R Rc ; M = Q Rx(a) Ry(b) Rz(c) Q^T
+    M = Rp.T @ R @ Rc
+    ang = tf.matrix_to_euler_xyz(Qr.T @ M @ Qr)  # (T, 3)
+    if flip:
+        ang = torch.cat((ang[:, :2], -ang[:, 2:]), 1)
+    # t = Rp (tm - M tc) + tp  ->  tm = Rp^T (t - tp) + M tc ; tm = A v (columns = translation axes)
+    tm = (Rp.T @ (t - tp)[..., None])[..., 0] + (M @ tc[:, None])[..., 0]
+    A = axes[3:].T
+    v = torch.linalg.solve(A.expand(T, 3, 3), tm)  # slot values (unscaled by ground = 1)
+    vals = torch.cat((ang, v), 1)  # (T, 6)
+    for s, (i, slope, icpt) in enumerate(slots):
+        q[:, i] = (vals[:, s] - icpt) / slope
+    return q
+
+
+def initial_q(model: Model, X: Tensor, present: Tensor, q0: Tensor) -> Tensor:
+    """Initial coordinates ``(T, C)``: root from a per-frame rigid fit, the rest at ``q0 (C,)``."""
+    R, t = rigid_root_fit(model, X, present, q0)
+    return root_coordinates(model, R, t, q0)

@@ -1,0 +1,601 @@
+"""Whole-trial IK: :func:`solve` and :class:`IKResult`.
+
+Time is a batch axis: every frame of every trial is one block of a single least-squares
+problem (see :mod:`kinfunc.ik.problem`), solved by batched Gauss-Newton/Levenberg-Marquardt
+(:mod:`kinfunc.ik.gn`, the default) or L-BFGS over everything (:mod:`kinfunc.ik.lbfgs`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import re
+import time as _time
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional, Union
+
+import torch
+from torch import Tensor
+
+from ..fk import full_coordinates, marker_positions
+from ..model import Model
+from ..trial import MarkerTrial
+from .gn import GNOptions, GNResult, solve_gn
+from .init import initial_q
+from .jacobian import slot_derivatives_constant
+from .lbfgs import LBFGSOptions, solve_lbfgs
+from .problem import IKProblem, expand_q, unpack_model
+from .setup import CoordinateTask, IKSetup
+
+__all__ = ["IKError", "IKResult", "FIT_GROUPS", "build_problem", "solve"]
+
+log = logging.getLogger("kinfunc.ik")
+
+FIT_GROUPS = ("pose", "global_scale", "segment_scales", "marker_offsets")
+
+
+class IKError(ValueError):
+    """An IK request cannot be solved as given; the message names the item and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class IKResult:
+    """Result of :func:`solve` for one trial.
+
+    * ``q (T, C)``: coordinates (rad / m) in ``model.coordinate_names`` order, locked ones included.
+    * ``model``: the fitted model (all of the input model's markers; scales/offsets fitted
+      where asked), in the solve dtype.
+    * ``time (T,)`` seconds; ``marker_names`` (``M`` markers used, model order).
+    * ``marker_error (T, M)``: distance model marker - measured marker (m), NaN where missing.
+    * ``marker_rms (T,)``, ``marker_max (T,)``: over the markers present in each frame (m).
+    * ``marker_rms_per_marker (M,)`` over frames (m); ``coverage (M,)`` fraction of frames present.
+    * ``iterations``, ``objective`` (final total objective of the whole solve, the sum of all
+      squared weighted residuals), ``marker_objective`` (this trial's weighted squared marker
+      distances, m²), ``converged``, ``wall_time`` (s, the whole solve), ``solver``.
+    * ``unused_trial_markers``: trial markers not in the model (or with zero weight);
+      ``missing_model_markers``: model markers the trial lacks (or not in the setup's weights).
+    """
+
+    q: Tensor
+    model: Model
+    time: Tensor
+    marker_names: tuple[str, ...]
+    marker_error: Tensor
+    marker_rms: Tensor
+    marker_max: Tensor
+    marker_rms_per_marker: Tensor
+    coverage: Tensor
+    iterations: int
+    objective: float
+    marker_objective: float
+    converged: bool
+    wall_time: float
+    solver: str
+    fit: tuple[str, ...]
+    unused_trial_markers: tuple[str, ...] = ()
+    missing_model_markers: tuple[str, ...] = ()
+    history: tuple[float, ...] = ()
+
+    @property
+    def coordinate_names(self) -> tuple[str, ...]:
+        return self.model.coordinate_names
+
+    def summary(self) -> str:
+        """One line: frames, markers, mean/max marker error (mm), iterations, wall time."""
+        rms = self.marker_rms[torch.isfinite(self.marker_rms)]
+        mx = self.marker_max[torch.isfinite(self.marker_max)]
+        return (
+            f"IK ({self.solver}, fit={'+'.join(self.fit)}): {self.q.shape[0]} frames, "
+            f"{len(self.marker_names)} markers, "
+            f"mean RMS {1e3 * float(rms.mean()) if rms.numel() else float('nan'):.2f} mm, "
+            f"max {1e3 * float(mx.max()) if mx.numel() else float('nan'):.2f} mm, "
+            f"{self.iterations} iterations, {self.wall_time:.3f} s"
+        )
+
+
+# ----------------------------------------------------------------------------------------
+def _per_name(
+    value: Union[float, Mapping[str, float], None], names: Sequence[str], default: float, what: str
+) -> list[float]:
+    if value is None:
+        return [default] * len(names)
+    if isinstance(value, Mapping):
+        out = [float(value.get(n, default)) for n in names]
+    else:
+        out = [float(value)] * len(names)
+    bad = [n for n, v in zip(names, out) if not (v >= 0 and math.isfinite(v))]
+    if bad:
+        raise IKError(f"{what}: weights must be finite and >= 0; bad for {bad}")
+    return out
+
+
+def _side_key(name: str) -> str:
+    """Body name with a left/right mark removed (``femur_r`` -> ``femur_#``)."""
+    return re.sub(r"(^|_)(r|l)(_|$)", r"\1#\3", name)
+
+
+def build_problem(
+    model: Model,
+    trials: Sequence[MarkerTrial],
+    fit: Sequence[str] = ("pose",),
+    setup: Optional[IKSetup] = None,
+    *,
+    marker_weights: Optional[Mapping[str, float]] = None,
+    coordinate_tasks: Optional[Mapping[str, CoordinateTask]] = None,
+    limits: str = "clamped",
+    limit_weight: float = 1e4,
+    smoothness: float = 0.0,
+    scale_mode: str = "uniform",
+    scale_bodies: Optional[Sequence[str]] = None,
+    symmetric: bool = False,
+    scale_target: Union[float, Mapping[str, float], None] = None,
+    scale_weight: Union[float, Mapping[str, float]] = 1.0,
+    offset_weight: Union[float, Mapping[str, float]] = 1.0,
+    offset_axes: Optional[Mapping[str, Sequence[bool]]] = None,
+    shared: bool = True,
+    dtype: torch.dtype = torch.float64,
+    device: Any = None,
+) -> tuple[IKProblem, dict]:
+    """Assemble the :class:`~kinfunc.ik.problem.IKProblem` for :func:`solve` (same arguments).
+
+    Returns the problem and an info dict (``markers``, ``frames`` per trial, unmatched names,
+    ``theta0 (K, P)``, ``Z0 (T, Cf)`` initial values, ``used_marker_index``).
+    """
+    fit = tuple(fit)
+    bad = [f for f in fit if f not in FIT_GROUPS]
+    if bad:
+        raise IKError(f"fit: unknown group(s) {bad}; choose from {FIT_GROUPS}")
+    if limits not in ("clamped", "all", "none"):
+        raise IKError(f"limits='{limits}': use 'clamped' (coordinates flagged clamped), 'all' or 'none'")
+    if scale_mode not in ("uniform", "per_axis"):
+        raise IKError(f"scale_mode='{scale_mode}': use 'uniform' or 'per_axis'")
+    if not trials:
+        raise IKError("no trials given; pass a kinfunc.MarkerTrial (or a list of them)")
+    setup = setup or IKSetup()
+    model = model.to(device=device, dtype=dtype)
+    topo = model.topology
+    src = lambda tr: tr.source or "trial"  # noqa: E731
+
+    if setup.time_range is not None:
+        t0, t1 = setup.time_range
+        trials = [tr.slice(t0, t1) for tr in trials]
+    for tr in trials:
+        if tr.n_frames == 0:
+            raise IKError(f"{src(tr)}: no frames (time range {setup.time_range}); check the setup's time_range")
+
+    # --- markers: model markers present in some trial, with positive weight -------------
+    weights = dict(setup.marker_weights) if setup.marker_weights is not None else None
+    if marker_weights is not None:
+        base = weights if weights is not None else {m: 1.0 for m in topo.marker_names}
+        weights = {**base, **dict(marker_weights)}
+    in_any = set().union(*(tr.names for tr in trials))
+    used = []
+    for m in topo.marker_names:
+        w = 1.0 if weights is None else float(weights.get(m, 0.0))
+        if w < 0 or not math.isfinite(w):
+            raise IKError(f"marker weight for '{m}' is {w}; weights must be finite and >= 0")
+        if m in in_any and w > 0:
+            used.append(m)
+    if not used:
+        raise IKError(
+            f"no marker of the model is in the trial(s) with a positive weight; model markers: "
+            f"{', '.join(topo.marker_names)}; trial markers: {', '.join(sorted(in_any))}"
+        )
+    if weights is not None:
+        unknown = sorted(set(n for n, w in weights.items() if w > 0) - set(topo.marker_names))
+        if unknown:
+            log.warning("IK setup names marker(s) not in the model, ignored: %s", ", ".join(unknown))
+    unused_by_trial, missing_by_trial = [], []
+    for tr in trials:
+        unused = tuple(n for n in tr.names if n not in used)
+        missing = tuple(m for m in topo.marker_names if m not in tr.names or m not in used)
+        if unused:
+            log.info(
+                "%s: %d trial marker(s) not used (not in the model or zero weight): %s",
+                src(tr),
+                len(unused),
+                ", ".join(unused),
+            )
+        if missing:
+            log.info(
+                "%s: %d model marker(s) not fitted (absent from the trial or zero weight): %s",
+                src(tr),
+                len(missing),
+                ", ".join(missing),
+            )
+        unused_by_trial.append(unused)
+        missing_by_trial.append(missing)
+    used_idx = [topo.marker_index(m) for m in used]
+    um = model.with_markers(used)
+    M = len(used)
+    w = torch.tensor([1.0 if weights is None else float(weights[m]) for m in used], dtype=dtype, device=um.device)
+
+    # --- data ---------------------------------------------------------------------------
+    Xs, tids = [], []
+    for k, tr in enumerate(trials):
+        xyz = tr.xyz.to(device=um.device, dtype=dtype)
+        cols = [tr.names.index(m) if m in tr.names else -1 for m in used]
+        X = torch.full((tr.n_frames, M, 3), float("nan"), dtype=dtype, device=um.device)
+        have = [j for j, c in enumerate(cols) if c >= 0]
+        X[:, have] = xyz[:, [cols[j] for j in have]]
+        Xs.append(X)
+        tids.append(torch.full((tr.n_frames,), k, dtype=torch.long, device=um.device))
+    X = torch.cat(Xs, 0)
+    present = torch.isfinite(X).all(-1)
+    X = torch.where(present[..., None], X, torch.zeros_like(X))
+    present = present.to(dtype)
+    trial_id = torch.cat(tids, 0)
+    theta_index = trial_id if not shared else torch.zeros_like(trial_id)
+    K = 1 if shared else len(trials)
+
+    # --- coordinates, limits, tasks -----------------------------------------------------
+    C = topo.n_coordinates
+    free_idx = [i for i in range(C) if not topo.coordinate_locked[i]]
+    if not free_idx and "pose" in fit:
+        raise IKError("every coordinate of the model is locked; unlock some or fit only shape parameters")
+    coord_free = torch.tensor([not locked for locked in topo.coordinate_locked], device=um.device)
+    pos = [0] * C
+    for j, i in enumerate(free_idx):
+        pos[i] = j
+    q_default = um.default_q()
+    lo_all, hi_all = um.coordinate_limits()
+    limited = []
+    for j, i in enumerate(free_idx):
+        finite = math.isfinite(topo.coordinate_ranges[i][0]) or math.isfinite(topo.coordinate_ranges[i][1])
+        if finite and (limits == "all" or (limits == "clamped" and topo.coordinate_clamped[i])):
+            limited.append(j)
+    z_lo = torch.full((len(free_idx),), -math.inf, dtype=dtype, device=um.device)
+    z_hi = torch.full((len(free_idx),), math.inf, dtype=dtype, device=um.device)
+    if limited:
+        li = torch.tensor(limited, device=um.device)
+        z_lo[li] = lo_all[free_idx][li]
+        z_hi[li] = hi_all[free_idx][li]
+
+    tasks = dict(setup.coordinate_tasks)
+    if coordinate_tasks:
+        tasks.update(coordinate_tasks)
+    full_names = topo.coordinate_names + topo.dependent_names
+    q_full_default = full_coordinates(um, q_default)
+    t_idx, t_val, t_w = [], [], []
+    for name, task in tasks.items():
+        if name not in full_names:
+            raise IKError(f"coordinate task '{name}': no such coordinate; known: {', '.join(full_names)}")
+        i = full_names.index(name)
+        if task.weight < 0 or not math.isfinite(task.weight):
+            raise IKError(f"coordinate task '{name}': weight {task.weight} must be finite and >= 0")
+        if task.weight == 0 or (i < C and topo.coordinate_locked[i]):
+            continue
+        t_idx.append(i)
+        t_val.append(float(q_full_default[i]) if task.value is None else float(task.value))
+        t_w.append(math.sqrt(task.weight))
+
+    # --- shared parameters ----------------------------------------------------------------
+    names: list[str] = []
+    init: list[float] = []
+    target: list[float] = []
+    pw: list[float] = []
+    fit_global = "global_scale" in fit
+    if fit_global:
+        names.append("global_scale")
+        init.append(float(um.global_scale))
+        tgt = scale_target.get("global_scale", None) if isinstance(scale_target, Mapping) else scale_target
+        target.append(float(um.global_scale) if tgt is None else float(tgt))
+        pw.append(_per_name(scale_weight, ["global_scale"], 1.0, "scale_weight")[0])
+    B = topo.n_bodies
+    scale_map = torch.full((B * 3,), -1, dtype=torch.long, device=um.device)
+    n_scale = 0
+    if "segment_scales" in fit:
+        bodies = list(scale_bodies) if scale_bodies is not None else list(topo.body_names)
+        for b in bodies:
+            if b not in topo.body_names:
+                raise IKError(f"scale_bodies: unknown body '{b}'; known: {', '.join(topo.body_names)}")
+        groups: dict[str, list[int]] = {}
+        for b in bodies:
+            groups.setdefault(_side_key(b) if symmetric else b, []).append(topo.body_index(b))
+        off = len(names)
+        base = um.body_scales
+        for gname, members in groups.items():
+            comps = [None] if scale_mode == "uniform" else [0, 1, 2]
+            for k in comps:
+                idx = len(names) - off
+                axes = [0, 1, 2] if k is None else [k]
+                for b in members:
+                    for a in axes:
+                        scale_map[b * 3 + a] = idx
+                v0 = float(base[members][:, axes].mean())
+                label = gname.replace("#", "r/l") if symmetric else gname
+                names.append(f"scale:{label}" + ("" if k is None else ":xyz"[k + 1]))
+                init.append(v0)
+                tg = (
+                    scale_target.get(members and topo.body_names[members[0]], None)
+                    if isinstance(scale_target, Mapping)
+                    else scale_target
+                )
+                target.append(v0 if tg is None else float(tg))
+                pw.append(_per_name(scale_weight, [topo.body_names[members[0]]], 1.0, "scale_weight")[0])
+        n_scale = len(names) - off
+    offset_map = torch.full((M * 3,), -1, dtype=torch.long, device=um.device)
+    n_offset = 0
+    if "marker_offsets" in fit:
+        off = len(names)
+        ow = _per_name(offset_weight, used, 1.0, "offset_weight")
+        for j, m in enumerate(used):
+            gi = topo.marker_index(m)
+            if topo.marker_fixed[gi]:
+                continue
+            if offset_axes is not None and m in offset_axes:
+                mask = tuple(bool(a) for a in offset_axes[m])
+                if len(mask) != 3:
+                    raise IKError(f"offset_axes['{m}']: give 3 booleans (x, y, z), got {offset_axes[m]!r}")
+            elif topo.marker_bodies[gi] == 0 and topo.parents[0] == -1 and B > 1:
+                mask = (True, False, True)  # root (pelvis) markers: free in X and Z only (seed paper)
+            else:
+                mask = (True, True, True)
+            for a in range(3):
+                if mask[a]:
+                    offset_map[j * 3 + a] = len(names) - off
+                    names.append(f"offset:{m}:{'xyz'[a]}")
+                    v = float(um.marker_offsets[j, a])
+                    init.append(v)
+                    target.append(v)
+                    pw.append(ow[j])
+        n_offset = len(names) - off
+    P = len(names)
+    kw = dict(dtype=dtype, device=um.device)
+    theta0 = torch.tensor(init, **kw).expand(K, P).clone() if P else torch.zeros(K, 0, **kw)
+
+    problem = IKProblem(
+        model=um,
+        X=X,
+        present=present,
+        sqrt_w=w.sqrt(),
+        q_fixed=q_default,
+        coord_free=coord_free,
+        coord_pos=torch.tensor(pos, dtype=torch.long, device=um.device),
+        free_names=tuple(topo.coordinate_names[i] for i in free_idx),
+        z_lo=z_lo,
+        z_hi=z_hi,
+        limit_index=torch.tensor(limited, dtype=torch.long, device=um.device),
+        limit_sqrt_w=math.sqrt(limit_weight),
+        task_index=torch.tensor(t_idx, dtype=torch.long, device=um.device),
+        task_value=torch.tensor(t_val, **kw),
+        task_sqrt_w=torch.tensor(t_w, **kw),
+        theta_index=theta_index,
+        trial_id=trial_id,
+        n_sets=K,
+        n_theta=P,
+        fit_global=fit_global,
+        scale_map=scale_map,
+        n_scale=n_scale,
+        offset_map=offset_map,
+        n_offset=n_offset,
+        prior_target=torch.tensor(target, **kw),
+        prior_sqrt_w=torch.tensor(pw, **kw).sqrt(),
+        smooth_sqrt_w=math.sqrt(max(float(smoothness), 0.0)),
+        theta_names=tuple(names),
+        free_index=torch.tensor(free_idx, dtype=torch.long, device=um.device),
+        offset_select=_offset_select(offset_map, M, n_offset, dtype, um.device),
+        dvdq=slot_derivatives_constant(um),
+    )
+    info = dict(
+        markers=tuple(used),
+        used_marker_index=used_idx,
+        frames=[tr.n_frames for tr in trials],
+        unused=unused_by_trial,
+        missing=missing_by_trial,
+        theta0=theta0,
+        free_index=free_idx,
+        model_full=model,
+        trials=list(trials),
+    )
+    return problem, info
+
+
+def _offset_select(offset_map: Tensor, M: int, n: int, dtype, device) -> Tensor:
+    E = torch.zeros(M * 3, max(n, 0), dtype=dtype, device=device)
+    rows = torch.nonzero(offset_map >= 0).flatten()
+    if n:
+        E[rows, offset_map[rows]] = 1.0
+    return E.reshape(M, 3, n)
+
+
+def _initial_z(problem: IKProblem, info: dict, init: Optional[Tensor], fit: tuple[str, ...]) -> Tensor:
+    free_idx = info["free_index"]
+    T = problem.n_frames
+    if init is not None:
+        q = init.to(dtype=problem.X.dtype, device=problem.X.device)
+        if q.shape[-1] != problem.model.topology.n_coordinates:
+            raise IKError(
+                f"init: last dimension {q.shape[-1]} != number of coordinates {problem.model.topology.n_coordinates}"
+            )
+        q = q.expand(T, -1)
+    elif "pose" in fit:
+        model0 = unpack_model(problem, info["theta0"][0]) if problem.n_theta else problem.model
+        q = initial_q(model0, problem.X, problem.present, problem.q_fixed)
+    else:
+        q = problem.q_fixed.expand(T, -1)
+    return q[:, free_idx].clone()
+
+
+def solve(
+    model: Model,
+    trial: Union[MarkerTrial, Sequence[MarkerTrial]],
+    fit: Sequence[str] = ("pose",),
+    setup: Optional[IKSetup] = None,
+    solver: str = "auto",
+    *,
+    init: Optional[Tensor] = None,
+    max_iter: Optional[int] = None,
+    gn_options: Optional[GNOptions] = None,
+    lbfgs_options: Optional[LBFGSOptions] = None,
+    **options: Any,
+) -> Union[IKResult, list[IKResult]]:
+    """Inverse kinematics over whole trials at once.
+
+    ``model``: a :class:`kinfunc.Model`; ``trial``: a :class:`kinfunc.MarkerTrial` (``xyz (T, M, 3)``
+    metres, model frame: Y up, NaN gaps) or a list of them (one subject: they share the fitted
+    parameters when ``shared=True``; ``shared=False`` fits each trial its own parameters, all in
+    one batched call). Markers are matched by name; unmatched names are logged (logger
+    ``kinfunc.ik``) and listed on the result.
+
+    ``fit``: free groups, any of ``"pose"``, ``"global_scale"``, ``"segment_scales"``,
+    ``"marker_offsets"``; everything else is frozen. ``setup``: an :class:`IKSetup` (marker
+    weights, coordinate tasks, time range). ``solver``: ``"gn"`` (batched Gauss-Newton /
+    Levenberg-Marquardt, the default for ``"auto"``) or ``"lbfgs"``.
+
+    Keyword options (see :func:`build_problem`): ``marker_weights`` (name -> weight),
+    ``coordinate_tasks`` (name -> :class:`CoordinateTask`), ``limits`` (``"clamped"``: enforce
+    ranges of coordinates flagged clamped, the default; ``"all"``; ``"none"``),
+    ``limit_weight`` (exterior penalty, 1/rad²), ``smoothness`` (weight of squared second
+    differences of q per frame, 1/rad²), ``scale_mode`` (``"uniform"`` or ``"per_axis"``),
+    ``scale_bodies``, ``symmetric`` (left/right bodies share scales), ``scale_target`` (float or
+    body -> value; default the model's current value), ``scale_weight`` (prior weight),
+    ``offset_weight`` (prior weight on offsets, 1/m², float or marker -> weight),
+    ``offset_axes`` (marker -> 3 booleans; default: root markers free in X and Z only),
+    ``shared``, ``dtype`` (default float64), ``device``. ``init``: starting ``q (C,)`` or
+    ``(T, C)`` instead of the rigid root fit.
+
+    Returns an :class:`IKResult` (a list of them for a list of trials).
+    """
+    trials = [trial] if isinstance(trial, MarkerTrial) else list(trial)
+    if solver not in ("auto", "gn", "lbfgs"):
+        raise IKError(f"solver='{solver}': use 'auto', 'gn' or 'lbfgs'")
+    fit = tuple(fit)
+    t_start = _time.perf_counter()
+    problem, info = build_problem(model, trials, fit, setup, **options)
+    Z0 = _initial_z(problem, info, init, fit)
+    theta0 = info["theta0"] if problem.n_theta else None
+    chosen = "gn" if solver == "auto" else solver
+    if "pose" not in fit:
+        res = _solve_shape_only(problem, Z0, theta0, chosen, max_iter, gn_options, lbfgs_options)
+    elif chosen == "gn":
+        o = gn_options or GNOptions()
+        if max_iter is not None:
+            o = dataclasses.replace(o, max_iter=max_iter)
+        if problem.n_theta and problem.n_sets == 1:
+            # stage 1: poses alone with the shared parameters at their start values (independent
+            # frames), so that the joint solve starts near the answer
+            pose_only = _pose_only(problem, theta0)
+            Z0 = solve_gn(pose_only, Z0, None, o).Z
+        res = solve_gn(problem, Z0, theta0, o)
+    else:
+        o = lbfgs_options or LBFGSOptions()
+        if max_iter is not None:
+            o = dataclasses.replace(o, max_iter=max_iter)
+        res = solve_lbfgs(problem, Z0, theta0, o)
+    wall = _time.perf_counter() - t_start
+    if not res.converged:
+        log.warning("IK (%s) stopped after %d iterations without meeting its tolerance", chosen, res.iterations)
+    out = _results(problem, info, res, info["trials"], fit, chosen, wall)
+    return out[0] if isinstance(trial, MarkerTrial) else out
+
+
+def _pose_only(problem: IKProblem, theta0: Tensor) -> IKProblem:
+    """The same problem with the shared parameters frozen at ``theta0[k]`` (per frame set)."""
+    return dataclasses.replace(
+        problem,
+        model=unpack_model(problem, theta0[0]),
+        n_theta=0,
+        fit_global=False,
+        n_scale=0,
+        n_offset=0,
+        prior_target=problem.prior_target[:0],
+        prior_sqrt_w=problem.prior_sqrt_w[:0],
+        theta_names=(),
+    )
+
+
+def _solve_shape_only(problem, Z0, theta0, chosen, max_iter, gn_options, lbfgs_options) -> GNResult:
+    """Fit only shared parameters with poses fixed at ``Z0`` (L-BFGS over theta)."""
+    if problem.n_theta == 0:
+        return GNResult(Z0, None, float("nan"), 0, True, [])
+    from .problem import objective
+
+    theta = theta0.detach().clone().requires_grad_(True)
+    o = lbfgs_options or LBFGSOptions()
+    opt = torch.optim.LBFGS(
+        [theta],
+        lr=1.0,
+        max_iter=max_iter or o.max_iter,
+        history_size=o.history_size,
+        tolerance_grad=o.tolerance_grad,
+        tolerance_change=o.tolerance_change,
+        line_search_fn="strong_wolfe",
+    )
+    T = max(problem.n_frames, 1)
+
+    def closure():
+        opt.zero_grad()
+        f = objective(problem, Z0, theta) / T
+        f.backward()
+        return f
+
+    opt.step(closure)
+    n = int(opt.state[theta].get("n_iter", 0))
+    th = theta.detach()
+    return GNResult(Z0, th, float(objective(problem, Z0, th)), n, True, [])
+
+
+def _results(problem: IKProblem, info: dict, res: GNResult, trials, fit, solver: str, wall: float) -> list[IKResult]:
+    full: Model = info["model_full"]
+    used_idx = info["used_marker_index"]
+    out = []
+    fitted_models: dict[int, Model] = {}
+    start = 0
+    with torch.no_grad():
+        Q = expand_q(problem, res.Z)
+        for k, tr in enumerate(trials):
+            n = tr.n_frames
+            sl = slice(start, start + n)
+            start += n
+            kset = 0 if problem.n_sets == 1 else k
+            th = res.theta[kset] if res.theta is not None else None
+            um = unpack_model(problem, th)
+            if kset not in fitted_models:  # one fitted model object per parameter set
+                fitted_models[kset] = full.replace(
+                    global_scale=um.global_scale,
+                    body_scales=um.body_scales,
+                    marker_offsets=full.marker_offsets.index_copy(
+                        0, torch.tensor(used_idx, device=full.device), um.marker_offsets
+                    ),
+                )
+            fitted = fitted_models[kset]
+            q = Q[sl]
+            p = marker_positions(um, q)
+            pres = problem.present[sl] > 0
+            d = torch.linalg.vector_norm(p - problem.X[sl], dim=-1)
+            err = torch.where(pres, d, torch.full_like(d, float("nan")))
+            cnt = pres.sum(-1)
+            d2 = torch.where(pres, d * d, torch.zeros_like(d))
+            rms = torch.where(cnt > 0, (d2.sum(-1) / cnt.clamp_min(1)).sqrt(), torch.full_like(d[:, 0], float("nan")))
+            mx = torch.where(
+                cnt > 0, torch.where(pres, d, torch.full_like(d, -1.0)).amax(-1), torch.full_like(d[:, 0], float("nan"))
+            )
+            cntm = pres.sum(0)
+            rms_m = torch.where(cntm > 0, (d2.sum(0) / cntm.clamp_min(1)).sqrt(), torch.full_like(d[0], float("nan")))
+            mobj = float((d2 * problem.sqrt_w**2).sum())
+            out.append(
+                IKResult(
+                    q=q,
+                    model=fitted,
+                    time=tr.time.to(dtype=q.dtype, device=q.device),
+                    marker_names=info["markers"],
+                    marker_error=err,
+                    marker_rms=rms,
+                    marker_max=mx,
+                    marker_rms_per_marker=rms_m,
+                    coverage=cntm.to(q.dtype) / max(n, 1),
+                    iterations=res.iterations,
+                    objective=res.objective,
+                    marker_objective=mobj,
+                    converged=res.converged,
+                    wall_time=wall,
+                    solver=solver,
+                    fit=tuple(fit),
+                    unused_trial_markers=info["unused"][k],
+                    missing_model_markers=info["missing"][k],
+                    history=tuple(res.history),
+                )
+            )
+    return out

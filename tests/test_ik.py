@@ -1,0 +1,417 @@
+"""Whole-trial IK: Jacobians, initialisation, objective terms, solvers, recovery of known answers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.func import jacrev, vmap
+
+import kinfunc as kf
+from kinfunc import functions as F
+from kinfunc.ik import CoordinateTask, IKError, IKSetup
+from kinfunc.ik.gn import frame_jacobians, frame_jacobians_autodiff
+from kinfunc.ik.init import kabsch, rigid_root_fit, root_coordinates
+from kinfunc.ik.jacobian import marker_jacobian
+from kinfunc.ik.problem import frame_residual, objective
+from kinfunc.ik.solve import build_problem
+from kinfunc.ik.synthetic import gait_motion, perturbed_model, rom_motion, synthetic_trial
+from kinfunc.model import Dof, Joint, ModelBuilder
+
+DEG = math.pi / 180
+f64 = torch.float64
+
+
+def chain_model() -> kf.Model:
+    """A small model exercising couplers, splines, polynomials, locked and clamped coordinates."""
+    mb = ModelBuilder("chain")
+    mb.add_body("base", Joint.free("root", ("rx", "ry", "rz", "tx", "ty", "tz"), child_location=(0.01, 0.02, -0.01)))
+    mb.add_body(
+        "thigh",
+        Joint.ball(
+            "hip", "base", ("h1", "h2", "h3"), parent_location=(0.05, -0.1, 0.08), parent_orientation=(0.1, -0.2, 0.05)
+        ),
+    )
+    mb.add_body(
+        "shank",
+        Joint(
+            "knee",
+            "thigh",
+            parent_location=(0.0, -0.4, 0.0),
+            child_orientation=(0.1, 0.2, 0.0),
+            rotations=(Dof((0, 0, 1), "knee"), Dof((1, 0, 0), "knee_add")),
+            translations=(
+                Dof((1, 0, 0), "knee", F.Spline((-2, -1, 0, 1), (0.0, 0.01, 0.0, -0.005))),
+                Dof((0, 1, 0), "knee", F.Polynomial((0.01, 0.0, 0.002))),
+            ),
+        ),
+    )
+    mb.add_coupler("knee_add", "knee", F.Linear(0.2, 0.01))
+    mb.add_body("foot", Joint.pin("ankle", "shank", "ankle", (0.1, 0.2, 1.0), parent_location=(0.0, -0.4, 0.0)))
+    mb.add_coordinate("ankle", 0.0, (-0.5, 0.5), clamped=True)
+    mb.add_coordinate("h3", 0.1, locked=True)
+    for name, body, off in [
+        ("B1", "base", (0.1, 0.05, 0.1)),
+        ("B2", "base", (0.1, 0.05, -0.1)),
+        ("B3", "base", (-0.1, 0.07, 0.0)),
+        ("T1", "thigh", (0.03, -0.2, 0.06)),
+        ("T2", "thigh", (0.0, -0.38, 0.05)),
+        ("S1", "shank", (0.03, -0.1, 0.05)),
+        ("S2", "shank", (0.0, -0.38, 0.05)),
+        ("S3", "shank", (0.02, -0.2, -0.04)),
+        ("F1", "foot", (-0.02, -0.03, 0.0)),
+        ("F2", "foot", (0.15, -0.05, 0.03)),
+        ("F3", "foot", (0.15, -0.05, -0.03)),
+    ]:
+        mb.add_marker(name, body, off)
+    return mb.build(dtype=f64)
+
+
+def random_q(model, T, seed, spread=0.4):
+    g = torch.Generator().manual_seed(seed)
+    q = model.default_q() + spread * (torch.rand(T, model.topology.n_coordinates, generator=g, dtype=f64) - 0.5) * 2
+    return q
+
+
+# ---------------------------------------------------------------------------------------
+# Jacobians
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("which", ["chain", "lower_body"])
+def test_marker_jacobian_equals_jacrev(which):
+    model = chain_model() if which == "chain" else kf.models.lower_body("opensim", dtype=f64)
+    model = model.replace(
+        body_scales=model.body_scales * torch.linspace(0.9, 1.1, model.topology.n_bodies * 3, dtype=f64).reshape(-1, 3),
+        global_scale=torch.tensor(1.05, dtype=f64),
+    )
+    q = random_q(model, 4, seed=1)
+    p, J = marker_jacobian(model, q)
+    ref = vmap(jacrev(lambda qq: kf.marker_positions(model, qq)))(q)
+    torch.testing.assert_close(p, kf.marker_positions(model, q), rtol=0, atol=1e-12)
+    torch.testing.assert_close(J, ref, rtol=0, atol=1e-10)
+
+
+def test_frame_jacobians_equal_jacrev_all_terms():
+    """Markers (with gaps), coordinate tasks (incl. a coupled coordinate), limits (violated),
+    locked coordinates, global/segment scales and offsets: analytic = jacrev = jacfwd."""
+    model = chain_model()
+    q = random_q(model, 6, seed=2)
+    trial = synthetic_trial(model, q, noise=0.003, gaps=0.2, seed=3)
+    tasks = {"knee_add": CoordinateTask(5.0, 0.05), "h1": CoordinateTask(2.0)}
+    prob, info = build_problem(
+        model,
+        [trial],
+        ("pose", "global_scale", "segment_scales", "marker_offsets"),
+        coordinate_tasks=tasks,
+        scale_mode="per_axis",
+    )
+    Z = q[:, info["free_index"]].clone()
+    ai = prob.free_names.index("ankle")
+    Z[:3, ai] = torch.tensor([0.7, -0.8, 0.2], dtype=f64)  # two frames beyond the ankle limit
+    th = info["theta0"] + 0.01 * torch.randn(
+        info["theta0"].shape, generator=torch.Generator().manual_seed(0), dtype=f64
+    )
+    r, Jz, Jt = frame_jacobians(prob, Z, th)
+    rr, Jzr, Jtr = frame_jacobians_autodiff(prob, Z, th)
+    Jz_rev, Jt_rev = vmap(jacrev(lambda z, t, x, m: frame_residual(prob, z, t, x, m), argnums=(0, 1)))(
+        Z, th[prob.theta_index], prob.X, prob.present
+    )
+    torch.testing.assert_close(r, rr, rtol=0, atol=1e-12)
+    torch.testing.assert_close(Jz, Jz_rev, rtol=0, atol=1e-10)
+    torch.testing.assert_close(Jt, Jt_rev, rtol=0, atol=1e-10)
+    torch.testing.assert_close(Jzr, Jz_rev, rtol=0, atol=1e-10)
+    assert Jz[:, :, ai].abs().sum() > 0 and prob.limit_index.numel() == 1
+    # the locked coordinate is not a variable and keeps its value
+    assert "h3" not in prob.free_names
+
+
+def test_objective_gradient_matches_finite_differences():
+    model = chain_model()
+    q = random_q(model, 5, seed=4)
+    trial = synthetic_trial(model, q, noise=0.004, gaps=0.1, seed=5)
+    prob, info = build_problem(
+        model,
+        [trial],
+        ("pose", "segment_scales", "marker_offsets"),
+        smoothness=0.5,
+        coordinate_tasks={"knee_add": CoordinateTask(3.0, 0.0)},
+    )
+    Z = (q[:, info["free_index"]] + 0.05).requires_grad_(True)
+    th = (info["theta0"] + 0.02).requires_grad_(True)
+    f = objective(prob, Z, th)
+    gZ, gt = torch.autograd.grad(f, (Z, th))
+    eps = 1e-6
+    for t, c in [(0, 0), (2, 5), (4, prob.n_free - 1)]:
+        dZ = torch.zeros_like(Z)
+        dZ[t, c] = eps
+        fd = (objective(prob, Z.detach() + dZ, th.detach()) - objective(prob, Z.detach() - dZ, th.detach())) / (2 * eps)
+        assert abs(float(fd) - float(gZ[t, c])) < 1e-6 * max(1.0, abs(float(fd)))
+    for k in [0, prob.n_theta // 2, prob.n_theta - 1]:
+        dt = torch.zeros_like(th)
+        dt[0, k] = eps
+        fd = (objective(prob, Z.detach(), th.detach() + dt) - objective(prob, Z.detach(), th.detach() - dt)) / (2 * eps)
+        assert abs(float(fd) - float(gt[0, k])) < 1e-6 * max(1.0, abs(float(fd)))
+
+
+# ---------------------------------------------------------------------------------------
+# Initialisation
+# ---------------------------------------------------------------------------------------
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 10_000))
+def test_kabsch_recovers_rigid_transform(seed):
+    g = torch.Generator().manual_seed(seed)
+    P = torch.randn(6, 3, generator=g, dtype=f64) * 0.1
+    R = kf.transforms.rotvec_to_matrix(torch.randn(3, generator=g, dtype=f64) * 2)
+    t = torch.randn(3, generator=g, dtype=f64)
+    X = P @ R.T + t
+    w = torch.tensor([1, 1, 0, 1, 0.5, 1], dtype=f64)
+    X[2] = 1e3  # ignored (weight 0)
+    Rf, tf_, ok = kabsch(P, X, w)
+    assert bool(ok)
+    torch.testing.assert_close(Rf, R, atol=1e-10, rtol=0)
+    torch.testing.assert_close(tf_, t, atol=1e-10, rtol=0)
+
+
+def test_root_coordinates_roundtrip():
+    model = kf.models.lower_body("cmu", dtype=f64)
+    q = gait_motion(model, 40, heading=2.5)  # walking nearly backwards: large pelvis yaw
+    poses = kf.fk(model, q)
+    qr = root_coordinates(model, poses.R[:, 0], poses.t[:, 0], model.default_q())
+    d = qr[:, :6] - q[:, :6]
+    d[:, :3] = torch.remainder(d[:, :3] + math.pi, 2 * math.pi) - math.pi
+    assert float(d.abs().max()) < 1e-9
+
+
+def test_initial_root_fit_with_missing_pelvis_markers():
+    """Frames with < 3 pelvis markers borrow the nearest good frame's rotation; nothing sequential."""
+    model = kf.models.lower_body("cmu", dtype=f64)
+    q = gait_motion(model, 60, heading=1.0)
+    trial = synthetic_trial(model, q, noise=0.0)
+    x = trial.xyz.clone()
+    pelvis = [model.marker_names.index(n) for n in ("RFWT", "LFWT", "RBWT", "LBWT")]
+    x[10:14, pelvis[:3]] = float("nan")  # one pelvis marker left
+    x[30, pelvis] = float("nan")  # none left
+    x[0:3, pelvis[1:]] = float("nan")  # start of the trial: no earlier good frame
+    present = torch.isfinite(x).all(-1).to(f64)
+    R, t = rigid_root_fit(model, torch.nan_to_num(x), present, model.default_q())
+    poses = kf.fk(model, q)
+    ang = kf.transforms.matrix_to_rotvec(R.transpose(-1, -2) @ poses.R[:, 0]).norm(dim=-1)
+    good = torch.ones(60, dtype=torch.bool)
+    good[[0, 1, 2, 10, 11, 12, 13, 30]] = False
+    assert float(ang[good].max()) < 1e-9
+    assert float(ang[~good].max()) < 10 * DEG  # neighbour's rotation: motion between frames only
+    dt = (t - poses.t[:, 0]).norm(dim=-1)
+    assert float(dt[[0, 1, 2, 10, 11, 12, 13]].max()) < 0.01  # placed by the pelvis markers it has
+    assert float(dt[30]) < 0.15  # no pelvis marker: centroid of the leg markers at the default pose
+    assert torch.isfinite(R).all() and torch.isfinite(t).all()
+
+
+# ---------------------------------------------------------------------------------------
+# Solving
+# ---------------------------------------------------------------------------------------
+def test_exact_pose_recovery_noise_free():
+    model = kf.models.lower_body("cmu", dtype=f64)
+    q = gait_motion(model, 40, heading=0.7)
+    trial = synthetic_trial(model, q)
+    res = kf.ik.solve(model, trial)
+    assert res.converged and res.solver == "gn"
+    assert float((res.q - q).abs().max()) < 1e-6
+    assert float(res.marker_rms.max()) < 1e-7
+    assert res.q.shape == (40, 18) and res.marker_error.shape == (40, 18) and res.time.shape == (40,)
+
+
+def test_pose_recovery_with_noise_and_gaps():
+    """5 mm noise per axis, 20 % gaps, CMU markers: ≤ 1° RMS with temporal smoothness."""
+    model = kf.models.lower_body("cmu", dtype=f64)
+    q = gait_motion(model, 150)
+    trial = synthetic_trial(model, q, noise=0.005, gaps=0.2, seed=1)
+    res = kf.ik.solve(model, trial, smoothness=1.0)
+    err = (res.q - q)[:, 6:]
+    assert float(err.pow(2).mean().sqrt()) < 1.0 * DEG
+    assert torch.isnan(res.marker_error).float().mean().item() == pytest.approx(0.2, abs=0.02)
+    assert float(res.coverage.min()) > 0.7 and float(res.coverage.max()) <= 1.0
+    rms = res.marker_rms
+    assert 0.004 < float(rms.mean()) < 0.012  # about the noise level (5 mm/axis -> 8.7 mm/marker)
+
+
+def test_shape_recovery_scales_offsets():
+    """Known scales and offsets (8 mm scatter) recovered from noisy (5 mm/axis), gappy (20 %) markers.
+
+    One subject, two trials sharing the parameters (a walk and a range-of-motion trial, as a
+    lab records them: gait alone barely moves the hips off the sagittal plane, which leaves
+    hip-centre placement, i.e. pelvis scale, poorly determined). Identifiable here: uniform
+    scales of pelvis, femurs, tibias (they move joint centres) and offsets of markers on those
+    bodies (pelvis markers in X and Z only, as in the seed paper). Foot offsets are frozen:
+    with a two-hinge foot, a rigid rotation of all foot markers about the ankle trades off
+    against the ankle/subtalar angles.
+    """
+    model = kf.models.lower_body("opensim", dtype=f64)
+    topo = model.topology
+    foot = {i for i, b in enumerate(topo.marker_bodies) if topo.body_names[b].startswith(("calcn", "talus"))}
+    mask = torch.tensor(
+        [[i not in foot, (b != 0) and (i not in foot), i not in foot] for i, b in enumerate(topo.marker_bodies)]
+    )
+    scales = {"pelvis": 1.04, "femur_r": 0.95, "femur_l": 0.96, "tibia_r": 1.06, "tibia_l": 1.05}
+    truth = perturbed_model(model, scales, offset_sigma=0.008, seed=3, offset_axes=mask)
+    q_walk, q_rom = gait_motion(model, 150), rom_motion(model, 300)
+    walk = synthetic_trial(truth, q_walk, noise=0.005, gaps=0.2, seed=1)
+    rom = synthetic_trial(truth, q_rom, noise=0.005, gaps=0.2, seed=2)
+    axes = {n: (False, False, False) for i, n in enumerate(topo.marker_names) if i in foot}
+    res, res_rom = kf.ik.solve(
+        model,
+        [walk, rom],
+        fit=("pose", "segment_scales", "marker_offsets"),
+        smoothness=1.0,
+        scale_bodies=list(scales),
+        offset_axes=axes,
+        scale_weight=1e-3,
+        offset_weight=1e-2,
+    )
+    assert res.converged and res.model is res_rom.model
+    bi = [topo.body_index(b) for b in scales]
+    got = res.model.body_scales[bi, 0]
+    want = torch.tensor(list(scales.values()), dtype=f64)
+    assert float(((got - want) / want).abs().max()) < 0.01
+    oe = (res.model.marker_offsets - truth.marker_offsets).norm(dim=-1)
+    assert float(oe.max()) < 0.003
+    assert float((res.q - q_walk)[:, 6:].pow(2).mean().sqrt()) < 1.0 * DEG
+    assert float((res_rom.q - q_rom)[:, 6:].pow(2).mean().sqrt()) < 1.0 * DEG
+
+
+def test_gn_and_lbfgs_agree():
+    model = kf.models.lower_body("opensim", dtype=f64)
+    q = gait_motion(model, 12)
+    truth = perturbed_model(model, {"femur_r": 0.97, "tibia_r": 1.03}, offset_sigma=0.005, seed=2)
+    trial = synthetic_trial(truth, q, noise=0.003, gaps=0.1, seed=4)
+    kw = dict(
+        fit=("pose", "segment_scales"),
+        scale_bodies=["femur_r", "tibia_r"],
+        smoothness=0.1,
+        coordinate_tasks={"subtalar_angle_r": CoordinateTask(0.01, 0.0)},
+    )
+    a = kf.ik.solve(model, trial, solver="gn", **kw)
+    b = kf.ik.solve(model, trial, solver="lbfgs", **kw)
+    assert abs(a.objective - b.objective) <= 1e-5 * a.objective
+    assert float((a.q - b.q).abs().max()) < 0.2 * DEG
+    torch.testing.assert_close(a.model.body_scales, b.model.body_scales, atol=2e-3, rtol=0)
+
+
+def test_limits_locked_and_coordinate_tasks():
+    model = kf.models.lower_body("cmu", dtype=f64)
+    topo = model.topology
+    ki = topo.coordinate_index("knee_angle_r")
+    si = topo.coordinate_index("subtalar_angle_l")
+    # lock subtalar_l at 5 degrees
+    locked = list(topo.coordinate_locked)
+    locked[si] = True
+    defaults = list(topo.coordinate_defaults)
+    defaults[si] = 5 * DEG
+    lmodel = model.replace(
+        topology=type(topo)(
+            **{**topo.__dict__, "coordinate_locked": tuple(locked), "coordinate_defaults": tuple(defaults)}
+        )
+    )
+    q = gait_motion(model, 8)
+    q[:, ki] = 25 * DEG  # hyperextended beyond the 10 degree limit
+    trial = synthetic_trial(model, q)
+    tasks = {"hip_rotation_l": CoordinateTask(1e3, 0.1)}
+    for solver in ("gn", "lbfgs"):
+        res = kf.ik.solve(
+            lmodel, trial, solver=solver, coordinate_tasks=tasks, max_iter=400 if solver == "lbfgs" else None
+        )
+        assert float(res.q[:, ki].max()) <= 10 * DEG + 1e-12
+        assert float(res.q[:, ki].min()) > 5 * DEG  # pushed onto the limit, not elsewhere
+        assert torch.all(res.q[:, si] == 5 * DEG)
+        hr = res.q[:, topo.coordinate_index("hip_rotation_l")]
+        assert float((hr - 0.1).abs().max()) < 0.02  # task pulls hard toward 0.1 rad
+    res = kf.ik.solve(lmodel, trial, limits="none")
+    assert float(res.q[:, ki].max()) > 20 * DEG
+
+
+def test_marker_matching_is_reported_and_setup_applies():
+    model = kf.models.lower_body("cmu", dtype=f64)
+    q = gait_motion(model, 10)
+    trial = synthetic_trial(model, q)
+    keep = [n for n in trial.names if n != "RMT5"]
+    trial = trial.select(keep)
+    extra = kf.MarkerTrial(
+        names=trial.names + ("C7",), xyz=torch.cat((trial.xyz, trial.xyz[:, :1]), 1), rate=trial.rate, time=trial.time
+    )
+    setup = IKSetup(
+        marker_weights={n: (10.0 if n.endswith("WT") else 1.0) for n in model.marker_names if n != "LMT5"},
+        coordinate_tasks={"subtalar_angle_r": CoordinateTask(1.0, 0.0)},
+        time_range=(0.02, 0.06),
+    )
+    res = kf.ik.solve(model, extra, setup=setup)
+    assert "C7" in res.unused_trial_markers
+    assert "RMT5" in res.missing_model_markers and "LMT5" in res.missing_model_markers
+    assert "RMT5" not in res.marker_names and "LMT5" not in res.marker_names and len(res.marker_names) == 16
+    assert res.q.shape[0] == 5 and float(res.time[0]) == pytest.approx(0.02)
+    with pytest.raises(IKError, match="no such coordinate"):
+        kf.ik.solve(model, extra, coordinate_tasks={"elbow": CoordinateTask(1.0)})
+    with pytest.raises(IKError, match="unknown group"):
+        kf.ik.solve(model, extra, fit=("pose", "shape"))
+    none = kf.MarkerTrial(names=("A", "B"), xyz=torch.zeros(3, 2, 3, dtype=f64), rate=1.0, time=torch.arange(3.0))
+    with pytest.raises(IKError, match="no marker of the model"):
+        kf.ik.solve(model, none)
+
+
+def test_multi_trial_shared_parameters_and_batch():
+    model = kf.models.lower_body("cmu", dtype=f64)
+    truth = perturbed_model(model, {"femur_r": 0.95, "femur_l": 0.95, "tibia_r": 1.05, "tibia_l": 1.05})
+    qa = gait_motion(model, 30)
+    qb = gait_motion(model, 20, heading=1.0, cadence=0.8)
+    ta = synthetic_trial(truth, qa, gaps=0.1, seed=1)
+    tb = synthetic_trial(truth, qb, gaps=0.1, seed=2)
+    fit = ("pose", "segment_scales")
+    kw = dict(scale_bodies=["femur_r", "femur_l", "tibia_r", "tibia_l"], symmetric=True, scale_weight=1e-4)
+    ra, rb = kf.ik.solve(model, [ta, tb], fit=fit, **kw)
+    assert ra.model is rb.model or torch.equal(ra.model.body_scales, rb.model.body_scales)
+    fi = model.topology.body_index("femur_l")
+    assert abs(float(ra.model.body_scales[fi, 0]) - 0.95) < 1e-4  # symmetric group: shared with femur_r
+    assert float((ra.q - qa).abs().max()) < 1e-4 and float((rb.q - qb).abs().max()) < 1e-4
+    # a batch of independent subjects in one call: per-trial parameters
+    other = perturbed_model(model, {"femur_r": 1.05, "femur_l": 1.05, "tibia_r": 0.97, "tibia_l": 0.97})
+    tc = synthetic_trial(other, qb, gaps=0.1, seed=3)
+    r1, r2 = kf.ik.solve(model, [ta, tc], fit=fit, shared=False, **kw)
+    assert abs(float(r1.model.body_scales[fi, 0]) - 0.95) < 1e-3
+    assert abs(float(r2.model.body_scales[fi, 0]) - 1.05) < 1e-3
+    # pose-only batch equals solving each trial alone
+    s1, s2 = kf.ik.solve(model, [ta, tb])
+    torch.testing.assert_close(s2.q, kf.ik.solve(model, tb).q, atol=1e-7, rtol=0)
+
+
+def test_shape_only_with_known_poses():
+    """fit without "pose": poses stay at ``init``; only the named groups move."""
+    model = kf.models.lower_body("cmu", dtype=f64)
+    truth = perturbed_model(model, {"femur_r": 0.96, "tibia_r": 1.04})
+    q = gait_motion(model, 30)
+    trial = synthetic_trial(truth, q, gaps=0.1, seed=5)
+    res = kf.ik.solve(
+        model, trial, fit=("segment_scales",), init=q, scale_bodies=["femur_r", "tibia_r"], scale_weight=1e-6
+    )
+    assert torch.equal(res.q, q)
+    got = res.model.body_scales[[model.topology.body_index("femur_r"), model.topology.body_index("tibia_r")], 0]
+    torch.testing.assert_close(got, torch.tensor([0.96, 1.04], dtype=f64), atol=1e-4, rtol=0)
+    torch.testing.assert_close(res.model.marker_offsets, model.marker_offsets)  # frozen
+
+
+def test_constant_slot_derivatives_match_forward_mode():
+    from kinfunc.ik.jacobian import slot_derivatives, slot_derivatives_constant
+
+    model = kf.models.lower_body("pig", dtype=f64)
+    q = random_q(model, 3, seed=7)
+    const = slot_derivatives_constant(model)
+    torch.testing.assert_close(const.expand(3, *const.shape), slot_derivatives(model, q), atol=1e-14, rtol=0)
+    mb = ModelBuilder("coupled")
+    mb.add_body("a", Joint.pin("j1", "ground", "x"))
+    mb.add_body("b", Joint("j2", "a", rotations=(Dof((0, 0, 1), "y", F.Linear(2.0, 0.1)),)))
+    mb.add_coupler("y", "x", F.Linear(-0.5, 0.2))
+    mb.add_marker("m", "b", (0.1, 0.0, 0.0))
+    cm = mb.build(dtype=f64)
+    qc = random_q(cm, 2, seed=1)
+    const = slot_derivatives_constant(cm)
+    torch.testing.assert_close(const.expand(2, *const.shape), slot_derivatives(cm, qc), atol=1e-14, rtol=0)
+    assert slot_derivatives_constant(chain_model()) is None  # splines: derivatives depend on q
