@@ -21,18 +21,21 @@ the public layout ``(..., B, 3, 3)``: values equal :func:`kinfunc.fk`, but the s
 (call ``.contiguous()`` if a consumer needs a dense batch-first tensor; that copy costs about
 as much as the FK itself at large batch). ``frames_last=True`` returns the raw buffers.
 
-Warm-up: the first call for a topology/dtype/device traces and compiles (about 10-30 s on a
-2-core CPU for the 18-DOF lower body, longer with gradients: the backward is compiled on the
-first backward call); later calls with any batch size reuse it (``dynamic=True`` by
-default: one compiled kernel for every batch size). Inside ``torch.func`` transforms
-(``vmap``, ``grad``, ``jacrev``, ``jacfwd``) the same structure-of-arrays function runs
+Warm-up: the first call for a topology/dtype/device/batch shape traces and compiles
+(tens of seconds on a busy 2-core CPU for the 18-DOF lower body; inductor's on-disk cache
+makes later processes faster); the backward is compiled on the first backward call.
+``dynamic=False`` is the default because inductor (torch 2.13, CPU) miscompiles this graph
+with symbolic batch sizes (``dynamic=True`` gives wrong values; see docs/performance.md), so
+each distinct batch shape compiles once; pad batches to a few fixed sizes in a training loop.
+Inside ``torch.func`` transforms (``vmap``, ``grad``, ``jacrev``, ``jacfwd``) the same
+structure-of-arrays function runs
 eagerly (no compiled code is entered), so results and derivatives are identical.
 """
 from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Callable, NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -53,102 +56,84 @@ class _Plan:
     parents: tuple[int, ...]
     n_coords: int
     n_dep: int
-    # per body, per slot 0..5: (group, row) of the function group that computes it, or None
-    slot_src: tuple[tuple[Optional[tuple[int, int]], ...], ...]
     slot_groups: tuple  # FnGroup
     coupler_groups: tuple
+    n_values: int  # rows of the concatenated slot-function values; row n_values is a zero row
+    # rotation stage j: bodies whose joint has a j-th present rotation, its slot and value row
+    rot_stages: tuple[tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]], ...]
+    # bodies with a translation slot, and per translation slot (3) the value row for each
+    trans_bodies: tuple[int, ...]
+    trans_rows: tuple[tuple[int, ...], ...]
+    # per depth level: bodies, and each one's parent position within the previous level
+    levels: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]
+    out_perm: tuple[int, ...]  # body b's row in the level-ordered concatenation
     marker_bodies: tuple[int, ...]
 
 
 def _plan(topo: Topology) -> _Plan:
     B = topo.n_bodies
-    src: list[list[Optional[tuple[int, int]]]] = [[None] * 6 for _ in range(B)]
-    for g, grp in enumerate(topo.slot_groups):
-        for k, out in enumerate(grp.outputs):
-            src[out // 6][out % 6] = (g, k)
+    row: dict[tuple[int, int], int] = {}
+    n = 0
+    for grp in topo.slot_groups:
+        for out in grp.outputs:
+            row[(out // 6, out % 6)] = n
+            n += 1
+    stages: list[tuple[list[int], list[int], list[int]]] = []
+    for b in range(B):
+        present = [s for s in range(3) if (b, s) in row]
+        for j, s in enumerate(present):
+            if len(stages) <= j:
+                stages.append(([], [], []))
+            stages[j][0].append(b)
+            stages[j][1].append(s)
+            stages[j][2].append(row[(b, s)])
+    trans_bodies = tuple(b for b in range(B) if any((b, s) in row for s in range(3, 6)))
+    trans_rows = tuple(tuple(row.get((b, s), n) for b in trans_bodies) for s in range(3, 6))
+    depth: list[int] = []
+    for p in topo.parents:
+        depth.append(0 if p < 0 else depth[p] + 1)
+    levels = []
+    pos_in_level: dict[int, int] = {}
+    order: list[int] = []
+    for lvl in range(max(depth, default=-1) + 1):
+        bodies = tuple(b for b in range(B) if depth[b] == lvl)
+        ppos = tuple(pos_in_level[topo.parents[b]] if lvl else -1 for b in bodies)
+        for k, b in enumerate(bodies):
+            pos_in_level[b] = k
+        levels.append((bodies, ppos))
+        order.extend(bodies)
+    perm = [0] * B
+    for k, b in enumerate(order):
+        perm[b] = k
     return _Plan(
         parents=topo.parents,
         n_coords=topo.n_coordinates,
         n_dep=len(topo.dependent_names),
-        slot_src=tuple(tuple(s) for s in src),
         slot_groups=topo.slot_groups,
         coupler_groups=topo.coupler_groups,
+        n_values=n,
+        rot_stages=tuple((tuple(a), tuple(b), tuple(c)) for a, b, c in stages),
+        trans_bodies=trans_bodies,
+        trans_rows=trans_rows,
+        levels=tuple(levels),
+        out_perm=tuple(perm),
         marker_bodies=topo.marker_bodies,
     )
 
 
 # ----------------------------------------------------------------------------------------
-# Row algebra. An entry is a row ``(N,)``, a 0-d tensor (a per-model constant), or a Python
-# float 0.0/1.0 standing for a structural zero/one (costs nothing).
-
-Entry = Union[Tensor, float]
+# Frames-last algebra: R (n, 3, 3, N), t (n, 3, N); per-model constants carry N = 1.
+# Products are written as three broadcast multiply-adds (pointwise, fusable), never matmul.
 
 
-def _is(x: Entry, v: float) -> bool:
-    return isinstance(x, float) and x == v
+def _mm(A: Tensor, Bm: Tensor) -> Tensor:
+    """``(n, 3, 3, *) @ (n, 3, 3, *)`` over the two middle axes."""
+    return A[:, :, 0:1] * Bm[:, None, 0] + A[:, :, 1:2] * Bm[:, None, 1] + A[:, :, 2:3] * Bm[:, None, 2]
 
 
-def _mul(a: Entry, b: Entry) -> Entry:
-    if _is(a, 0.0) or _is(b, 0.0):
-        return 0.0
-    if _is(a, 1.0):
-        return b
-    if _is(b, 1.0):
-        return a
-    return a * b
-
-
-def _add(a: Entry, b: Entry) -> Entry:
-    if _is(a, 0.0):
-        return b
-    if _is(b, 0.0):
-        return a
-    return a + b
-
-
-def _dot3(a: list[Entry], b: list[Entry]) -> Entry:
-    return _add(_add(_mul(a[0], b[0]), _mul(a[1], b[1])), _mul(a[2], b[2]))
-
-
-_I3 = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
-
-
-def _matmul(A: list[list[Entry]], Bm: list[list[Entry]]) -> list[list[Entry]]:
-    if A is _I3:
-        return Bm
-    if Bm is _I3:
-        return A
-    cols = [[Bm[0][j], Bm[1][j], Bm[2][j]] for j in range(3)]
-    return [[_dot3(A[i], cols[j]) for j in range(3)] for i in range(3)]
-
-
-def _matvec(A: list[list[Entry]], v: list[Entry]) -> list[Entry]:
-    if A is _I3:
-        return list(v)
-    return [_dot3(A[i], v) for i in range(3)]
-
-
-def _vadd(a: list[Entry], b: list[Entry]) -> list[Entry]:
-    return [_add(x, y) for x, y in zip(a, b)]
-
-
-def _rows(x: Tensor) -> list:
-    """A small constant tensor ``(3,)`` or ``(3, 3)`` as nested lists of 0-d tensors."""
-    if x.dim() == 1:
-        return list(x.unbind(0))
-    return [list(r.unbind(0)) for r in x.unbind(0)]
-
-
-def _axis_rotation(a: list[Tensor], angle: Tensor) -> list[list[Entry]]:
-    """Rodrigues ``c I + s [a]x + (1 - c) a a^T`` for a unit axis of 0-d tensors, angle row."""
-    s, c = torch.sin(angle), torch.cos(angle)
-    omc = 1.0 - c
-    a0, a1, a2 = a
-    return [
-        [c + omc * (a0 * a0), omc * (a0 * a1) - s * a2, omc * (a0 * a2) + s * a1],
-        [omc * (a0 * a1) + s * a2, c + omc * (a1 * a1), omc * (a1 * a2) - s * a0],
-        [omc * (a0 * a2) - s * a1, omc * (a1 * a2) + s * a0, c + omc * (a2 * a2)],
-    ]
+def _mv(A: Tensor, v: Tensor) -> Tensor:
+    """``(n, 3, 3, *) @ (n, 3, *)``."""
+    return A[:, :, 0] * v[:, 0:1] + A[:, :, 1] * v[:, 1:2] + A[:, :, 2] * v[:, 2:3]
 
 
 def _eval_groups_soa(groups, params, U: Tensor) -> list[Tensor]:
@@ -205,81 +190,89 @@ def _fk_soa_impl(plan: _Plan, leaves: tuple, qT: Tensor, with_markers: bool):
     (p_loc, p_ori, c_loc, c_ori, axes, slot_params, coupler_params, m_off, b_scales, g_scale) = leaves
     B = len(plan.parents)
     N = qT.shape[1]
-    # --- per-model constants (tiny (B, ...) tensors; computed once per call, not per frame)
+    dt, dev = qT.dtype, qT.device
+    # --- per-model constants (tiny (B, ...) tensors, trailing frame axis of size 1)
     s_body = g_scale * b_scales  # (B, 3)
     s_all = torch.cat((torch.ones_like(s_body[:1]), s_body), 0)
     s_parent = s_all[[p + 1 for p in plan.parents]]
     unit = axes / torch.linalg.vector_norm(axes, dim=-1, keepdim=True)  # (B, 6, 3)
-    Rp = tf.euler_xyz_to_matrix(p_ori)
-    RcT = tf.euler_xyz_to_matrix(c_ori).transpose(-1, -2)
-    tp = p_loc * s_parent
-    tcinv = -(RcT @ (c_loc * s_body)[..., None])[..., 0]  # translation of T(child frame)^-1
-    # translation slot k moves along its unit axis scaled by the parent's scale component k
-    taxis = unit[:, 3:] * s_parent[:, :, None]  # (B, 3 slots, 3)
+    Rp = tf.euler_xyz_to_matrix(p_ori)[..., None]  # (B, 3, 3, 1)
+    RcT = tf.euler_xyz_to_matrix(c_ori).transpose(-1, -2)[..., None]
+    tp = (p_loc * s_parent)[..., None]  # (B, 3, 1)
+    tcinv = -_mv(RcT, (c_loc * s_body)[..., None])  # translation of T(child frame)^-1
+    eye = torch.eye(3, dtype=dt, device=dev)[None, :, :, None]  # (1, 3, 3, 1)
 
-    # --- function values (all coordinates and slots with a function), frames last
+    # --- function values of every non-zero slot, frames last: V (n_values + 1, N), last row 0
     U = qT
     if plan.n_dep:
-        deps = _eval_groups_soa(plan.coupler_groups, coupler_params, qT)
-        dep_rows: list[Optional[Tensor]] = [None] * plan.n_dep
-        for grp, vals in zip(plan.coupler_groups, deps):
-            for k, o in enumerate(grp.outputs):
-                dep_rows[o] = vals[k]
-        U = torch.cat((qT, torch.stack(dep_rows, 0)), 0)  # type: ignore[arg-type]
-    slot_vals = _eval_groups_soa(plan.slot_groups, slot_params, U)
+        deps = torch.cat(_eval_groups_soa(plan.coupler_groups, coupler_params, qT), 0)
+        order = [o for grp in plan.coupler_groups for o in grp.outputs]
+        inv = [order.index(k) for k in range(plan.n_dep)]
+        U = torch.cat((qT, deps[inv]), 0)
+    vals = _eval_groups_soa(plan.slot_groups, slot_params, U)
+    V = torch.cat(vals + [torch.zeros_like(qT[:1])], 0)
 
-    R_w: list[list[list[Entry]]] = []
-    t_w: list[list[Entry]] = []
-    for b in range(B):
-        # joint motion M(q): rotations present in this joint, applied successively
-        Rm: list[list[Entry]] = _I3
-        for s in range(3):
-            src = plan.slot_src[b][s]
-            if src is None:
-                continue
-            Rk = _axis_rotation(list(unit[b, s].unbind(0)), slot_vals[src[0]][src[1]])
-            Rm = Rk if Rm is _I3 else _matmul(Rm, Rk)
-        tm: list[Entry] = [0.0, 0.0, 0.0]
-        for s in range(3, 6):
-            src = plan.slot_src[b][s]
-            if src is None:
-                continue
-            v = slot_vals[src[0]][src[1]]
-            ax = taxis[b, s - 3].unbind(0)
-            tm = _vadd(tm, [v * ax[0], v * ax[1], v * ax[2]])
-        # world pose of the parent-side joint frame: W_parent @ T(parent frame)
-        Rpb, tpb = _rows(Rp[b]), _rows(tp[b])
-        p = plan.parents[b]
-        if p < 0:
-            RA, tA = Rpb, tpb
+    # --- joint rotations M_R(q): one Rodrigues per present slot, products only where needed
+    Rm: Optional[Tensor] = None  # (B, 3, 3, N)
+    for j, (bodies, slots, rows) in enumerate(plan.rot_stages):
+        a = unit[list(bodies), list(slots)]  # (p, 3)
+        K = tf.skew(a)[..., None]
+        aa = (a[:, :, None] * a[:, None, :])[..., None]
+        ang = V[list(rows)][:, None, None, :]  # (p, 1, 1, N)
+        s, c = torch.sin(ang), torch.cos(ang)
+        Rj = c * eye + s * K + (1.0 - c) * aa  # (p, 3, 3, N)
+        if Rm is None:
+            if len(bodies) == B:
+                Rm = Rj
+            else:  # bodies without rotations get the identity
+                sel = [bodies.index(b) if b in bodies else len(bodies) for b in range(B)]
+                Rm = torch.cat((Rj, eye.expand(1, 3, 3, N)), 0)[sel]
         else:
-            RA = _matmul(R_w[p], Rpb)
-            tA = _vadd(_matvec(R_w[p], tpb), t_w[p])
-        # times M(q), times T(child frame)^-1
-        RB = _matmul(RA, Rm)
-        tB = _vadd(_matvec(RA, tm), tA)
-        R_w.append(_matmul(RB, _rows(RcT[b])))
-        t_w.append(_vadd(_matvec(RB, _rows(tcinv[b])), tB))
-
-    ref = qT[0]
-
-    def full(e: Entry) -> Tensor:
-        if isinstance(e, float):
-            return torch.full_like(ref, e)
-        return e if e.dim() == 1 else e.expand(N)
-
-    R = torch.stack([full(e) for Rb in R_w for row in Rb for e in row], 0).reshape(B, 3, 3, N)
-    t = torch.stack([full(e) for tb in t_w for e in tb], 0).reshape(B, 3, N)
+            prod = _mm(Rm[list(bodies)], Rj)
+            sel = [B + bodies.index(b) if b in bodies else b for b in range(B)]
+            Rm = torch.cat((Rm, prod), 0)[sel]
+    # --- joint translations along their (parent-scaled) axes
+    tm: Optional[Tensor] = None  # (B, 3, N)
+    if plan.trans_bodies:
+        tb = list(plan.trans_bodies)
+        taxis = unit[tb, 3:] * s_parent[tb][:, :, None]  # (n, 3 slots, 3)
+        tmt = sum(V[list(plan.trans_rows[k])][:, None, :] * taxis[:, k, :, None] for k in range(3))
+        if len(tb) == B:
+            tm = tmt
+        else:
+            sel = [tb.index(b) if b in tb else len(tb) for b in range(B)]
+            tm = torch.cat((tmt, torch.zeros_like(tmt[:1])), 0)[sel]
+    # --- local poses T(parent frame) M(q) T(child frame)^-1
+    if Rm is None:
+        R_loc = _mm(Rp, RcT)
+        t_in = tcinv if tm is None else tm + tcinv
+        R_loc, t_loc = R_loc.expand(B, 3, 3, N), (_mv(Rp, t_in) + tp).expand(B, 3, N)
+    else:
+        RmRcT = _mm(Rm, RcT)
+        inner = _mv(Rm, tcinv) if tm is None else tm + _mv(Rm, tcinv)
+        R_loc = _mm(Rp, RmRcT)
+        t_loc = _mv(Rp, inner) + tp
+    # --- compose down the tree, one step per depth level (parents lie in the previous level)
+    Rs, ts = [], []
+    for lvl, (bodies, ppos) in enumerate(plan.levels):
+        idx = list(bodies)
+        Rl, tl = R_loc[idx], t_loc[idx]
+        if lvl:
+            Rpar, tpar = Rs[-1][list(ppos)], ts[-1][list(ppos)]
+            Rl, tl = _mm(Rpar, Rl), _mv(Rpar, tl) + tpar
+        Rs.append(Rl)
+        ts.append(tl)
+    perm = list(plan.out_perm)
+    R = torch.cat(Rs, 0)
+    t = torch.cat(ts, 0)
+    if perm != list(range(B)):
+        R, t = R[perm], t[perm]
     if not with_markers:
         return R, t, None
-    M = len(plan.marker_bodies)
-    if M == 0:
-        return R, t, qT.new_zeros((0, 3, N))
-    off = m_off * s_body[list(plan.marker_bodies)]  # (M, 3)
-    xs = []
-    for m, b in enumerate(plan.marker_bodies):
-        xs.extend(full(e) for e in _vadd(_matvec(R_w[b], _rows(off[m])), t_w[b]))
-    return R, t, torch.stack(xs, 0).reshape(M, 3, N)
+    mb = list(plan.marker_bodies)
+    off = (m_off * s_body[mb])[..., None]  # (M, 3, 1)
+    X = _mv(R[mb], off) + t[mb]
+    return R, t, X
 
 
 def fk_soa(model: Model, q: Tensor, markers: bool = False):
@@ -296,7 +289,7 @@ def fk_soa(model: Model, q: Tensor, markers: bool = False):
 def _to_soa(q: Tensor, C: int) -> Tensor:
     if q.shape[-1] != C:
         raise ValueError(f"q has {q.shape[-1]} coordinates in its last dimension; the model has {C}")
-    return q.reshape(-1, C).t()
+    return q.reshape(-1, C).t().contiguous()
 
 
 def _wrap(plan: _Plan, R: Tensor, t: Tensor, X: Optional[Tensor], batch: torch.Size):
@@ -358,7 +351,7 @@ class CompiledFK:
     (e.g. a scaled or re-fitted one) through the same compiled code.
     """
 
-    def __init__(self, model: Model, dynamic: Optional[bool] = True, backend: str = "inductor") -> None:
+    def __init__(self, model: Model, dynamic: Optional[bool] = False, backend: str = "inductor") -> None:
         self.model = model
         self.dynamic = dynamic
         self.backend = backend
@@ -403,7 +396,7 @@ class CompiledFK:
         return f"CompiledFK({self.model!r}, dynamic={self.dynamic}, backend={self.backend!r})"
 
 
-def compile_fk(model: Model, *, dynamic: Optional[bool] = True, backend: str = "inductor") -> CompiledFK:
+def compile_fk(model: Model, *, dynamic: Optional[bool] = False, backend: str = "inductor") -> CompiledFK:
     """Compiled forward kinematics for ``model``: a pure callable ``q (..., C) -> Poses``.
 
     Returns a :class:`CompiledFK` (``fk_fast(q)``, ``fk_fast.markers(q)``,
@@ -414,8 +407,8 @@ def compile_fk(model: Model, *, dynamic: Optional[bool] = True, backend: str = "
     topology (rescaled, moved markers, new offsets) is free and does not recompile, (2) the
     cache holds no tensors and pins no device memory, (3) the bound model is the one passed
     here: a *new* model (models are immutable) needs ``compile_fk(new_model)`` or
-    ``fk_fast(q, model=new_model)``. ``dynamic=True`` (default) compiles one kernel for every
-    batch size; ``dynamic=False`` specialises (and recompiles) per batch shape.
+    ``fk_fast(q, model=new_model)``. ``dynamic=False`` (default) specialises per batch shape
+    (``dynamic=True`` is accepted but currently miscompiled by inductor on CPU: do not use it).
 
     Under ``torch.func`` transforms the same structure-of-arrays code runs uncompiled.
     """

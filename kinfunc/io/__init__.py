@@ -1,3 +1,5 @@
 """File input/output: the only code that touches files."""
 
-__all__: list[str] = []
+from .urdf import UrdfError, load_urdf, save_urdf
+
+__all__: list[str] = ["UrdfError", "load_urdf", "save_urdf"]
