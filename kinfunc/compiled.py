@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor
@@ -275,6 +275,176 @@ def _fk_soa_impl(plan: _Plan, leaves: tuple, qT: Tensor, with_markers: bool):
     return R, t, X
 
 
+# ----------------------------------------------------------------------------------------
+# Frozen variant: the model's geometry is baked in as Python floats, so exact zeros and ones
+# (identity joint frames, coordinate-aligned axes, identity slot functions) cost nothing and
+# the traced graph stays small. No gradients to the model's geometry (q only).
+
+_Row = Union[Tensor, float]
+
+
+def _z(x: _Row) -> bool:
+    return isinstance(x, float) and x == 0.0
+
+
+def _mul(a: _Row, b: _Row) -> _Row:
+    if _z(a) or _z(b):
+        return 0.0
+    if isinstance(a, float) and a == 1.0:
+        return b
+    if isinstance(b, float) and b == 1.0:
+        return a
+    if isinstance(a, float) and a == -1.0:
+        return -b
+    if isinstance(b, float) and b == -1.0:
+        return -a
+    if isinstance(a, float) and isinstance(b, float):
+        return a * b
+    return a * b
+
+
+def _add(a: _Row, b: _Row) -> _Row:
+    if _z(a):
+        return b
+    if _z(b):
+        return a
+    return a + b
+
+
+def _rmm(A, Bm):
+    return [[_add(_add(_mul(A[i][0], Bm[0][j]), _mul(A[i][1], Bm[1][j])), _mul(A[i][2], Bm[2][j])) for j in range(3)] for i in range(3)]
+
+
+def _rmv(A, v):
+    return [_add(_add(_mul(A[i][0], v[0]), _mul(A[i][1], v[1])), _mul(A[i][2], v[2])) for i in range(3)]
+
+
+def _radd(a, b):
+    return [_add(x, y) for x, y in zip(a, b)]
+
+
+def _rot_rows(axis: tuple[float, float, float], ang: Tensor):
+    s, c = torch.sin(ang), torch.cos(ang)
+    for k in range(3):  # coordinate axis (+-): the elementary rotation, 4 non-trivial entries
+        if abs(abs(axis[k]) - 1.0) == 0.0 and all(axis[i] == 0.0 for i in range(3) if i != k):
+            sg = axis[k]
+            ss = s if sg > 0 else -s
+            i, j = (k + 1) % 3, (k + 2) % 3
+            R: list[list[_Row]] = [[0.0] * 3 for _ in range(3)]
+            R[k][k] = 1.0
+            R[i][i], R[j][j] = c, c
+            R[i][j], R[j][i] = -ss, ss
+            return R
+    omc = 1.0 - c
+    a0, a1, a2 = axis
+    K = [[0.0, -a2, a1], [a2, 0.0, -a0], [-a1, a0, 0.0]]
+    return [
+        [_add(_add(c if i == j else 0.0, _mul(omc, axis[i] * axis[j])), _mul(s, K[i][j])) for j in range(3)]
+        for i in range(3)
+    ]
+
+
+def _frozen_consts(model: Model) -> tuple:
+    """Every geometric constant of ``model`` as nested tuples of Python floats (hashable)."""
+    m = model.to(dtype=torch.float64, device="cpu")
+    topo = m.topology
+    s_body = m.global_scale * m.body_scales
+    s_all = torch.cat((torch.ones_like(s_body[:1]), s_body), 0)
+    s_parent = s_all[[p + 1 for p in topo.parents]]
+    unit = m.axes / torch.linalg.vector_norm(m.axes, dim=-1, keepdim=True)
+    Rp = tf.euler_xyz_to_matrix(m.parent_orientation)
+    RcT = tf.euler_xyz_to_matrix(m.child_orientation).transpose(-1, -2)
+    tp = m.parent_location * s_parent
+    tcinv = -(RcT @ (m.child_location * s_body)[..., None])[..., 0]
+    taxis = unit[:, 3:] * s_parent[:, :, None]
+    off = m.marker_offsets * s_body[list(topo.marker_bodies)]
+    lin = []
+    for g, prm in zip(topo.slot_groups, m.slot_params):
+        if g.key[0] is F.FnKind.LINEAR:
+            lin.append((tuple(prm[0].tolist()), tuple(prm[1].tolist())))
+        elif g.key[0] is F.FnKind.CONSTANT:
+            lin.append(((0.0,) * len(g.outputs), tuple(prm[0].tolist())))
+        else:
+            lin.append(None)
+    T = lambda x: tuple(map(T, x)) if isinstance(x, list) else float(x)  # noqa: E731
+    return (
+        T(Rp.tolist()), T(RcT.tolist()), T(tp.tolist()), T(tcinv.tolist()),
+        T(unit.tolist()), T(taxis.tolist()), T(off.tolist()), tuple(lin),
+    )
+
+
+def _fk_frozen_impl(plan: _Plan, consts: tuple, slot_params, coupler_params, qT: Tensor, with_markers: bool):
+    Rp, RcT, tp, tcinv, unit, taxis, off, lin = consts
+    B = len(plan.parents)
+    N = qT.shape[1]
+    U = qT
+    if plan.n_dep:
+        deps = torch.cat(_eval_groups_soa(plan.coupler_groups, coupler_params, qT), 0)
+        order = [o for grp in plan.coupler_groups for o in grp.outputs]
+        U = torch.cat((qT, deps[[order.index(k) for k in range(plan.n_dep)]]), 0)
+    # slot values: linear/constant ones as row arithmetic with float constants, others grouped
+    slot: dict[tuple[int, int], _Row] = {}
+    other = [(g, p) for g, p, li in zip(plan.slot_groups, slot_params, lin) if li is None]
+    other_vals = _eval_groups_soa([g for g, _ in other], [p for _, p in other], U) if other else []
+    ov = iter(other_vals)
+    for g, li in zip(plan.slot_groups, lin):
+        vals = next(ov) if li is None else None
+        for k, (out, inp) in enumerate(zip(g.outputs, g.inputs)):
+            b, sl = divmod(out, 6)
+            if li is None:
+                slot[(b, sl)] = vals[k]
+            elif g.key[0] is F.FnKind.CONSTANT:
+                slot[(b, sl)] = li[1][k]
+            else:
+                slot[(b, sl)] = _add(_mul(U[inp], li[0][k]), li[1][k])
+    I3: list[list[_Row]] = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    R_w: list = []
+    t_w: list = []
+    for b in range(B):
+        Rm = I3
+        for sl in range(3):
+            v = slot.get((b, sl))
+            if v is None:
+                continue
+            if isinstance(v, float):  # constant angle
+                Rk = _rot_rows(unit[b][sl], torch.full_like(qT[0], v))
+            else:
+                Rk = _rot_rows(unit[b][sl], v)
+            Rm = Rk if Rm is I3 else _rmm(Rm, Rk)
+        tm: list[_Row] = [0.0, 0.0, 0.0]
+        for sl in range(3, 6):
+            v = slot.get((b, sl))
+            if v is not None:
+                tm = _radd(tm, [_mul(v, a) for a in taxis[b][sl - 3]])
+        p = plan.parents[b]
+        Rpb = [list(r) for r in Rp[b]]
+        if p < 0:
+            RA, tA = Rpb, list(tp[b])
+        else:
+            RA = _rmm(R_w[p], Rpb)
+            tA = _radd(_rmv(R_w[p], list(tp[b])), t_w[p])
+        RB = _rmm(RA, Rm)
+        tB = _radd(_rmv(RA, tm), tA)
+        R_w.append(_rmm(RB, [list(r) for r in RcT[b]]))
+        t_w.append(_radd(_rmv(RB, list(tcinv[b])), tB))
+    ref = qT[0]
+
+    def full(e: _Row) -> Tensor:
+        return torch.full_like(ref, e) if isinstance(e, float) else e
+
+    R = torch.stack([full(e) for Rb in R_w for row in Rb for e in row], 0).reshape(B, 3, 3, N)
+    t = torch.stack([full(e) for tb in t_w for e in tb], 0).reshape(B, 3, N)
+    if not with_markers:
+        return R, t, None
+    M = len(plan.marker_bodies)
+    if M == 0:
+        return R, t, qT.new_zeros((0, 3, N))
+    xs = []
+    for mk, b in enumerate(plan.marker_bodies):
+        xs.extend(full(e) for e in _radd(_rmv(R_w[b], list(off[mk])), t_w[b]))
+    return R, t, torch.stack(xs, 0).reshape(M, 3, N)
+
+
 def fk_soa(model: Model, q: Tensor, markers: bool = False):
     """Uncompiled structure-of-arrays FK (the function :func:`compile_fk` compiles).
 
@@ -311,6 +481,7 @@ class _Key(NamedTuple):
     markers: bool
     dynamic: Optional[bool]
     backend: str
+    frozen: Optional[tuple]  # the baked constants of a frozen model, or None
 
 
 _CACHE: dict[_Key, Callable] = {}
@@ -329,9 +500,16 @@ def _compiled_kernel(key: _Key) -> Callable:
         if fn is None:
             plan = _plan(key.topology)
             with_markers = key.markers
+            consts = key.frozen
+            if consts is None:
 
-            def kernel(leaves, qT):
-                return _fk_soa_impl(plan, leaves, qT, with_markers)
+                def kernel(leaves, qT):
+                    return _fk_soa_impl(plan, leaves, qT, with_markers)
+
+            else:
+
+                def kernel(leaves, qT):
+                    return _fk_frozen_impl(plan, consts, leaves[5], leaves[6], qT, with_markers)
 
             fn = torch.compile(kernel, fullgraph=True, dynamic=key.dynamic, backend=key.backend)
             _CACHE[key] = fn
@@ -342,20 +520,42 @@ def _in_functorch() -> bool:
     return torch._C._functorch.peek_interpreter_stack() is not None
 
 
+def _wants_grad(model: Model) -> bool:
+    return any(t.requires_grad for t in _pt_leaves(model))
+
+
+def _pt_leaves(model: Model) -> list[Tensor]:
+    from ._pytree import tree_leaves
+
+    return tree_leaves(model)
+
+
 class CompiledFK:
     """Compiled FK bound to a model (see :func:`compile_fk`).
 
     ``fk_fast(q)`` -> :class:`~kinfunc.Poses`; ``fk_fast.markers(q)`` -> ``(..., M, 3)``;
     ``fk_fast.poses_and_markers(q)`` -> both from one pass. ``q (..., C)`` rad / m, outputs
     in the ground frame (m). Pass ``model=`` to evaluate another model with the same topology
-    (e.g. a scaled or re-fitted one) through the same compiled code.
+    (e.g. a scaled or re-fitted one).
     """
 
-    def __init__(self, model: Model, dynamic: Optional[bool] = False, backend: str = "inductor") -> None:
+    def __init__(self, model: Model, freeze: Optional[bool] = None, dynamic: Optional[bool] = None, backend: str = "inductor") -> None:
         self.model = model
+        self.freeze = freeze
         self.dynamic = dynamic
         self.backend = backend
         self._plan = _plan(model.topology)
+        self._consts: Optional[tuple] = None
+
+    def _frozen_for(self, model: Model) -> Optional[tuple]:
+        freeze = self.freeze if self.freeze is not None else not _wants_grad(model)
+        if not freeze:
+            return None
+        if model is self.model:
+            if self._consts is None:
+                self._consts = _frozen_consts(model)
+            return self._consts
+        return _frozen_consts(model)
 
     def _run(self, q: Tensor, model: Optional[Model], markers: bool, frames_last: bool = False):
         model = self.model if model is None else model
@@ -369,7 +569,10 @@ class CompiledFK:
         if _in_functorch():
             out = _fk_soa_impl(self._plan, leaves, qT, markers)
         else:
-            key = _Key(model.topology, qT.dtype, str(qT.device), markers, self.dynamic, self.backend)
+            consts = self._frozen_for(model)
+            # the leaves-as-arguments graph is miscompiled by inductor with symbolic sizes
+            dynamic = self.dynamic if consts is not None else False
+            key = _Key(model.topology, qT.dtype, str(qT.device), markers, dynamic, self.backend, consts)
             out = _compiled_kernel(key)(leaves, qT)
         if frames_last:
             return out
@@ -393,23 +596,33 @@ class CompiledFK:
         return self._run(q, model, markers, frames_last=True)
 
     def __repr__(self) -> str:
-        return f"CompiledFK({self.model!r}, dynamic={self.dynamic}, backend={self.backend!r})"
+        return f"CompiledFK({self.model!r}, freeze={self.freeze}, dynamic={self.dynamic}, backend={self.backend!r})"
 
 
-def compile_fk(model: Model, *, dynamic: Optional[bool] = False, backend: str = "inductor") -> CompiledFK:
+def compile_fk(
+    model: Model, *, freeze: Optional[bool] = None, dynamic: Optional[bool] = None, backend: str = "inductor"
+) -> CompiledFK:
     """Compiled forward kinematics for ``model``: a pure callable ``q (..., C) -> Poses``.
 
     Returns a :class:`CompiledFK` (``fk_fast(q)``, ``fk_fast.markers(q)``,
     ``fk_fast.poses_and_markers(q)``). Values and gradients equal :func:`kinfunc.fk`.
 
-    Caching: the compiled code is cached per ``(topology, dtype, device)`` and takes the
-    model's tensors as arguments, so (1) calling ``compile_fk`` again for a model with the same
-    topology (rescaled, moved markers, new offsets) is free and does not recompile, (2) the
-    cache holds no tensors and pins no device memory, (3) the bound model is the one passed
-    here: a *new* model (models are immutable) needs ``compile_fk(new_model)`` or
-    ``fk_fast(q, model=new_model)``. ``dynamic=False`` (default) specialises per batch shape
-    (``dynamic=True`` is accepted but currently miscompiled by inductor on CPU: do not use it).
+    Two compiled forms, chosen per call by ``freeze``:
 
-    Under ``torch.func`` transforms the same structure-of-arrays code runs uncompiled.
+    * frozen (``freeze=True``; the default when no leaf of the model requires grad): the
+      model's geometry is baked into the compiled code as constants, so identity frames,
+      coordinate axes and identity slot functions cost nothing -- the fast path (inference,
+      IK over poses). Gradients flow to ``q`` only. Cached per ``(topology, dtype, device,
+      model values)``: a model with other values compiles again.
+    * leaves as arguments (``freeze=False``; the default when a model leaf requires grad):
+      cached per ``(topology, dtype, device)``, gradients to every model leaf, a changed model
+      (``model.replace(...)``, ``fk_fast(q, model=new_model)``) reuses the compiled code; slower
+      (inductor materialises the small 3x3 products) and always ``dynamic=False`` (inductor
+      2.13 miscompiles it with symbolic batch sizes).
+
+    The cache holds no tensors (inputs are arguments, frozen constants are Python floats), so
+    it pins no device memory. ``dynamic`` is passed to ``torch.compile`` for the frozen form
+    (``None``: the first batch size is specialised, a second one triggers one dynamic
+    recompile). Under ``torch.func`` transforms the uncompiled structure-of-arrays code runs.
     """
-    return CompiledFK(model, dynamic=dynamic, backend=backend)
+    return CompiledFK(model, freeze=freeze, dynamic=dynamic, backend=backend)

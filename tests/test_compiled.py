@@ -150,3 +150,30 @@ def test_compiled_kernel_float32_values_and_gradients():
         for a, b in zip(g, g_ref):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert not math.isnan(float(P.t.sum()))
+
+
+def test_frozen_rows_equal_fk_eager():
+    """The frozen (constants-baked) row code, run eagerly, equals fk on every joint kind."""
+    from kinfunc.compiled import _fk_frozen_impl, _frozen_consts, _plan
+
+    for model in (rich_model(), kf.models.lower_body("opensim", dtype=torch.float64)):
+        q = _rand_q(model, (6,), 13)
+        R, t, X = _fk_frozen_impl(_plan(model.topology), _frozen_consts(model), model.slot_params, model.coupler_params, q.t(), True)
+        P = kf.fk(model, q)
+        torch.testing.assert_close(R.permute(3, 0, 1, 2), P.R, rtol=0, atol=1e-12)
+        torch.testing.assert_close(t.permute(2, 0, 1), P.t, rtol=0, atol=1e-12)
+        torch.testing.assert_close(X.permute(2, 0, 1), kf.marker_positions(model, q), rtol=0, atol=1e-12)
+
+
+def test_compiled_frozen_float32_values_and_q_gradient():
+    model = kf.models.lower_body("cmu")
+    fast = compile_fk(model)  # no leaf requires grad -> frozen
+    q = _rand_q(model, (32,), 17).requires_grad_()
+    P, X = fast.poses_and_markers(q)
+    Pr, Xr = kf.fk(model, q), kf.marker_positions(model, q)
+    torch.testing.assert_close(P.R, Pr.R, rtol=1e-5, atol=2e-6)
+    torch.testing.assert_close(P.t, Pr.t, rtol=1e-5, atol=2e-6)
+    torch.testing.assert_close(X, Xr, rtol=1e-5, atol=2e-6)
+    g = torch.autograd.grad((X ** 2).sum() + P.R.sum(), q)[0]
+    g_ref = torch.autograd.grad((Xr ** 2).sum() + Pr.R.sum(), q)[0]
+    torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-5)
