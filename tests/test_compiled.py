@@ -126,18 +126,24 @@ def test_compiled_rejects_other_topology_and_wrong_width():
         fast(torch.zeros(3, 5))
 
 
-def test_compiled_kernel_float32_values_and_gradients():
-    """The one test that runs inductor (slow on 2 cores): a small model, values + grads."""
+def small_model(dtype=torch.float32):
     mb = kf.ModelBuilder("small")
     mb.add_body("a", kf.Joint.free("root", ("r1", "r2", "r3", "x", "y", "z")))
     mb.add_body("b", kf.Joint.pin("j", "a", "k", axis=(0.2, 0.1, 1.0), parent_location=(0, -0.4, 0), parent_orientation=(0.1, 0, 0)))
+    mb.add_body("c", kf.Joint.pin("j2", "b", "k2", axis=(0, 0, 1), parent_location=(0, -0.4, 0)))
     mb.add_marker("mk", "b", (0.0, -0.3, 0.02))
-    model = mb.build(dtype=torch.float32)
+    mb.add_marker("mk2", "c", (0.1, -0.1, 0.0))
+    return mb.build(dtype=dtype)
+
+
+def test_compiled_kernel_float32_values_and_gradients():
+    """Inductor, leaves-as-arguments form (slow to compile on 2 cores): values + grads."""
+    model = small_model()
     model = model.replace(body_scales=torch.full_like(model.body_scales, 1.05))
     fast = compile_fk(model)
     q = _rand_q(model, (64,), 11).requires_grad_()
     offs = model.marker_offsets.clone().requires_grad_()
-    w = torch.randn(64, 2, 3, 3, generator=torch.Generator().manual_seed(4))
+    w = torch.randn(64, 3, 3, 3, generator=torch.Generator().manual_seed(4))
     for m2 in (model, model.replace(global_scale=torch.tensor(1.3))):  # same compiled code, new leaves
         m2 = m2.replace(marker_offsets=offs)
         (P, X) = fast.poses_and_markers(q, model=m2)
@@ -166,7 +172,7 @@ def test_frozen_rows_equal_fk_eager():
 
 
 def test_compiled_frozen_float32_values_and_q_gradient():
-    model = kf.models.lower_body("cmu")
+    model = small_model()
     fast = compile_fk(model)  # no leaf requires grad -> frozen
     q = _rand_q(model, (32,), 17).requires_grad_()
     P, X = fast.poses_and_markers(q)
