@@ -34,6 +34,7 @@ eagerly (no compiled code is entered), so results and derivatives are identical.
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 from typing import Callable, NamedTuple, Optional, Union
 
@@ -323,8 +324,8 @@ def _radd(a, b):
     return [_add(x, y) for x, y in zip(a, b)]
 
 
-def _rot_rows(axis: tuple[float, float, float], ang: Tensor):
-    s, c = torch.sin(ang), torch.cos(ang)
+def _rot_rows(axis: tuple[float, float, float], ang, sin=torch.sin, cos=torch.cos):
+    s, c = sin(ang), cos(ang)
     for k in range(3):  # coordinate axis (+-): the elementary rotation, 4 non-trivial entries
         if abs(abs(axis[k]) - 1.0) == 0.0 and all(axis[i] == 0.0 for i in range(3) if i != k):
             sg = axis[k]
@@ -373,43 +374,19 @@ def _frozen_consts(model: Model) -> tuple:
     )
 
 
-def _fk_frozen_impl(plan: _Plan, consts: tuple, slot_params, coupler_params, qT: Tensor, with_markers: bool):
-    Rp, RcT, tp, tcinv, unit, taxis, off, lin = consts
-    B = len(plan.parents)
-    N = qT.shape[1]
-    U = qT
-    if plan.n_dep:
-        deps = torch.cat(_eval_groups_soa(plan.coupler_groups, coupler_params, qT), 0)
-        order = [o for grp in plan.coupler_groups for o in grp.outputs]
-        U = torch.cat((qT, deps[[order.index(k) for k in range(plan.n_dep)]]), 0)
-    # slot values: linear/constant ones as row arithmetic with float constants, others grouped
-    slot: dict[tuple[int, int], _Row] = {}
-    other = [(g, p) for g, p, li in zip(plan.slot_groups, slot_params, lin) if li is None]
-    other_vals = _eval_groups_soa([g for g, _ in other], [p for _, p in other], U) if other else []
-    ov = iter(other_vals)
-    for g, li in zip(plan.slot_groups, lin):
-        vals = next(ov) if li is None else None
-        for k, (out, inp) in enumerate(zip(g.outputs, g.inputs)):
-            b, sl = divmod(out, 6)
-            if li is None:
-                slot[(b, sl)] = vals[k]
-            elif g.key[0] is F.FnKind.CONSTANT:
-                slot[(b, sl)] = li[1][k]
-            else:
-                slot[(b, sl)] = _add(_mul(U[inp], li[0][k]), li[1][k])
+def _chain_rows(plan: _Plan, consts: tuple, slot: dict, rot) -> tuple[list, list]:
+    """World ``R`` (3x3 entries) and ``t`` (3 entries) per body from slot values, row algebra."""
+    Rp, RcT, tp, tcinv, unit, taxis, _, _ = consts
     I3: list[list[_Row]] = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
     R_w: list = []
     t_w: list = []
-    for b in range(B):
+    for b in range(len(plan.parents)):
         Rm = I3
         for sl in range(3):
             v = slot.get((b, sl))
             if v is None:
                 continue
-            if isinstance(v, float):  # constant angle
-                Rk = _rot_rows(unit[b][sl], torch.full_like(qT[0], v))
-            else:
-                Rk = _rot_rows(unit[b][sl], v)
+            Rk = rot(unit[b][sl], v)
             Rm = Rk if Rm is I3 else _rmm(Rm, Rk)
         tm: list[_Row] = [0.0, 0.0, 0.0]
         for sl in range(3, 6):
@@ -427,6 +404,112 @@ def _fk_frozen_impl(plan: _Plan, consts: tuple, slot_params, coupler_params, qT:
         tB = _radd(_rmv(RA, tm), tA)
         R_w.append(_rmm(RB, [list(r) for r in RcT[b]]))
         t_w.append(_radd(_rmv(RB, list(tcinv[b])), tB))
+    return R_w, t_w
+
+
+class _Emitter:
+    """Records straight-line Python for the row algebra run on symbols (see :func:`_lean_source`)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def emit(self, expr: str) -> "_Sym":
+        name = f"v{len(self.lines)}"
+        self.lines.append(f"    {name} = {expr}")
+        return _Sym(name, self)
+
+
+class _Sym:
+    __slots__ = ("name", "em")
+
+    def __init__(self, name: str, em: _Emitter) -> None:
+        self.name, self.em = name, em
+
+    @staticmethod
+    def _s(x) -> str:
+        return x.name if isinstance(x, _Sym) else repr(float(x))
+
+    def __mul__(self, o):
+        return self.em.emit(f"{self.name} * {self._s(o)}")
+
+    def __rmul__(self, o):
+        return self.em.emit(f"{self._s(o)} * {self.name}")
+
+    def __add__(self, o):
+        return self.em.emit(f"{self.name} + {self._s(o)}")
+
+    def __radd__(self, o):
+        return self.em.emit(f"{self._s(o)} + {self.name}")
+
+    def __sub__(self, o):
+        return self.em.emit(f"{self.name} - {self._s(o)}")
+
+    def __rsub__(self, o):
+        return self.em.emit(f"{self._s(o)} - {self.name}")
+
+    def __neg__(self):
+        return self.em.emit(f"-{self.name}")
+
+
+def _lean_function(plan: _Plan, consts: tuple, with_markers: bool):
+    """Generate a single-frame FK in plain Python floats (the lean batch-1 path), or None.
+
+    The row algebra of the compiled code is run once on symbols; the straight-line result
+    (zeros and ones already folded) is compiled by Python: ``f(q: list) -> flat tuple``
+    of ``B*9`` rotation entries, ``B*3`` translations, then ``M*3`` marker coordinates.
+    Supports models whose slot functions are constant/linear and that have no couplers.
+    """
+    lin = consts[7]
+    if plan.n_dep or any(li is None for li in lin):
+        return None
+    em = _Emitter()
+    q = [_Sym(f"q[{i}]", em) for i in range(plan.n_coords)]
+    slot: dict = {}
+    for g, li in zip(plan.slot_groups, lin):
+        for k, (out, inp) in enumerate(zip(g.outputs, g.inputs)):
+            if g.key[0] is F.FnKind.CONSTANT:
+                slot[(out // 6, out % 6)] = li[1][k]
+            else:
+                slot[(out // 6, out % 6)] = _add(_mul(q[inp], li[0][k]), li[1][k])
+    sin = lambda v: em.emit(f"_sin({_Sym._s(v)})")  # noqa: E731
+    cos = lambda v: em.emit(f"_cos({_Sym._s(v)})")  # noqa: E731
+    R_w, t_w = _chain_rows(plan, consts, slot, lambda ax, v: _rot_rows(ax, v, sin, cos))
+    flat = [e for Rb in R_w for row in Rb for e in row] + [e for tb in t_w for e in tb]
+    if with_markers:
+        off = consts[6]
+        for mk, b in enumerate(plan.marker_bodies):
+            flat.extend(_radd(_rmv(R_w[b], list(off[mk])), t_w[b]))
+    src = "def _lean(q):\n" + "\n".join(em.lines) + "\n    return (" + ", ".join(_Sym._s(e) for e in flat) + ",)\n"
+    scope: dict = {"_sin": math.sin, "_cos": math.cos}
+    exec(compile(src, f"<kinfunc lean fk {plan.n_coords} dof>", "exec"), scope)
+    return scope["_lean"]
+
+
+def _fk_frozen_impl(plan: _Plan, consts: tuple, slot_params, coupler_params, qT: Tensor, with_markers: bool):
+    Rp, RcT, tp, tcinv, unit, taxis, off, lin = consts
+    B = len(plan.parents)
+    N = qT.shape[1]
+    U = qT
+    if plan.n_dep:
+        deps = torch.cat(_eval_groups_soa(plan.coupler_groups, coupler_params, qT), 0)
+        order = [o for grp in plan.coupler_groups for o in grp.outputs]
+        U = torch.cat((qT, deps[[order.index(k) for k in range(plan.n_dep)]]), 0)
+    # slot values: linear/constant ones as row arithmetic with float constants, others grouped
+    slot: dict[tuple[int, int], _Row] = {}
+    other = [(g, p) for g, p, li in zip(plan.slot_groups, slot_params, lin) if li is None]
+    other_vals = _eval_groups_soa([g for g, _ in other], [p for _, p in other], U) if other else []
+    ov = iter(other_vals)
+    for g, li in zip(plan.slot_groups, lin):
+        vals = next(ov) if li is None else None
+        for k, (out, inp) in enumerate(zip(g.outputs, g.inputs)):
+            b, sl = out // 6, out % 6
+            if li is None:
+                slot[(b, sl)] = vals[k]
+            elif g.key[0] is F.FnKind.CONSTANT:
+                slot[(b, sl)] = li[1][k]
+            else:
+                slot[(b, sl)] = _add(_mul(U[inp], li[0][k]), li[1][k])
+    R_w, t_w = _chain_rows(plan, consts, slot, lambda ax, v: _rot_rows(ax, torch.full_like(qT[0], v) if isinstance(v, float) else v))
     ref = qT[0]
 
     def full(e: _Row) -> Tensor:
@@ -508,8 +591,8 @@ def _compiled_kernel(key: _Key) -> Callable:
 
             else:
 
-                def kernel(leaves, qT):
-                    return _fk_frozen_impl(plan, consts, leaves[5], leaves[6], qT, with_markers)
+                def kernel(params, qT):
+                    return _fk_frozen_impl(plan, consts, params[0], params[1], qT, with_markers)
 
             fn = torch.compile(kernel, fullgraph=True, dynamic=key.dynamic, backend=key.backend)
             _CACHE[key] = fn
@@ -546,34 +629,66 @@ class CompiledFK:
         self.backend = backend
         self._plan = _plan(model.topology)
         self._consts: Optional[tuple] = None
+        self._fns: dict = {}
+        self._decided = False
+        self._lean: dict = {}
 
     def _frozen_for(self, model: Model) -> Optional[tuple]:
-        freeze = self.freeze if self.freeze is not None else not _wants_grad(model)
-        if not freeze:
-            return None
         if model is self.model:
-            if self._consts is None:
-                self._consts = _frozen_consts(model)
+            if not self._decided:  # decided once for the bound model (on first use)
+                freeze = self.freeze if self.freeze is not None else not _wants_grad(model)
+                self._consts = _frozen_consts(model) if freeze else None
+                self._decided = True
             return self._consts
-        return _frozen_consts(model)
+        freeze = self.freeze if self.freeze is not None else not _wants_grad(model)
+        return _frozen_consts(model) if freeze else None
 
     def _run(self, q: Tensor, model: Optional[Model], markers: bool, frames_last: bool = False):
         model = self.model if model is None else model
-        if model.topology != self.model.topology:
+        if model is not self.model and model.topology != self.model.topology:
             raise ValueError(
                 "CompiledFK: the model passed has a different topology than the one compiled for; "
                 "call kinfunc.compile_fk(model) for it"
             )
-        qT = _to_soa(q, model.topology.n_coordinates)
-        leaves = _leaves(model)
+        C = model.topology.n_coordinates
+        if q.shape[-1] != C:
+            raise ValueError(f"q has {q.shape[-1]} coordinates in its last dimension; the model has {C}")
         if _in_functorch():
-            out = _fk_soa_impl(self._plan, leaves, qT, markers)
-        else:
-            consts = self._frozen_for(model)
+            out = _fk_soa_impl(self._plan, _leaves(model), _to_soa(q, C), markers)
+            return out if frames_last else _wrap(self._plan, *out, q.shape[:-1])
+        consts = self._frozen_for(model)
+        if (
+            consts is not None
+            and model is self.model
+            and q.dim() == 1
+            and not frames_last
+            and q.device.type == "cpu"
+            and not (q.requires_grad and torch.is_grad_enabled())
+        ):
+            lk = markers
+            if lk not in self._lean:
+                self._lean[lk] = _lean_function(self._plan, consts, markers)
+            lean = self._lean[lk]
+            if lean is not None:  # one frame: straight-line Python floats beat any kernel launch
+                vals = torch.tensor(lean(q.tolist()), dtype=q.dtype)
+                B = len(self._plan.parents)
+                R = vals[: 9 * B].view(B, 3, 3)
+                t = vals[9 * B : 12 * B].view(B, 3)
+                return Poses(R, t), (vals[12 * B :].view(-1, 3) if markers else None)
+        qT = _to_soa(q, C)
+        ck = (qT.dtype, qT.device, markers, id(model) if consts is not None else None)
+        fn = self._fns.get(ck) if model is self.model else None
+        if fn is None:
             # the leaves-as-arguments graph is miscompiled by inductor with symbolic sizes
             dynamic = self.dynamic if consts is not None else False
             key = _Key(model.topology, qT.dtype, str(qT.device), markers, dynamic, self.backend, consts)
-            out = _compiled_kernel(key)(leaves, qT)
+            fn = _compiled_kernel(key)
+            if model is self.model:
+                self._fns[ck] = fn
+        if consts is not None:
+            out = fn((model.slot_params, model.coupler_params), qT)
+        else:
+            out = fn(_leaves(model), qT)
         if frames_last:
             return out
         return _wrap(self._plan, *out, q.shape[:-1])
