@@ -57,29 +57,21 @@ def machine_roofline(threads):
 
 
 def fk_cost(model):
-    """Bytes and operations per frame of poses-only FK (in: q, out: R and t of every body)."""
-    from torch.overrides import TorchFunctionMode
+    """Bytes, arithmetic and sin/cos per frame of poses-only FK (in: q, out: R and t of every body).
+
+    Counted on the generated single-frame code, which is the same folded row algebra the
+    compiled kernel runs: every binary/unary float operation and every sin/cos call.
+    """
+    import dis
+
+    from kinfunc.compiled import _frozen_consts, _lean_function, _plan
 
     B, C = model.topology.n_bodies, model.topology.n_coordinates
-    bytes_ = 4 * C + 4 * B * 12
-    # count multiply/add and sin/cos of the frozen row code (what the compiled kernel runs)
-    from kinfunc.compiled import _fk_frozen_impl, _frozen_consts, _plan
-
-    counts = {"flop": 0, "trig": 0}
-
-    class Count(TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            name = getattr(func, "__name__", "")
-            if name in ("sin", "cos"):
-                counts["trig"] += 1
-            elif name in ("__mul__", "__rmul__", "__add__", "__radd__", "__sub__", "__rsub__", "__neg__", "mul", "add", "sub"):
-                counts["flop"] += 1
-            return func(*args, **(kwargs or {}))
-
-    qT = model.default_q()[:, None].repeat(1, 4)
-    with Count():
-        _fk_frozen_impl(_plan(model.topology), _frozen_consts(model), model.slot_params, model.coupler_params, qT, False)
-    return {"bytes": bytes_, "flop": counts["flop"], "trig": counts["trig"]}
+    f = _lean_function(_plan(model.topology), _frozen_consts(model), False)
+    ins = list(dis.get_instructions(f))
+    flop = sum(1 for i in ins if i.opname.startswith(("BINARY_OP", "UNARY_NEGATIVE")))
+    trig = sum(1 for i in ins if i.opname == "CALL")
+    return {"bytes": 4 * C + 4 * B * 12, "flop": flop, "trig": trig}
 
 
 # ----------------------------------------------------------------------------------------

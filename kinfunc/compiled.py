@@ -2,34 +2,33 @@
 
 The reference :func:`kinfunc.fk` is written for clarity and for every ``torch.func``
 transform; it builds small ``3 x 3`` products batch-first, which CPU backends run slowly at
-large batch. This module computes the *same* function in a layout a compiler can fuse:
+large batch. This module computes the *same* function in layouts a compiler can fuse:
 
-* frames last (structure of arrays): the input ``q (..., C)`` is viewed as ``C`` rows of
-  ``N`` frames, and every matrix entry of every body is one row ``(N,)``; all arithmetic is
-  elementwise on rows, so ``torch.compile`` (inductor) fuses the whole tree into one
-  vectorised loop over frames;
-* specialised per joint slot from the static :class:`~kinfunc.model.Topology`: a
-  structurally-zero slot costs nothing, a pin is one ``sin``/``cos`` pair and a 3x3 built from
-  them (no 4x4 products), a joint without translation slots skips the translation sum;
-* model tensors are *arguments*, never constants baked into the compiled code: the compiled
-  function is cached per ``(topology, dtype, device)`` and holds no tensors; a changed model
-  (``model.replace(...)``, scaled, moved) with the same topology reuses it with no recompile,
-  and gradients flow to every model leaf.
+* frames last (structure of arrays): ``q (..., C)`` is viewed as ``C`` rows of ``N`` frames
+  and every output entry is a row ``(N,)``;
+* **frozen form** (default when no model leaf requires grad): the model's geometry is baked in
+  as Python floats and the tree is unrolled into straight-line row arithmetic; exact zeros and
+  ones are folded while tracing, so a structurally-zero slot, an identity joint frame or a
+  coordinate axis cost nothing and a pin about a coordinate axis is one ``sin``/``cos`` pair
+  and four products. Inductor fuses the whole tree into one vectorised loop over frames.
+  Gradients flow to ``q``;
+* **leaves form** (default when a model leaf requires grad): model tensors are arguments of
+  the compiled code (cached per ``(topology, dtype, device)``, no recompile for a changed
+  model, gradients to every leaf), vectorised over bodies; slower, ``dynamic=False`` only;
+* **lean single frame**: for one unbatched frame without grad on CPU, the frozen row algebra
+  is generated once as straight-line Python over floats (no tensor ops, no kernel launch).
 
 Outputs are views of frames-last buffers, ``R (B, 3, 3, N)`` and ``t (B, 3, N)``, permuted to
 the public layout ``(..., B, 3, 3)``: values equal :func:`kinfunc.fk`, but the strides differ
-(call ``.contiguous()`` if a consumer needs a dense batch-first tensor; that copy costs about
-as much as the FK itself at large batch). ``frames_last=True`` returns the raw buffers.
+(call ``.contiguous()`` if a consumer needs a dense batch-first tensor; that copy costs
+about as much as the FK itself at large batch). :meth:`CompiledFK.frames_last` returns the
+raw buffers.
 
-Warm-up: the first call for a topology/dtype/device/batch shape traces and compiles
-(tens of seconds on a busy 2-core CPU for the 18-DOF lower body; inductor's on-disk cache
-makes later processes faster); the backward is compiled on the first backward call.
-``dynamic=False`` is the default because inductor (torch 2.13, CPU) miscompiles this graph
-with symbolic batch sizes (``dynamic=True`` gives wrong values; see docs/performance.md), so
-each distinct batch shape compiles once; pad batches to a few fixed sizes in a training loop.
-Inside ``torch.func`` transforms (``vmap``, ``grad``, ``jacrev``, ``jacfwd``) the same
-structure-of-arrays function runs
-eagerly (no compiled code is entered), so results and derivatives are identical.
+Warm-up: the first call for a topology/dtype/device (and, frozen, model values) traces and
+compiles: 30-100 s on this shared 2-core CPU for the 18-DOF lower body (inductor's on-disk
+cache makes later processes faster); the backward is compiled on the first backward call.
+Inside ``torch.func`` transforms (``vmap``, ``grad``, ``jacrev``, ``jacfwd``) the
+uncompiled structure-of-arrays function runs, so results and derivatives are identical.
 """
 from __future__ import annotations
 
