@@ -110,6 +110,12 @@ TRITON_SCRIPT = textwrap.dedent(
             ga = torch.autograd.grad(tk.sum() + Rk.sum(), qq)[0]
             gb = torch.autograd.grad(P.t.sum() + P.R.sum(), qq)[0]
             torch.testing.assert_close(ga, gb, rtol=0, atol=1e-11)
+    # vmap rule feeding the Triton path
+    parents, R, t, _ = cases[1]
+    Rv, tv = torch.func.vmap(lambda a, b: tc.compose_chain_op(list(parents), a, b))(R.detach(), t.detach())
+    Rr, tr = compose_chain_reference(parents, R.detach(), t.detach())
+    torch.testing.assert_close(Rv, Rr, rtol=0, atol=1e-5)
+    torch.testing.assert_close(tv, tr, rtol=0, atol=1e-5)
     print("TRITON-INTERPRET-OK")
     """
 )
