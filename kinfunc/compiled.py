@@ -450,12 +450,13 @@ class _Sym:
         return self.em.emit(f"-{self.name}")
 
 
-def _lean_function(plan: _Plan, consts: tuple, with_markers: bool):
-    """Generate a single-frame FK in plain Python floats (the lean batch-1 path), or None.
+def _straight_line(plan: _Plan, consts: tuple, with_markers: bool, tensors: bool) -> Optional[str]:
+    """Source of the frozen row algebra as straight-line code, or None if unsupported.
 
-    The row algebra of the compiled code is run once on symbols; the straight-line result
-    (zeros and ones already folded) is compiled by Python: ``f(q: list) -> flat tuple``
-    of ``B*9`` rotation entries, ``B*3`` translations, then ``M*3`` marker coordinates.
+    ``tensors=False``: ``_lean(q: list) -> flat tuple`` of Python floats (``B*9`` rotation
+    entries, ``B*3`` translations, then ``M*3`` marker coordinates). ``tensors=True``:
+    ``_kernel(qT (C, N)) -> (R (B, 3, 3, N), t (B, 3, N), X (M, 3, N) or None)`` with one tensor
+    op per line -- what ``torch.compile`` traces fastest (no helper calls to inline).
     Supports models whose slot functions are constant/linear and that have no couplers.
     """
     lin = consts[7]
@@ -470,18 +471,60 @@ def _lean_function(plan: _Plan, consts: tuple, with_markers: bool):
                 slot[(out // 6, out % 6)] = li[1][k]
             else:
                 slot[(out // 6, out % 6)] = _add(_mul(q[inp], li[0][k]), li[1][k])
-    sin = lambda v: em.emit(f"_sin({_Sym._s(v)})")  # noqa: E731
-    cos = lambda v: em.emit(f"_cos({_Sym._s(v)})")  # noqa: E731
-    R_w, t_w = _chain_rows(plan, consts, slot, lambda ax, v: _rot_rows(ax, v, sin, cos))
-    flat = [e for Rb in R_w for row in Rb for e in row] + [e for tb in t_w for e in tb]
+    sn, cs = ("_torch.sin", "_torch.cos") if tensors else ("_sin", "_cos")
+
+    def trig(fn: str):
+        def f(v):
+            if isinstance(v, _Sym):
+                return em.emit(f"{fn}({v.name})")
+            return math.sin(v) if fn.endswith("sin") else math.cos(v)
+
+        return f
+
+    R_w, t_w = _chain_rows(plan, consts, slot, lambda ax, v: _rot_rows(ax, v, trig(sn), trig(cs)))
+    flatR = [e for Rb in R_w for row in Rb for e in row]
+    flatt = [e for tb in t_w for e in tb]
+    flatX: list = []
     if with_markers:
         off = consts[6]
         for mk, b in enumerate(plan.marker_bodies):
-            flat.extend(_radd(_rmv(R_w[b], list(off[mk])), t_w[b]))
-    src = "def _lean(q):\n" + "\n".join(em.lines) + "\n    return (" + ", ".join(_Sym._s(e) for e in flat) + ",)\n"
-    scope: dict = {"_sin": math.sin, "_cos": math.cos}
-    exec(compile(src, f"<kinfunc lean fk {plan.n_coords} dof>", "exec"), scope)
-    return scope["_lean"]
+            flatX.extend(_radd(_rmv(R_w[b], list(off[mk])), t_w[b]))
+    if not tensors:
+        body = "\n".join(em.lines)
+        return "def _lean(q):\n" + body + "\n    return (" + ", ".join(_Sym._s(e) for e in flatR + flatt + flatX) + ",)\n"
+    B, M = len(plan.parents), len(plan.marker_bodies)
+
+    def stack(entries: list, shape: str) -> str:
+        items = [e.name if isinstance(e, _Sym) else f"_torch.full_like(ref, {float(e)!r})" for e in entries]
+        return f"_torch.stack(({', '.join(items)},), 0).reshape({shape})"
+
+    lines = ["def _kernel(qT):", "    q = qT.unbind(0)", "    ref = q[0]", "    N = ref.shape[0]"] + em.lines
+    lines.append(f"    R = {stack(flatR, f'{B}, 3, 3, N')}")
+    lines.append(f"    t = {stack(flatt, f'{B}, 3, N')}")
+    if with_markers:
+        lines.append(f"    X = {stack(flatX, f'{M}, 3, N')}" if M else "    X = qT.new_zeros((0, 3, N))")
+    else:
+        lines.append("    X = None")
+    lines.append("    return R, t, X")
+    return "\n".join(lines) + "\n"
+
+
+def _exec(src: str, name: str, fn: str):
+    scope: dict = {"_sin": math.sin, "_cos": math.cos, "_torch": torch}
+    exec(compile(src, name, "exec"), scope)
+    return scope[fn]
+
+
+def _lean_function(plan: _Plan, consts: tuple, with_markers: bool):
+    """Single-frame FK in plain Python floats (the lean batch-1 path), or None if unsupported."""
+    src = _straight_line(plan, consts, with_markers, tensors=False)
+    return None if src is None else _exec(src, f"<kinfunc lean fk {plan.n_coords} dof>", "_lean")
+
+
+def _kernel_function(plan: _Plan, consts: tuple, with_markers: bool):
+    """Frames-last straight-line tensor kernel ``qT (C, N) -> (R, t, X)``, or None if unsupported."""
+    src = _straight_line(plan, consts, with_markers, tensors=True)
+    return None if src is None else _exec(src, f"<kinfunc fk kernel {plan.n_coords} dof>", "_kernel")
 
 
 def _fk_frozen_impl(plan: _Plan, consts: tuple, slot_params, coupler_params, qT: Tensor, with_markers: bool):
@@ -589,9 +632,16 @@ def _compiled_kernel(key: _Key) -> Callable:
                     return _fk_soa_impl(plan, leaves, qT, with_markers)
 
             else:
+                straight = _kernel_function(plan, consts, with_markers)
+                if straight is not None:  # generated straight-line code: fastest to trace
 
-                def kernel(params, qT):
-                    return _fk_frozen_impl(plan, consts, params[0], params[1], qT, with_markers)
+                    def kernel(params, qT):
+                        return straight(qT)
+
+                else:
+
+                    def kernel(params, qT):
+                        return _fk_frozen_impl(plan, consts, params[0], params[1], qT, with_markers)
 
             fn = torch.compile(kernel, fullgraph=True, dynamic=key.dynamic, backend=key.backend)
             _CACHE[key] = fn

@@ -204,5 +204,16 @@ def test_lean_single_frame_path_equals_fk():
     fast = compile_fk(model)
     q = _rand_q(model, (), 9)
     torch.testing.assert_close(fast.markers(q), kf.marker_positions(model, q), rtol=0, atol=1e-13)
+    # the generated frames-last tensor kernel (what the frozen compiled form traces), eagerly
+    from kinfunc.compiled import _kernel_function
+
+    for model in (kf.models.lower_body("opensim", dtype=torch.float64), small_model(torch.float64)):
+        k = _kernel_function(_plan(model.topology), _frozen_consts(model), True)
+        q = _rand_q(model, (7,), 21)
+        R, t, X = k(q.t().contiguous())
+        P = kf.fk(model, q)
+        torch.testing.assert_close(R.permute(3, 0, 1, 2), P.R, rtol=0, atol=1e-12)
+        torch.testing.assert_close(t.permute(2, 0, 1), P.t, rtol=0, atol=1e-12)
+        torch.testing.assert_close(X.permute(2, 0, 1), kf.marker_positions(model, q), rtol=0, atol=1e-12)
     # couplers (not supported by the lean generator) -> None, the caller falls back
     assert _lean_function(_plan(rich_model().topology), _frozen_consts(rich_model()), False) is None
