@@ -671,7 +671,7 @@ class CompiledFK:
     (e.g. a scaled or re-fitted one).
     """
 
-    def __init__(self, model: Model, freeze: Optional[bool] = None, dynamic: Optional[bool] = None, backend: str = "inductor") -> None:
+    def __init__(self, model: Model, freeze: Optional[bool] = None, dynamic: Optional[bool] = True, backend: str = "inductor") -> None:
         self.model = model
         self.freeze = freeze
         self.dynamic = dynamic
@@ -764,7 +764,7 @@ class CompiledFK:
 
 
 def compile_fk(
-    model: Model, *, freeze: Optional[bool] = None, dynamic: Optional[bool] = None, backend: str = "inductor"
+    model: Model, *, freeze: Optional[bool] = None, dynamic: Optional[bool] = True, backend: str = "inductor"
 ) -> CompiledFK:
     """Compiled forward kinematics for ``model``: a pure callable ``q (..., C) -> Poses``.
 
@@ -786,7 +786,9 @@ def compile_fk(
 
     The cache holds no tensors (inputs are arguments, frozen constants are Python floats), so
     it pins no device memory. ``dynamic`` is passed to ``torch.compile`` for the frozen form
-    (``None``: the first batch size is specialised, a second one triggers one dynamic
-    recompile). Under ``torch.func`` transforms the uncompiled structure-of-arrays code runs.
+    (default ``True``: one compile serves every batch size >= 2; a batched call with one frame
+    compiles once more, an unbatched single frame takes the lean path; ``None``: torch's
+    default, specialise first and recompile symbolically at the second size; ``False``: one
+    compile per batch size). Under ``torch.func`` transforms the uncompiled structure-of-arrays code runs.
     """
     return CompiledFK(model, freeze=freeze, dynamic=dynamic, backend=backend)
