@@ -528,7 +528,7 @@ def _kernel_function(plan: _Plan, consts: tuple, with_markers: bool):
 
 
 def _fk_frozen_impl(plan: _Plan, consts: tuple, slot_params, coupler_params, qT: Tensor, with_markers: bool):
-    Rp, RcT, tp, tcinv, unit, taxis, off, lin = consts
+    off, lin = consts[6], consts[7]
     B = len(plan.parents)
     N = qT.shape[1]
     U = qT

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 import kinfunc as kf
-from kinfunc.fk import local_transforms
 from kinfunc.kernels import compose_chain, compose_chain_reference
 from kinfunc.kernels import triton_chain as tc
 
