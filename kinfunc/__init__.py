@@ -6,6 +6,7 @@ frame orientations are body-fixed XYZ Euler angles.
 """
 from . import filters, functions, io, ik, markersets, models, transforms
 from ._pytree import tree_map
+from .compiled import CompiledFK, compile_fk
 from .fk import Poses, fk, marker_positions
 from .model import Coupler, CoordinateSpec, Dof, Joint, Model, ModelBuilder, ModelError, Motion, Topology
 from .trial import DataFileError, MarkerTrial
@@ -13,6 +14,8 @@ from .trial import DataFileError, MarkerTrial
 __version__ = "0.1.0"
 
 __all__ = [
+    "CompiledFK",
+    "compile_fk",
     "Coupler",
     "DataFileError",
     "CoordinateSpec",

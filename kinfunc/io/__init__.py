@@ -7,6 +7,7 @@ from .mot import MotionData, MotionFileError, read_mot, read_sto, write_mot, wri
 from .osim import load_osim, save_osim
 from .setup import SetupError, load_ik_setup
 from .trc import load_trc, write_trc
+from .urdf import UrdfError, load_urdf, save_urdf
 
 __all__: list[str] = [
     "DataFileError",
@@ -15,6 +16,7 @@ __all__: list[str] = [
     "MotionData",
     "MotionFileError",
     "SetupError",
+    "UrdfError",
     "convert",
     "load_c3d",
     "load_ik_setup",
@@ -22,10 +24,12 @@ __all__: list[str] = [
     "load_model",
     "load_osim",
     "load_trc",
+    "load_urdf",
     "read_mot",
     "read_sto",
     "save_model",
     "save_osim",
+    "save_urdf",
     "write_c3d",
     "write_mot",
     "write_sto",
