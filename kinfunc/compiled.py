@@ -42,7 +42,7 @@ from torch import Tensor
 
 from . import functions as F
 from . import transforms as tf
-from .fk import Poses
+from .fk import Poses, translation_factors, translation_scales
 from .model import Model, Topology
 
 __all__ = ["compile_fk", "CompiledFK", "fk_soa", "clear_compile_cache"]
@@ -68,6 +68,7 @@ class _Plan:
     levels: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]
     out_perm: tuple[int, ...]  # body b's row in the level-ordered concatenation
     marker_bodies: tuple[int, ...]
+    unscaled_slots: tuple[int, ...]  # translation slots the parent's scale leaves alone
 
 
 def _plan(topo: Topology) -> _Plan:
@@ -118,6 +119,7 @@ def _plan(topo: Topology) -> _Plan:
         levels=tuple(levels),
         out_perm=tuple(perm),
         marker_bodies=topo.marker_bodies,
+        unscaled_slots=topo.unscaled_slots,
     )
 
 
@@ -235,7 +237,8 @@ def _fk_soa_impl(plan: _Plan, leaves: tuple, qT: Tensor, with_markers: bool):
     tm: Optional[Tensor] = None  # (B, 3, N)
     if plan.trans_bodies:
         tb = list(plan.trans_bodies)
-        taxis = unit[tb, 3:] * s_parent[tb][:, :, None]  # (n, 3 slots, 3)
+        s_tr = translation_factors(axes, s_parent, plan.unscaled_slots)  # OpenSim's rule, (B, 3)
+        taxis = unit[tb, 3:] * s_tr[tb][:, :, None]  # (n, 3 slots, 3)
         tmt = sum(V[list(plan.trans_rows[k])][:, None, :] * taxis[:, k, :, None] for k in range(3))
         if len(tb) == B:
             tm = tmt
@@ -356,7 +359,7 @@ def _frozen_consts(model: Model) -> tuple:
     RcT = tf.euler_xyz_to_matrix(m.child_orientation).transpose(-1, -2)
     tp = m.parent_location * s_parent
     tcinv = -(RcT @ (m.child_location * s_body)[..., None])[..., 0]
-    taxis = unit[:, 3:] * s_parent[:, :, None]
+    taxis = unit[:, 3:] * translation_scales(m, s_parent)[:, :, None]
     off = m.marker_offsets * s_body[list(topo.marker_bodies)]
     lin = []
     for g, prm in zip(topo.slot_groups, m.slot_params):

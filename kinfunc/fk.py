@@ -25,6 +25,7 @@ __all__ = [
     "local_transforms",
     "effective_scales",
     "translation_scales",
+    "translation_factors",
 ]
 
 
@@ -93,10 +94,16 @@ def translation_scales(model: Model, s_parent: Tensor | None = None) -> Tensor:
     """
     if s_parent is None:
         s_parent = effective_scales(model)[1]
-    w = model.axes[:, 3:].abs()
+    return translation_factors(model.axes, s_parent, model.topology.unscaled_slots)
+
+
+def translation_factors(axes: Tensor, s_parent: Tensor, unscaled_slots: tuple[int, ...]) -> Tensor:
+    """The rule of :func:`translation_scales` on raw leaves: ``axes (B, 6, 3)``,
+    ``s_parent (B, 3)``, static ``unscaled_slots`` (flat ``joint * 3 + k``) -> ``(B, 3)``."""
+    w = axes[:, 3:].abs()
     s_tr = (w * s_parent[:, None, :]).sum(-1) / w.sum(-1)  # (B, 3)
-    if model.topology.unscaled_slots:
-        off = set(model.topology.unscaled_slots)
+    if unscaled_slots:
+        off = set(unscaled_slots)
         keep = torch.tensor(
             [0.0 if i in off else 1.0 for i in range(s_tr.numel())], dtype=s_tr.dtype, device=s_tr.device
         ).reshape(s_tr.shape)
