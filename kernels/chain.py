@@ -71,7 +71,28 @@ def compose_chain_reference(parents: tuple[int, ...], R_local: Tensor, t_local: 
 def compose_chain(parents: tuple[int, ...], R_local: Tensor, t_local: Tensor) -> tuple[Tensor, Tensor]:
     """Compose local poses down the tree (see :func:`compose_chain_reference` for shapes).
 
-    Dispatches to the fastest available implementation for the input's device; on CPU this
-    is the torch twin.
+    Dispatches to the fastest available implementation for the input's device: CUDA tensors
+    go through the ``kinfunc::compose_chain`` custom op (the Triton kernel) when Triton is
+    installed; everything else (CPU, or no Triton) runs the torch twin.
     """
+    # torch.func transforms (grad/jacrev/...) cannot see through the op's autograd formula in
+    # this torch version, so inside them the twin runs (vmap alone would work: it has a rule)
+    if R_local.is_cuda and _triton_op() is not None and torch._C._functorch.peek_interpreter_stack() is None:
+        R, t = _triton_op()(list(parents), R_local, t_local)
+        return R, t
     return compose_chain_reference(parents, R_local, t_local)
+
+
+_OP: list = []
+
+
+def _triton_op():
+    """The Triton-backed custom op, or None when Triton is not installed (imported lazily)."""
+    if not _OP:
+        try:
+            from . import triton_chain
+
+            _OP.append(triton_chain.compose_chain_op if triton_chain.triton_available() else None)
+        except Exception:  # pragma: no cover - broken optional install
+            _OP.append(None)
+    return _OP[0]

@@ -4,16 +4,20 @@ Conventions: SI units (metres, radians); Y up, X forward; column vectors; poses 
 ``(R (..., 3, 3), t (..., 3))`` mapping child coordinates into parent/world; quaternions wxyz;
 frame orientations are body-fixed XYZ Euler angles.
 """
-from . import functions, io, ik, models, transforms
+from . import filters, functions, io, ik, markersets, models, transforms
 from ._pytree import tree_map
+from .compiled import CompiledFK, compile_fk
 from .fk import Poses, fk, marker_positions
 from .model import Coupler, CoordinateSpec, Dof, Joint, Model, ModelBuilder, ModelError, Motion, Topology
-from .trial import MarkerTrial
+from .trial import DataFileError, MarkerTrial
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CompiledFK",
+    "compile_fk",
     "Coupler",
+    "DataFileError",
     "CoordinateSpec",
     "Dof",
     "Joint",
@@ -25,10 +29,12 @@ __all__ = [
     "Poses",
     "Topology",
     "fk",
+    "filters",
     "functions",
     "ik",
     "io",
     "marker_positions",
+    "markersets",
     "models",
     "transforms",
     "tree_map",

@@ -16,7 +16,16 @@ from . import transforms as tf
 from .kernels import compose_chain
 from .model import Model
 
-__all__ = ["Poses", "fk", "marker_positions", "full_coordinates", "slot_values", "local_transforms", "effective_scales"]
+__all__ = [
+    "Poses",
+    "fk",
+    "marker_positions",
+    "full_coordinates",
+    "slot_values",
+    "local_transforms",
+    "effective_scales",
+    "translation_scales",
+]
 
 
 class Poses(NamedTuple):
@@ -74,6 +83,27 @@ def effective_scales(model: Model) -> tuple[Tensor, Tensor]:
     return s_body, s_parent
 
 
+def translation_scales(model: Model, s_parent: Tensor | None = None) -> Tensor:
+    """Factor ``(B, 3)`` multiplying each joint's translation slots (OpenSim ScaleTool rule).
+
+    Slot ``k`` of joint ``b`` with axis ``a`` scales by the ``|a|``-weighted mean of the parent
+    body's scale factors, ``|a| . s_parent / sum(|a|)`` (component ``k`` for the canonical
+    axes); slots in ``topology.unscaled_slots`` (identity translations, i.e. DOFs) by 1.
+    ``s_parent``: the parents' scales ``(B, 3)`` if already computed (:func:`effective_scales`).
+    """
+    if s_parent is None:
+        s_parent = effective_scales(model)[1]
+    w = model.axes[:, 3:].abs()
+    s_tr = (w * s_parent[:, None, :]).sum(-1) / w.sum(-1)  # (B, 3)
+    if model.topology.unscaled_slots:
+        off = set(model.topology.unscaled_slots)
+        keep = torch.tensor(
+            [0.0 if i in off else 1.0 for i in range(s_tr.numel())], dtype=s_tr.dtype, device=s_tr.device
+        ).reshape(s_tr.shape)
+        s_tr = s_tr * keep + (1.0 - keep)
+    return s_tr
+
+
 def local_transforms(model: Model, q: Tensor) -> tuple[Tensor, Tensor]:
     """Pose of every body in its parent body ``(R (..., B, 3, 3), t (..., B, 3))`` at ``q (..., C)``."""
     v = slot_values(model, q)
@@ -87,7 +117,8 @@ def local_transforms(model: Model, q: Tensor) -> tuple[Tensor, Tensor]:
     c = torch.cos(ang)[..., None, None]
     Rk = eye + s * K + (1.0 - c) * K2  # (..., B, 3, 3, 3)
     Rm = Rk[..., 0, :, :] @ Rk[..., 1, :, :] @ Rk[..., 2, :, :]
-    tm = ((v[..., 3:] * s_parent)[..., None] * axes[:, 3:]).sum(-2)  # (..., B, 3)
+    s_tr = translation_scales(model, s_parent)
+    tm = ((v[..., 3:] * s_tr)[..., None] * axes[:, 3:]).sum(-2)  # (..., B, 3)
     Rp = tf.euler_xyz_to_matrix(model.parent_orientation)
     Rc = tf.euler_xyz_to_matrix(model.child_orientation)
     tp = model.parent_location * s_parent

@@ -12,7 +12,7 @@ Kinds
 ``Linear(slope, intercept)``   f(x) = slope * x + intercept
 ``Polynomial(coefficients)``   highest power first (numpy/OpenSim order)
 ``Spline(x, y, end)``          piecewise cubic through knots; ``end="natural"`` (zero second
-                               derivative at the ends, OpenSim ``NaturalCubicSpline``) or
+                               derivative at the ends; OpenSim 4 reads its legacy ``NaturalCubicSpline`` as a SimmSpline) or
                                ``"simm"`` (third derivative at each end equal to that of the
                                cubic through the four nearest knots, the classic
                                Forsythe-Malcolm-Moler construction used by OpenSim

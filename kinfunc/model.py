@@ -18,7 +18,10 @@ Scaling (OpenSim's ScaleTool semantics): body ``b``'s effective scale is
 ``global_scale * body_scales[b]`` (3 axes, in its own frame; ground's is 1). It multiplies the
 offsets of markers on ``b``, the joint-frame locations on ``b`` (the child side of its own
 joint, the parent side of its children's joints), and translation slot ``k`` of every joint
-whose parent is ``b`` by component ``k``. Angles are never scaled.
+whose parent is ``b`` by ``|a_k| . s_parent / sum(|a_k|)`` (``a_k`` its axis: the weighted
+mean of the parent's factors, component ``k`` for the canonical axes), except identity
+translations ``Linear(1, 0)`` of a coordinate, which are DOFs (see :class:`Dof`,
+:func:`kinfunc.fk.translation_scales`). Angles are never scaled.
 """
 from __future__ import annotations
 
@@ -67,11 +70,15 @@ class Dof:
     """One joint motion slot: about/along ``axis`` by ``function(coordinate)``.
 
     ``coordinate=None`` means a constant slot (``function`` must then be a ``Constant``).
+    ``scaled`` (translations only): whether the parent body's scale multiplies this slot.
+    ``None`` follows OpenSim's ScaleTool: every translation is scaled except an identity
+    ``Linear(1, 0)`` of a coordinate (the coordinate *is* the length, a DOF).
     """
 
     axis: tuple[float, float, float]
     coordinate: Optional[str] = None
     function: F.FunctionSpec = F.Linear()
+    scaled: Optional[bool] = None
 
     def __post_init__(self) -> None:
         axis = tuple(float(a) for a in self.axis)
@@ -236,6 +243,8 @@ class Topology:
     marker_names: tuple[str, ...]
     marker_bodies: tuple[int, ...]
     marker_fixed: tuple[bool, ...]
+    # flat translation slots (joint * 3 + k) the parent's scale does not multiply
+    unscaled_slots: tuple[int, ...] = ()
 
     @property
     def n_bodies(self) -> int:
@@ -507,6 +516,14 @@ class ModelBuilder:
 
         # joint slots -> function groups
         axes = torch.zeros(B, 6, 3, dtype=torch.float64)
+        unscaled: list[int] = []
+        for b, (_, j) in enumerate(bodies):
+            for k, d in enumerate(j.translations):
+                sc = d.scaled
+                if sc is None:
+                    sc = not (d.coordinate is not None and isinstance(d.function, F.Linear) and d.function == F.Linear())
+                if not sc:
+                    unscaled.append(b * 3 + k)
         slot_fns: dict[tuple, list[tuple[int, int, F.FunctionSpec]]] = {}
         for b, (bname, j) in enumerate(bodies):
             rot = list(j.rotations) + [Dof(_XYZ[k]) for k in range(len(j.rotations), 3)]
@@ -561,6 +578,7 @@ class ModelBuilder:
             marker_names=tuple(m[0] for m in self._markers),
             marker_bodies=tuple(marker_bodies),
             marker_fixed=tuple(m[3] for m in self._markers),
+            unscaled_slots=tuple(unscaled),
         )
         f64 = lambda rows: torch.tensor(rows, dtype=torch.float64).reshape(-1, 3)  # noqa: E731
         model = Model(

@@ -10,10 +10,16 @@ __all__ = ["CoordinateTask", "IKSetup"]
 
 @dataclasses.dataclass(frozen=True)
 class CoordinateTask:
-    """Hold a coordinate near ``value`` (rad or m; ``None`` = the model's default) with ``weight``."""
+    """Hold a coordinate near ``value`` (rad or m; ``None`` = the model's default) with ``weight``.
+
+    ``from_file=True`` (OpenSim ``value_type`` ``from_file``): the target varies over time and
+    comes from the column of this coordinate in :attr:`IKSetup.coordinate_file`; ``value`` is
+    then ``None`` and does *not* mean the default.
+    """
 
     weight: float
     value: Optional[float] = None
+    from_file: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +32,8 @@ class IKSetup:
     * ``coordinate_tasks``: coordinate name -> :class:`CoordinateTask`.
     * ``time_range``: ``(t0, t1)`` seconds, inclusive; ``None`` = whole trial.
     * ``model_file``, ``marker_file``, ``output_motion_file``: paths named by a setup file.
+    * ``coordinate_file``: the coordinate table ``from_file`` coordinate tasks read (or ``None``).
+    * ``accuracy``, ``constraint_weight``: the OpenSim solver settings, as read (informative).
     """
 
     marker_weights: Optional[Mapping[str, float]] = None
@@ -34,3 +42,6 @@ class IKSetup:
     model_file: Optional[str] = None
     marker_file: Optional[str] = None
     output_motion_file: Optional[str] = None
+    coordinate_file: Optional[str] = None
+    accuracy: Optional[float] = None
+    constraint_weight: Optional[float] = None

@@ -1,3 +1,37 @@
 """File input/output: the only code that touches files."""
+from ..trial import DataFileError, DataFileWarning
+from .c3d import load_c3d, write_c3d
+from .convert import convert, load_markers
+from .model_json import ModelFileError, load_model, save_model
+from .mot import MotionData, MotionFileError, read_mot, read_sto, write_mot, write_sto
+from .osim import load_osim, save_osim
+from .setup import SetupError, load_ik_setup
+from .trc import load_trc, write_trc
+from .urdf import UrdfError, load_urdf, save_urdf
 
-__all__: list[str] = []
+__all__: list[str] = [
+    "DataFileError",
+    "DataFileWarning",
+    "ModelFileError",
+    "MotionData",
+    "MotionFileError",
+    "SetupError",
+    "UrdfError",
+    "convert",
+    "load_c3d",
+    "load_ik_setup",
+    "load_markers",
+    "load_model",
+    "load_osim",
+    "load_trc",
+    "load_urdf",
+    "read_mot",
+    "read_sto",
+    "save_model",
+    "save_osim",
+    "save_urdf",
+    "write_c3d",
+    "write_mot",
+    "write_sto",
+    "write_trc",
+]

@@ -1,0 +1,495 @@
+"""The ``kinfunc`` command: demo, ik, scale, fk, convert, info.
+
+Every subcommand has ``--help``. Bad input ends with exit code 2 and one line on stderr
+naming the cause (``--debug`` shows the traceback); progress goes to stderr, results to
+stdout. See ``docs/cli.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time as _time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+__all__ = ["main", "load_model_spec", "load_trial", "run_ik_pipeline"]
+
+BUILTIN_SETS = ("cmu", "pig", "opensim")
+FIT_CHOICES = ("pose", "global_scale", "segment_scales", "marker_offsets")
+
+
+class CLIError(ValueError):
+    """A bad command line or input; printed as one line."""
+
+
+def _say(msg: str) -> None:
+    print(f"kinfunc: {msg}", file=sys.stderr, flush=True)
+
+
+def _dtype(name: str):
+    import torch
+
+    try:
+        return {"float64": torch.float64, "float32": torch.float32, "double": torch.float64, "float": torch.float32}[name]
+    except KeyError:
+        raise CLIError(f"--dtype {name}: use float64 or float32") from None
+
+
+# --------------------------------------------------------------------------------- loading
+def load_model_spec(spec: str, dtype=None, device=None):
+    """A model from ``spec``: ``builtin:cmu|pig|opensim``, a ``.osim`` or a ``.json`` model file."""
+    import torch
+
+    from . import io
+    from .models import lower_body
+
+    dtype = dtype or torch.float64
+    if spec.startswith("builtin:") or spec in BUILTIN_SETS:
+        name = spec.split(":", 1)[-1]
+        if name not in BUILTIN_SETS:
+            raise CLIError(f"unknown built-in model '{spec}'; use one of " + ", ".join(f"builtin:{s}" for s in BUILTIN_SETS))
+        return lower_body(name, dtype=dtype, device=device)
+    p = Path(spec)
+    if not p.exists():
+        raise CLIError(f"{spec}: model file not found (give a .osim, a .json model or builtin:cmu|pig|opensim)")
+    ext = p.suffix.lower()
+    if ext == ".osim":
+        return io.load_osim(p, dtype=dtype, device=device)
+    if ext == ".json":
+        return io.load_model(p, dtype=dtype, device=device)
+    raise CLIError(f"{spec}: unknown model file type '{ext}'; use .osim, .json or builtin:cmu|pig|opensim")
+
+
+def load_trial(path: str):
+    """A marker trial from a ``.trc`` or ``.c3d`` file (metres, lab frame as stored)."""
+    from .io import load_markers
+
+    p = Path(path)
+    if not p.exists():
+        raise CLIError(f"{path}: trial file not found")
+    if p.suffix.lower() not in (".trc", ".c3d"):
+        raise CLIError(f"{path}: unknown trial file type '{p.suffix}'; use .trc or .c3d")
+    return load_markers(p)
+
+
+def _orient(trial, up: Optional[str], forward: Optional[str], auto: bool, log: Callable[[str], None]):
+    """Apply the lab->model orientation the user chose; hint when the data look non-Y-up."""
+    src = trial.source or "trial"
+    if auto:
+        g = trial.suggest_orientation()
+        log(f"{Path(src).name}: --auto-orient applied up={g['up']} forward={g['forward']} "
+            f"({'confident' if g.confident else 'NOT confident, check it'}): {g.reason}")
+        return trial.reoriented(**dict(g))
+    if up or forward:
+        return trial.reoriented(up=up or "y", forward=forward or "+x")
+    try:
+        g = trial.suggest_orientation()
+    except ValueError:
+        return trial
+    if g["up"].lstrip("+") != "y":
+        log(f"{Path(src).name}: markers look like lab axis {g['up']} is up (model: +y); pass --up/--forward "
+            f"(e.g. --up {g['up']} --forward {g['forward']}) or --auto-orient if the fit looks wrong")
+    return trial
+
+
+def _match(model, trial, log: Callable[[str], None]):
+    from .markersets import match
+
+    m = match(model.marker_names, trial.names)
+    src = Path(trial.source or "trial").name
+    if not model.marker_names:
+        raise CLIError(f"the model has no markers, so {src} cannot be fitted; use a model with a marker set "
+                       "(an .osim with a MarkerSet, or builtin:cmu|pig|opensim)")
+    if not m.pairs:
+        raise CLIError(
+            f"{src}: none of the trial's marker names ({', '.join(trial.names[:12])}{' ...' if trial.n_markers > 12 else ''}) "
+            f"matches the model's ({', '.join(model.marker_names[:12])}{' ...' if len(model.marker_names) > 12 else ''}); "
+            "rename the markers or pick a model with this marker set (e.g. --model builtin:pig)")
+    renames = {t: mm for mm, t in m.pairs.items() if t != mm}
+    if renames:
+        trial = trial.renamed(renames)
+    log(f"{src}: markers: {m}")
+    return trial
+
+
+def run_ik_pipeline(trial_path: str, *, model: str, out_dir: Optional[str] = None, setup: Optional[str] = None,
+                    static: Optional[str] = None, fit: Sequence[str] = ("pose",),
+                    static_fit: Sequence[str] = ("pose", "segment_scales", "marker_offsets"),
+                    up: Optional[str] = None, forward: Optional[str] = None, auto_orient: bool = False,
+                    dtype: str = "float64", device: Optional[str] = None, solver: str = "auto",
+                    smoothness: float = 0.0, report: bool = True, reference: Optional[str] = None,
+                    log: Callable[[str], None] = _say) -> tuple[Any, dict]:
+    """Load, (scale on ``static``,) solve IK on one trial and write outputs into ``out_dir``.
+
+    Returns ``(IKResult, files)``; ``files`` names what was written (``motion``, ``model``,
+    ``errors``, ``png``, ``html``). Used by ``kinfunc ik`` and by :mod:`kinfunc.batch`.
+    """
+    from . import io
+    from .ik import solve
+
+    dt = _dtype(dtype)
+    t0 = _time.perf_counter()
+    mdl = load_model_spec(model, dtype=dt, device=device)
+    ik_setup = io.load_ik_setup(setup) if setup else None
+    trial = _match(mdl, _orient(load_trial(trial_path), up, forward, auto_orient, log), log)
+    log(f"loaded {mdl!r} and {trial!r} in {_time.perf_counter() - t0:.2f} s")
+    if static:
+        st = _match(mdl, _orient(load_trial(static), up, forward, auto_orient, log), log)
+        log(f"static trial {Path(static).name}: fitting {'+'.join(static_fit)} on {st.n_frames} frames")
+        sres = solve(mdl, st, fit=tuple(static_fit), setup=_no_time(ik_setup), dtype=dt, device=device)
+        log(f"static: {sres.summary()}")
+        mdl = sres.model
+        fit = tuple(f for f in fit if f == "pose") or ("pose",)
+    rng = f" (setup time range {ik_setup.time_range[0]:g}-{ik_setup.time_range[1]:g} s)" if ik_setup and ik_setup.time_range else ""
+    log(f"IK on {trial.n_frames} frames{rng}, fit={'+'.join(fit)} ...")
+    res = solve(mdl, trial, fit=tuple(fit), setup=ik_setup, solver=solver, smoothness=smoothness, dtype=dt,
+                device=device)
+    log(res.summary())
+    files: dict = {}
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = Path(trial_path).stem
+        files["motion"] = out / f"{stem}_ik.mot"
+        io.write_mot(files["motion"], res)
+        files["errors"] = out / f"{stem}_ik_marker_errors.sto"
+        import torch
+
+        vals = torch.stack([res.marker_rms, res.marker_max], -1)
+        io.write_sto(files["errors"], ["marker_error_RMS", "marker_error_max"], res.time, vals, title="marker_errors")
+        if static or any(f != "pose" for f in fit):
+            files["model"] = io.save_model(res.model, out / f"{stem}_model.json")
+            if Path(model).suffix.lower() == ".osim":
+                files["osim"] = out / f"{stem}_model.osim"
+                io.save_osim(res.model, files["osim"], template=model)
+        if report:
+            from .report import make_report
+
+            made = make_report(res, out, trial=trial, reference=reference, reference_label=Path(reference).name
+                               if reference else "reference")
+            files.update(made or {})
+        for k, v in files.items():
+            log(f"wrote {k}: {v}")
+    return res, files
+
+
+def _no_time(setup):
+    """The IK setup without its time range (a static trial has its own times)."""
+    import dataclasses
+
+    return None if setup is None else dataclasses.replace(setup, time_range=None)
+
+
+# --------------------------------------------------------------------------------- commands
+def cmd_demo(a) -> int:
+    from .demo import run_demo
+
+    out = Path(a.out)
+    _say("demo: built-in 18-DOF model, synthetic subject (scaled segments, displaced markers), two walking strides")
+    d = run_demo(out, report=not a.no_report, progress=_say, dtype=_dtype(a.dtype), device=a.device)
+    print(d.summary())
+    for k, v in d.files.items():
+        print(f"  {k:8s} {v}")
+    return 0
+
+
+def cmd_ik(a) -> int:
+    from .batch import expand_trials, run_batch
+
+    trials: list[Path] = []
+    for spec in a.trial:
+        got = expand_trials(spec)
+        if not got:
+            raise CLIError(f"{spec}: no such trial file (or the folder/glob matches no .trc/.c3d)")
+        trials += got
+    if a.up and a.auto_orient:
+        raise CLIError("--up/--forward and --auto-orient exclude each other; pick one")
+    fit = _fit_list(a.fit)
+    opts = dict(model=a.model, setup=a.setup, static=a.static, fit=fit, up=a.up, forward=a.forward,
+                auto_orient=a.auto_orient, dtype=a.dtype, device=a.device, solver=a.solver, smoothness=a.smoothness,
+                report=not a.no_report, reference=a.reference)
+    if len(trials) == 1 and not a.batch:
+        out = a.out or f"{trials[0].stem}_kinfunc"
+        res, files = run_ik_pipeline(str(trials[0]), out_dir=out, **opts)
+        print(res.summary())
+        return 0
+    # batch: fail early on a bad model rather than once per trial
+    load_model_spec(a.model, dtype=_dtype(a.dtype))
+    out = Path(a.out or "kinfunc_batch")
+    _say(f"batch: {len(trials)} trials, {a.jobs} process(es), results in {out}/")
+    rows = run_batch(trials, out, opts, jobs=a.jobs, log=_say)
+    ok = sum(r["status"] == "ok" for r in rows)
+    print(f"{ok}/{len(rows)} trials solved; summary: {out / 'summary.csv'}")
+    return 0 if ok == len(rows) else 1
+
+
+def _fit_list(spec: str) -> tuple[str, ...]:
+    fit = tuple(f.strip() for f in spec.replace("+", ",").split(",") if f.strip())
+    bad = [f for f in fit if f not in FIT_CHOICES]
+    if bad or not fit:
+        raise CLIError(f"--fit {spec}: unknown group(s) {bad}; choose from {', '.join(FIT_CHOICES)} (comma-separated)")
+    return fit
+
+
+def cmd_scale(a) -> int:
+    from . import io
+    from .ik import solve
+
+    dt = _dtype(a.dtype)
+    mdl = load_model_spec(a.model, dtype=dt, device=a.device)
+    st = _match(mdl, _orient(load_trial(a.static), a.up, a.forward, a.auto_orient, _say), _say)
+    fit = _fit_list(a.fit)
+    if "pose" not in fit:
+        fit = ("pose",) + fit
+    _say(f"scaling on {st.n_frames} frames, fit={'+'.join(fit)}")
+    res = solve(mdl, st, fit=fit, dtype=dt, device=a.device)
+    print(res.summary())
+    out = Path(a.out)
+    if out.suffix.lower() == ".osim":
+        if Path(a.model).suffix.lower() != ".osim":
+            raise CLIError(f"{out}: writing .osim needs an .osim input model as template; write a .json model instead")
+        io.save_osim(res.model, out, template=a.model)
+    else:
+        if out.suffix.lower() != ".json":
+            out = out.with_suffix(".json")
+        io.save_model(res.model, out)
+    topo = res.model.topology
+    bs = res.model.body_scales
+    print("scales: " + ", ".join(f"{b} {float(bs[i].mean()):.3f}" for i, b in enumerate(topo.body_names))
+          + f"; global {float(res.model.global_scale):.3f}")
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_fk(a) -> int:
+    import torch
+
+    from . import io
+    from .fk import marker_positions
+    from .trial import MarkerTrial
+
+    mdl = load_model_spec(a.model, dtype=torch.float64)
+    if not Path(a.motion).exists():
+        raise CLIError(f"{a.motion}: motion file not found")
+    mot = io.read_mot(a.motion, model=mdl)
+    q = mot.q_for(mdl)
+    x = marker_positions(mdl, q).detach().to("cpu", torch.float64)
+    t = mot.time.to(torch.float64)
+    dtm = torch.diff(t)
+    rate = float(1.0 / dtm.mean()) if dtm.numel() else 1.0
+    tr = MarkerTrial(names=mdl.marker_names, xyz=x, rate=rate, time=t, units=a.units, source=str(a.motion))
+    out = Path(a.out or Path(a.motion).with_suffix(".trc").name)
+    io.write_trc(out, tr, units=a.units)
+    print(f"wrote {out}: {tr.n_frames} frames x {tr.n_markers} markers @ {rate:.4g} Hz ({a.units})")
+    return 0
+
+
+def cmd_convert(a) -> int:
+    from . import io
+
+    if not Path(a.src).exists():
+        raise CLIError(f"{a.src}: file not found")
+    tr = io.convert(a.src, a.dst, units=a.units)
+    print(f"wrote {a.dst}: {tr.n_frames} frames x {tr.n_markers} markers @ {tr.rate:g} Hz")
+    return 0
+
+
+def cmd_info(a) -> int:
+    import torch
+
+    from . import io
+
+    spec = a.file
+    ext = Path(spec).suffix.lower()
+    if spec.startswith("builtin:") or ext in (".osim", ".json"):
+        m = load_model_spec(spec, dtype=torch.float64)
+        topo = m.topology
+        print(f"model {topo.name}: {topo.n_bodies} bodies, {topo.n_coordinates} coordinates, {topo.n_markers} markers")
+        print("bodies: " + ", ".join(f"{b}<-{topo.body_names[p] if p >= 0 else 'ground'}" for b, p in zip(topo.body_names, topo.parents)))
+        lo, hi = m.coordinate_limits()
+        cs = []
+        for i, n in enumerate(topo.coordinate_names):
+            flag = " locked" if topo.coordinate_locked[i] else ""
+            cs.append(f"{n}{flag}")
+        print("coordinates: " + ", ".join(cs))
+        if topo.dependent_names:
+            print("coupled: " + ", ".join(topo.dependent_names))
+        print("markers: " + ", ".join(f"{n}@{topo.body_names[b]}" for n, b in zip(topo.marker_names, topo.marker_bodies)))
+        return 0
+    if ext in (".trc", ".c3d"):
+        tr = load_trial(spec)
+        gaps = tr.gap_summary()
+        T = tr.n_frames
+        print(f"trial {spec}: {T} frames x {tr.n_markers} markers @ {tr.rate:g} Hz, "
+              f"{float(tr.time[0]) if T else 0:.3f}-{float(tr.time[-1]) if T else 0:.3f} s, units {tr.units}")
+        miss = sum(g.missing for g in gaps.values())
+        print(f"missing samples: {100 * miss / max(1, T * tr.n_markers):.1f}%")
+        for n, g in gaps.items():
+            print(f"  {n:24s} missing {g.missing:5d} frames, {g.gaps} gap(s), longest {g.longest}")
+        try:
+            gu = tr.suggest_orientation()
+            print(f"orientation guess: up={gu['up']} forward={gu['forward']} "
+                  f"({'confident' if gu.confident else 'not confident'}; {gu.reason})")
+        except ValueError as e:
+            print(f"orientation guess: none ({e})")
+        for w in tr.meta.get("warnings", ()) or ():
+            print(f"note: {w}")
+        return 0
+    if ext in (".mot", ".sto"):
+        if not Path(spec).exists():
+            raise CLIError(f"{spec}: file not found")
+        d = io.read_sto(spec)
+        print(f"table {spec}: {d.n_frames} rows, {len(d.names)} columns, inDegrees={d.in_degrees}, "
+              f"time {float(d.time[0]) if d.n_frames else 0:.3f}-{float(d.time[-1]) if d.n_frames else 0:.3f} s")
+        print("columns: " + ", ".join(d.names))
+        return 0
+    if ext == ".xml":
+        if not Path(spec).exists():
+            raise CLIError(f"{spec}: file not found")
+        s = io.load_ik_setup(spec)
+        print(f"IK setup {spec}: {len(s.marker_weights or {})} marker tasks, {len(s.coordinate_tasks)} coordinate tasks, "
+              f"time range {s.time_range}")
+        print("markers: " + ", ".join(f"{k}={v:g}" for k, v in (s.marker_weights or {}).items()))
+        print("coordinates: " + ", ".join(f"{k}={v.weight:g}" for k, v in s.coordinate_tasks.items()))
+        return 0
+    if not Path(spec).exists():
+        raise CLIError(f"{spec}: file not found")
+    raise CLIError(f"{spec}: unknown file type '{ext}'; info reads .osim .json builtin:NAME .trc .c3d .mot .sto .xml")
+
+
+# --------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("common options")
+    g.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
+    g.add_argument("--device", default=None, help="torch device for the solve (cpu, cuda, cuda:1; default cpu)")
+    g.add_argument("--dtype", default="float64", choices=("float64", "float32"), help="solve precision (default float64)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default 1: small batched solves run fastest single-threaded; "
+                        "env KINFUNC_THREADS)")
+
+    p = argparse.ArgumentParser(prog="kinfunc", description="Differentiable kinematics for human movement: "
+                                "scale, inverse kinematics, forward kinematics, file conversion.",
+                                epilog="Start with `kinfunc demo`. Docs: docs/cli.md")
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"kinfunc {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    d = sub.add_parser("demo", parents=[common], help="built-in model + synthetic walk: scale + IK + report, no files needed",
+                       description="Generate a walking trial of a synthetic subject (normative gait curves, scaled "
+                       "segments, displaced markers, soft-tissue-like noise, gaps), fit scales, marker offsets and "
+                       "poses, compare with the known truth and write a .mot, a JSON model and a report.")
+    d.add_argument("--out", default="demo_out", help="output folder (default demo_out/)")
+    d.add_argument("--no-report", action="store_true", help="skip report.png/report.html")
+    d.set_defaults(func=cmd_demo)
+
+    k = sub.add_parser("ik", parents=[common], help="inverse kinematics of one trial, or a batch (folder/glob)",
+                       description="Inverse kinematics over whole trials. TRIAL: .trc/.c3d file(s), a folder or a "
+                       "quoted glob; several trials run as a batch with a summary CSV.")
+    k.add_argument("trial", nargs="+", help=".trc/.c3d file, folder or glob")
+    k.add_argument("--model", required=True, help="a .osim, a .json model (kinfunc scale/demo output) or builtin:cmu|pig|opensim")
+    k.add_argument("--setup", help="OpenSim IK setup .xml (marker weights, coordinate tasks, time range)")
+    k.add_argument("--static", help="static trial: fit scales/offsets on it first, then pose-only IK on TRIAL")
+    k.add_argument("--fit", default="pose", help="comma-separated groups to fit: " + ", ".join(FIT_CHOICES)
+                   + " (default pose)")
+    k.add_argument("--out", help="output folder (default <trial>_kinfunc/, or kinfunc_batch/ for a batch)")
+    k.add_argument("--up", help="lab axis pointing up, e.g. z or +z (model: +y)")
+    k.add_argument("--forward", help="lab axis pointing forward, e.g. +x or -y (model: +x)")
+    k.add_argument("--auto-orient", action="store_true", help="guess --up/--forward from the data and print the guess")
+    k.add_argument("--solver", default="auto", choices=("auto", "gn", "lbfgs"), help="IK solver (default: Gauss-Newton)")
+    k.add_argument("--smoothness", type=float, default=0.0, help="weight of squared 2nd differences of q (default 0)")
+    k.add_argument("--reference", help="a .mot to overlay in the report (e.g. OpenSim's IK result)")
+    k.add_argument("--no-report", action="store_true", help="skip report.png/report.html")
+    k.add_argument("--jobs", type=int, default=1, help="parallel processes for a batch (default 1)")
+    k.add_argument("--batch", action="store_true", help="batch layout (summary.csv) even for one trial")
+    k.set_defaults(func=cmd_ik)
+
+    s = sub.add_parser("scale", parents=[common], help="fit segment scales and marker offsets on a static trial",
+                       description="Fit a model to a static (or any) trial and write the fitted model.")
+    s.add_argument("static", help="static trial .trc/.c3d")
+    s.add_argument("--model", required=True, help=".osim, .json or builtin:cmu|pig|opensim")
+    s.add_argument("--fit", default="segment_scales,marker_offsets",
+                   help="groups (pose is always added; default segment_scales,marker_offsets)")
+    s.add_argument("--out", default="model_scaled.json", help="output model: .json (any input) or .osim (.osim input)")
+    s.add_argument("--up")
+    s.add_argument("--forward")
+    s.add_argument("--auto-orient", action="store_true")
+    s.set_defaults(func=cmd_scale)
+
+    f = sub.add_parser("fk", parents=[common], help="marker trajectories (.trc) of a model moved by a .mot",
+                       description="Forward kinematics: model markers at every row of a motion file, written as TRC.")
+    f.add_argument("model", help=".osim, .json or builtin:cmu|pig|opensim")
+    f.add_argument("motion", help="OpenSim .mot with the model's coordinates")
+    f.add_argument("--out", help="output .trc (default <motion>.trc in the current folder)")
+    f.add_argument("--units", default="mm", choices=("mm", "m", "cm"), help="TRC units (default mm)")
+    f.set_defaults(func=cmd_fk)
+
+    c = sub.add_parser("convert", parents=[common], help="convert marker files (c3d -> trc, trc -> trc/c3d)",
+                       description="Convert a marker file by extension; the lab frame is kept.")
+    c.add_argument("src", help=".c3d or .trc")
+    c.add_argument("dst", help=".trc or .c3d")
+    c.add_argument("--units", choices=("mm", "m", "cm"), help="output units (default: the source's)")
+    c.set_defaults(func=cmd_convert)
+
+    i = sub.add_parser("info", parents=[common], help="what is inside a model, trial, motion or setup file",
+                       description="Summarise a .osim/.json/builtin:NAME model, a .trc/.c3d trial, a .mot/.sto table "
+                       "or an IK setup .xml.")
+    i.add_argument("file")
+    i.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``kinfunc`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    debug = bool(getattr(args, "debug", False))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="kinfunc: %(message)s")
+    if debug:
+        os.environ["KINFUNC_DEBUG"] = "1"
+    import warnings
+
+    if not debug:
+        warnings.simplefilter("ignore")
+    try:
+        import torch
+
+        dev = getattr(args, "device", None)
+        if dev:
+            try:
+                d = torch.device(dev)
+            except RuntimeError:
+                raise CLIError(f"--device {dev}: not a torch device; use cpu, cuda or cuda:N") from None
+            if d.type == "cuda" and not torch.cuda.is_available():
+                raise CLIError(f"--device {dev}: CUDA is not available in this torch build/machine; use --device cpu")
+        threads = args.threads or int(os.environ.get("KINFUNC_THREADS", "1"))
+        torch.set_num_threads(max(1, threads))
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+    except BrokenPipeError:  # output piped into `head` & co.: stop quietly
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return 0
+    except Exception as e:  # one line, no traceback unless --debug
+        if debug:
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, KeyError) and msg.startswith(("'", '"')):
+            msg = msg[1:-1] if msg[-1:] in "'\"" else msg
+        known = isinstance(e, (ValueError, KeyError, OSError, ImportError))
+        _say(f"error: {msg}" + ("" if known else f" ({type(e).__name__}; run with --debug for the traceback)"))
+        return 2 if known else 1
+
+
+if __name__ == "__main__":  # python -m kinfunc.cli
+    sys.exit(main())
