@@ -3,7 +3,7 @@
 For a marker ``p`` on a body below joint ``j``: a rotation slot of ``j`` turning about the
 world axis ``w`` moves it by ``w x (p - c_j)`` per radian (``c_j`` the world origin of the
 joint's child-side frame, about which the joint rotates); a translation slot moves it along
-its world axis times the parent body's scale. Slot values depend on coordinates through the
+its world axis times its translation scale (:func:`kinfunc.fk.translation_scales`). Slot values depend on coordinates through the
 joint functions and couplers, whose derivatives ``dv/dq`` come from forward mode on the
 (cheap) function layer alone. A marker offset moves its marker by ``R_b diag(s_b)``.
 
@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.func import jacfwd, vmap
 
 from .. import transforms as tf
-from ..fk import effective_scales, fk, full_coordinates, slot_values
+from ..fk import effective_scales, fk, full_coordinates, slot_values, translation_scales
 from ..model import Model
 
 __all__ = ["marker_jacobian", "ancestor_mask"]
@@ -106,7 +106,8 @@ def marker_jacobian(model: Model, q: Tensor, dvdq: Optional[Tensor] = None) -> t
     w = torch.stack(
         ((A1 @ axes[:, 0, :, None])[..., 0], (A2 @ axes[:, 1, :, None])[..., 0], (A3 @ axes[:, 2, :, None])[..., 0]), -2
     )  # (T, B, 3 slots, 3)
-    tau = (Rjp[:, :, None] @ (axes[:, 3:] * s_parent[:, :, None])[..., None])[..., 0]  # (T, B, 3, 3)
+    s_tr = translation_scales(model, s_parent)  # (B, 3) OpenSim rule
+    tau = (Rjp[:, :, None] @ (axes[:, 3:] * s_tr[:, :, None])[..., None])[..., 0]  # (T, B, 3, 3)
     c = (Rw @ (model.child_location * s_body)[..., None])[..., 0] + tw  # (T, B, 3)
     mb = list(topo.marker_bodies)
     off = model.marker_offsets * s_body[mb]
