@@ -1,109 +1,152 @@
-"""Wall time of whole-trial IK: batched Gauss-Newton vs L-BFGS on a synthetic trial.
+"""Whole-trial IK on OpenSim's examples: kinfunc vs OpenSim 4.6's ``InverseKinematicsTool``, same run.
 
 Usage::
 
-    python bench/bench_ik.py [--frames 150] [--repeats 3] [--threads 2] [--out results.json]
+    python bench/bench_ik.py [--repeats 5] [--threads 1] [--dtype float64] [--out bench/results/ik.json]
 
-The trial: the built-in lower-body model (18 DOF) with a gait-like motion, 5 mm Gaussian
-noise per axis and 20 % random gaps. Cases: pose only (CMU and Gait2392-style marker sets),
-pose + temporal smoothness, pose + segment scales + marker offsets. Times are medians over
-``--repeats`` warm runs of GN and ``--lbfgs-repeats`` of L-BFGS (after a short untimed
-warm-up), float64 on CPU. Prints JSON (and writes it to ``--out``).
+Cases: Gait2392 (``subject01_simbody.osim``, 23 coordinates, 121 frames) and Gait10dof
+(``subject01.osim``, 10 coordinates, 151 frames) from the shared data, with their IK setup files
+(marker weights, coordinate tasks, time range). For each: kinfunc's ``kf.ik.solve`` timed cold
+(first call of the process for that model: includes first-call overheads) and warm (median of
+``--repeats`` further calls), and OpenSim's IK tool (setup file, outputs to a temporary folder;
+``tool.run()`` timed, median of ``--repeats``, logging at ``warn``). Both results are scored with
+the same objective (:func:`kinfunc.ik.setup_objective`) and mean marker RMS. torch threads
+``--threads`` (OpenSim's IK is single-threaded). Prints a table and writes JSON to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
+import os
 import platform
 import statistics
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 import kinfunc as kf
-from kinfunc.ik.synthetic import gait_motion, perturbed_model, synthetic_trial
+from kinfunc.io import load_ik_setup, load_osim, load_trc, read_mot
+
+DATA = Path(os.environ.get("KINFUNC_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+CASES = {
+    "gait2392": ("opensim-gait2392", "subject01_simbody.osim", "subject01_Setup_IK.xml", "subject01_walk1.trc"),
+    "gait10dof": ("opensim-gait10dof", "subject01.osim", "walk_Setup_IK.xml", "subject01_walk.trc"),
+}
 
 
-def _case(name, marker_set, frames, fit, options, repeats, solvers, lbfgs_repeats=1):
-    model = kf.models.lower_body(marker_set, dtype=torch.float64)
-    truth = perturbed_model(
-        model,
-        {"femur_r": 0.96, "femur_l": 0.96, "tibia_r": 1.04, "tibia_l": 1.04},
-        offset_sigma=0.005 if "marker_offsets" in fit else 0.0,
-        seed=3,
-    )
-    q = gait_motion(model, frames)
-    trial = synthetic_trial(truth, q, noise=0.005, gaps=0.2, seed=1)
+def run_opensim(osim, folder, model_file, setup_file, trc, repeats):
+    times, mot = [], None
+    for _ in range(repeats):
+        tmp = tempfile.mkdtemp(prefix="kf_bench_ik_")
+        tool = osim.InverseKinematicsTool(str(folder / setup_file))
+        model = osim.Model(str(folder / model_file))  # keep a reference: the tool does not own it
+        tool.setModel(model)
+        tool.setMarkerDataFileName(str(folder / trc))
+        tool.set_results_directory(tmp)
+        mot = os.path.join(tmp, "ik.mot")
+        tool.setOutputMotionFileName(mot)
+        t0 = time.perf_counter()
+        ok = tool.run()
+        times.append(time.perf_counter() - t0)
+        if not ok:
+            raise RuntimeError("OpenSim IK failed")
+    errs = [f for f in os.listdir(os.path.dirname(mot)) if f.endswith("marker_errors.sto")]
+    return times, mot, os.path.join(os.path.dirname(mot), errs[0]) if errs else None
+
+
+def case(name, args, osim):
+    folder, model_file, setup_file, trc = CASES[name]
+    folder = DATA / folder
+    dtype = getattr(torch, args.dtype)
+    model = load_osim(folder / model_file, dtype=dtype)
+    setup = load_ik_setup(folder / setup_file)
+    trial = load_trc(folder / trc)
+    t0 = time.perf_counter()
+    res = kf.ik.solve(model, trial, setup=setup)
+    cold = time.perf_counter() - t0
+    warm = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        res = kf.ik.solve(model, trial, setup=setup)
+        warm.append(time.perf_counter() - t0)
+    m64 = load_osim(folder / model_file)
     out = {
-        "case": name,
-        "marker_set": marker_set,
-        "frames": frames,
-        "markers": len(model.marker_names),
-        "fit": list(fit),
-        "options": options,
-        "solvers": {},
-    }
-    for solver in solvers:
-        kf.ik.solve(model, trial, fit=fit, solver=solver, max_iter=3, **options)  # warm-up (code paths)
-        times, res = [], None
-        for _ in range(repeats if solver == "gn" else lbfgs_repeats):
-            t0 = time.perf_counter()
-            res = kf.ik.solve(model, trial, fit=fit, solver=solver, **options)
-            times.append(time.perf_counter() - t0)
-        err = (res.q - q)[:, 6:]
-        out["solvers"][solver] = {
-            "wall_s_median": statistics.median(times),
-            "wall_s_all": times,
-            "ms_per_frame": 1e3 * statistics.median(times) / frames,
+        "frames": int(res.q.shape[0]),
+        "coordinates": m64.topology.n_coordinates,
+        "markers_used": len(res.marker_names),
+        "kinfunc": {
+            "dtype": args.dtype,
+            "cold_s": cold,
+            "warm_s_median": statistics.median(warm),
+            "warm_s_all": warm,
             "iterations": res.iterations,
-            "converged": res.converged,
-            "objective": res.objective,
+            "objective": kf.ik.setup_objective(m64, setup, trial, res.time, res.q.to(torch.float64)),
             "mean_marker_rms_mm": 1e3 * float(res.marker_rms.nanmean()),
-            "joint_angle_rms_error_deg": float(err.pow(2).mean().sqrt()) * 180 / math.pi,
+        },
+    }
+    if osim is not None:
+        times, mot, sto = run_opensim(osim, folder, model_file, setup_file, trc, args.repeats)
+        q_os = read_mot(mot, model=m64)
+        o = {
+            "run_s_median": statistics.median(times),
+            "run_s_all": times,
+            "objective": kf.ik.setup_objective(m64, setup, trial, q_os.time, q_os.q_for(m64)),
         }
-    if len(solvers) == 2:
-        a, b = (out["solvers"][s] for s in solvers)
-        out["speedup_gn_over_lbfgs"] = b["wall_s_median"] / a["wall_s_median"]
-        out["objective_rel_diff"] = abs(a["objective"] - b["objective"]) / a["objective"]
+        if sto:
+            e = read_mot(sto)
+            o["mean_marker_rms_mm"] = 1e3 * float(e.values[:, e.names.index("marker_error_RMS")].mean())
+        out["opensim"] = o
+        out["speedup_warm"] = o["run_s_median"] / out["kinfunc"]["warm_s_median"]
+        out["speedup_cold"] = o["run_s_median"] / cold
+        out["objective_rel_diff"] = (out["kinfunc"]["objective"] - o["objective"]) / o["objective"]
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, default=150)
-    ap.add_argument("--repeats", type=int, default=3, help="timed runs of Gauss-Newton")
-    ap.add_argument("--lbfgs-repeats", type=int, default=1, help="timed runs of L-BFGS (slow)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--skip-lbfgs", action="store_true", help="time only Gauss-Newton")
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--dtype", default="float64", choices=("float64", "float32"))
+    ap.add_argument("--cases", nargs="*", default=sorted(CASES))
+    ap.add_argument("--no-opensim", action="store_true")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "ik.json"))
     args = ap.parse_args()
+    if not DATA.exists():
+        sys.exit(f"shared data not found at {DATA} (set KINFUNC_SHARED_DATA)")
     torch.set_num_threads(args.threads)
-    solvers = ("gn",) if args.skip_lbfgs else ("gn", "lbfgs")
-    cases = [
-        ("pose_cmu", "cmu", ("pose",), {}),
-        ("pose_opensim", "opensim", ("pose",), {}),
-        ("pose_smooth_cmu", "cmu", ("pose",), {"smoothness": 1.0}),
-        (
-            "pose_scales_offsets_opensim",
-            "opensim",
-            ("pose", "segment_scales", "marker_offsets"),
-            {"smoothness": 1.0, "scale_weight": 1e-3, "offset_weight": 1e-2},
-        ),
-    ]
+    osim = None
+    if not args.no_opensim:
+        try:
+            import opensim as osim
+
+            osim.Logger.setLevelString("warn")
+        except ImportError:
+            print("opensim not installed: timing kinfunc only", file=sys.stderr)
     results = {
-        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
-        "dtype": "float64",
-        "cases": [
-            _case(n, ms, args.frames, fit, opt, args.repeats, solvers, args.lbfgs_repeats) for n, ms, fit, opt in cases
-        ],
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "load_avg": os.getloadavg(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "opensim": getattr(osim, "__version__", None) if osim else None,
+        },
+        "cases": {n: case(n, args, osim) for n in args.cases},
     }
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    for n, r in results["cases"].items():
+        k = r["kinfunc"]
+        line = f"{n:10s} {r['frames']} frames: kinfunc cold {k['cold_s']:.3f} s warm {k['warm_s_median']:.3f} s ({k['iterations']} it), RMS {k['mean_marker_rms_mm']:.3f} mm, objective {k['objective']:.6f}"
+        if "opensim" in r:
+            o = r["opensim"]
+            line += f" | OpenSim {o['run_s_median']:.3f} s, RMS {o.get('mean_marker_rms_mm', float('nan')):.3f} mm, objective {o['objective']:.6f} | speed-up warm {r['speedup_warm']:.1f}x cold {r['speedup_cold']:.1f}x"
+        print(line)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print("wrote", args.out)
 
 
 if __name__ == "__main__":
