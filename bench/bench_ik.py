@@ -2,12 +2,12 @@
 
 Usage::
 
-    python bench/bench_ik.py [--repeats 5] [--threads 1] [--dtype float64] [--out bench/results/ik.json]
+    python bench/bench_ik.py [--repeats 5] [--threads 1] [--dtypes float64 float32] [--out bench/results/ik.json]
 
 Cases: Gait2392 (``subject01_simbody.osim``, 23 coordinates, 121 frames) and Gait10dof
 (``subject01.osim``, 10 coordinates, 151 frames) from the shared data, with their IK setup files
-(marker weights, coordinate tasks, time range). For each: kinfunc's ``kf.ik.solve`` timed cold
-(first call of the process for that model: includes first-call overheads) and warm (median of
+(marker weights, coordinate tasks, time range). For each: kinfunc's ``kf.ik.solve`` in each of ``--dtypes`` timed cold
+(first call of the process for that model and dtype: includes first-call overheads) and warm (median of
 ``--repeats`` further calls), and OpenSim's IK tool (setup file, outputs to a temporary folder;
 ``tool.run()`` timed, median of ``--repeats``, logging at ``warn``). Both results are scored with
 the same objective (:func:`kinfunc.ik.setup_objective`) and mean marker RMS. torch threads
@@ -61,33 +61,31 @@ def run_opensim(osim, folder, model_file, setup_file, trc, repeats):
 def case(name, args, osim):
     folder, model_file, setup_file, trc = CASES[name]
     folder = DATA / folder
-    dtype = getattr(torch, args.dtype)
-    model = load_osim(folder / model_file, dtype=dtype)
     setup = load_ik_setup(folder / setup_file)
     trial = load_trc(folder / trc)
-    t0 = time.perf_counter()
-    res = kf.ik.solve(model, trial, setup=setup)
-    cold = time.perf_counter() - t0
-    warm = []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        res = kf.ik.solve(model, trial, setup=setup)
-        warm.append(time.perf_counter() - t0)
     m64 = load_osim(folder / model_file)
-    out = {
-        "frames": int(res.q.shape[0]),
-        "coordinates": m64.topology.n_coordinates,
-        "markers_used": len(res.marker_names),
-        "kinfunc": {
-            "dtype": args.dtype,
+    out = {"frames": None, "coordinates": m64.topology.n_coordinates, "kinfunc": {}}
+    for dname in args.dtypes:
+        dtype = getattr(torch, dname)
+        model = load_osim(folder / model_file, dtype=dtype)
+        t0 = time.perf_counter()
+        res = kf.ik.solve(model, trial, setup=setup, dtype=dtype)
+        cold = time.perf_counter() - t0
+        warm = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            res = kf.ik.solve(model, trial, setup=setup, dtype=dtype)
+            warm.append(time.perf_counter() - t0)
+        out["frames"] = int(res.q.shape[0])
+        out["markers_used"] = len(res.marker_names)
+        out["kinfunc"][dname] = {
             "cold_s": cold,
             "warm_s_median": statistics.median(warm),
             "warm_s_all": warm,
             "iterations": res.iterations,
-            "objective": kf.ik.setup_objective(m64, setup, trial, res.time, res.q.to(torch.float64)),
-            "mean_marker_rms_mm": 1e3 * float(res.marker_rms.nanmean()),
-        },
-    }
+            "objective": kf.ik.setup_objective(m64, setup, trial, res.time.double(), res.q.to(torch.float64)),
+            "mean_marker_rms_mm": 1e3 * float(res.marker_rms.double().nanmean()),
+        }
     if osim is not None:
         times, mot, sto = run_opensim(osim, folder, model_file, setup_file, trc, args.repeats)
         q_os = read_mot(mot, model=m64)
@@ -100,9 +98,10 @@ def case(name, args, osim):
             e = read_mot(sto)
             o["mean_marker_rms_mm"] = 1e3 * float(e.values[:, e.names.index("marker_error_RMS")].mean())
         out["opensim"] = o
-        out["speedup_warm"] = o["run_s_median"] / out["kinfunc"]["warm_s_median"]
-        out["speedup_cold"] = o["run_s_median"] / cold
-        out["objective_rel_diff"] = (out["kinfunc"]["objective"] - o["objective"]) / o["objective"]
+        for dname, k in out["kinfunc"].items():
+            k["speedup_warm"] = o["run_s_median"] / k["warm_s_median"]
+            k["speedup_cold"] = o["run_s_median"] / k["cold_s"]
+            k["objective_rel_diff_vs_opensim"] = (k["objective"] - o["objective"]) / o["objective"]
     return out
 
 
@@ -110,8 +109,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--dtype", default="float64", choices=("float64", "float32"))
-    ap.add_argument("--cases", nargs="*", default=sorted(CASES))
+    ap.add_argument("--dtypes", nargs="*", default=["float64", "float32"], choices=("float64", "float32"))
+    ap.add_argument("--cases", nargs="*", default=list(CASES))
     ap.add_argument("--no-opensim", action="store_true")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "ik.json"))
     args = ap.parse_args()
@@ -138,12 +137,14 @@ def main() -> None:
         "cases": {n: case(n, args, osim) for n in args.cases},
     }
     for n, r in results["cases"].items():
-        k = r["kinfunc"]
-        line = f"{n:10s} {r['frames']} frames: kinfunc cold {k['cold_s']:.3f} s warm {k['warm_s_median']:.3f} s ({k['iterations']} it), RMS {k['mean_marker_rms_mm']:.3f} mm, objective {k['objective']:.6f}"
-        if "opensim" in r:
-            o = r["opensim"]
-            line += f" | OpenSim {o['run_s_median']:.3f} s, RMS {o.get('mean_marker_rms_mm', float('nan')):.3f} mm, objective {o['objective']:.6f} | speed-up warm {r['speedup_warm']:.1f}x cold {r['speedup_cold']:.1f}x"
-        print(line)
+        o = r.get("opensim")
+        if o:
+            print(f"{n:10s} {r['frames']} frames  OpenSim IK tool: {o['run_s_median']:.3f} s, RMS {o.get('mean_marker_rms_mm', float('nan')):.3f} mm, objective {o['objective']:.7f}")
+        for dname, k in r["kinfunc"].items():
+            line = f"{n:10s} {r['frames']} frames  kinfunc {dname}: cold {k['cold_s']:.3f} s, warm {k['warm_s_median']:.3f} s ({k['iterations']} it), RMS {k['mean_marker_rms_mm']:.3f} mm, objective {k['objective']:.7f}"
+            if o:
+                line += f"  -> {k['speedup_warm']:.1f}x warm, {k['speedup_cold']:.1f}x cold"
+            print(line)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print("wrote", args.out)
