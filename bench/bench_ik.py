@@ -1,105 +1,192 @@
-"""Wall time of whole-trial IK: batched Gauss-Newton vs L-BFGS on a synthetic trial.
+"""Whole-trial IK on OpenSim's examples: kinfunc vs OpenSim 4.6's ``InverseKinematicsTool``, same run.
 
 Usage::
 
-    python bench/bench_ik.py [--frames 150] [--repeats 3] [--threads 2] [--out results.json]
+    python bench/bench_ik.py [--repeats 5] [--threads 1] [--dtypes float64 float32] [--out bench/results/ik.json]
 
-The trial: the built-in lower-body model (18 DOF) with a gait-like motion, 5 mm Gaussian
-noise per axis and 20 % random gaps. Cases: pose only (CMU and Gait2392-style marker sets),
-pose + temporal smoothness, pose + segment scales + marker offsets. Times are medians over
-``--repeats`` warm runs (one untimed warm-up run first), float64 on CPU. Prints JSON.
+Cases: Gait2392 (``subject01_simbody.osim``, 23 coordinates, 121 frames) and Gait10dof
+(``subject01.osim``, 10 coordinates, 151 frames) from the shared data, with their IK setup files
+(marker weights, coordinate tasks, time range). For each: kinfunc's ``kf.ik.solve`` in each of ``--dtypes`` timed cold
+(first call of the process for that model and dtype: includes first-call overheads) and warm (median of
+``--repeats`` further calls), and OpenSim's IK tool (setup file, outputs to a temporary folder;
+``tool.run()`` timed, median of ``--repeats``; OpenSim's own timing of its frame loop, which
+excludes its model set-up, is read from its log (ms, or whole s above 1 s), captured while it runs). Both results are scored with
+the same objective (:func:`kinfunc.ik.setup_objective`) and mean marker RMS. torch threads
+``--threads`` (OpenSim's IK is single-threaded). Prints a table and writes JSON to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
+import os
 import platform
+import re
 import statistics
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 import kinfunc as kf
-from kinfunc.ik.synthetic import gait_motion, perturbed_model, synthetic_trial
+from kinfunc.io import load_ik_setup, load_osim, load_trc, read_mot
+
+DATA = Path(os.environ.get("KINFUNC_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+CASES = {
+    "gait2392": ("opensim-gait2392", "subject01_simbody.osim", "subject01_Setup_IK.xml", "subject01_walk1.trc"),
+    "gait10dof": ("opensim-gait10dof", "subject01.osim", "walk_Setup_IK.xml", "subject01_walk.trc"),
+}
 
 
-def _case(name, marker_set, frames, fit, options, repeats, solvers):
-    model = kf.models.lower_body(marker_set, dtype=torch.float64)
-    truth = perturbed_model(
-        model,
-        {"femur_r": 0.96, "femur_l": 0.96, "tibia_r": 1.04, "tibia_l": 1.04},
-        offset_sigma=0.005 if "marker_offsets" in fit else 0.0,
-        seed=3,
-    )
-    q = gait_motion(model, frames)
-    trial = synthetic_trial(truth, q, noise=0.005, gaps=0.2, seed=1)
-    out = {
-        "case": name,
-        "marker_set": marker_set,
-        "frames": frames,
-        "markers": len(model.marker_names),
-        "fit": list(fit),
-        "options": options,
-        "solvers": {},
-    }
-    for solver in solvers:
-        kf.ik.solve(model, trial, fit=fit, solver=solver, **options)  # warm-up
-        times, res = [], None
-        for _ in range(repeats):
+def _opensim_loop_s(text):
+    """OpenSim's own timing of its frame loop, from its log: ``completed N frames in X millisecond(s)``."""
+    hits = re.findall(r"completed (\d+) frames in (\d+) (millisecond|second)", text)
+    if not hits:
+        return None
+    return float(hits[-1][1]) / (1e3 if hits[-1][2] == "millisecond" else 1.0)
+
+
+def _run_capturing(fn):
+    """Call ``fn()`` with the process's stdout/stderr (where OpenSim's C++ logger writes) sent to a
+    temporary file; returns ``(fn's value, the captured text)``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile() as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            value = fn()
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+        f.seek(0)
+        return value, f.read().decode(errors="replace")
+
+
+def run_opensim(osim, folder, model_file, setup_file, trc, repeats):
+    times, loops, mot = [], [], None
+    for _ in range(repeats):
+        tmp = tempfile.mkdtemp(prefix="kf_bench_ik_")
+        tool = osim.InverseKinematicsTool(str(folder / setup_file))
+        model = osim.Model(str(folder / model_file))  # keep a reference: the tool does not own it
+        tool.setModel(model)
+        tool.setMarkerDataFileName(str(folder / trc))
+        tool.set_results_directory(tmp)
+        mot = os.path.join(tmp, "ik.mot")
+        tool.setOutputMotionFileName(mot)
+        t0 = time.perf_counter()
+        ok, log = _run_capturing(tool.run)
+        times.append(time.perf_counter() - t0)
+        if not ok:
+            raise RuntimeError("OpenSim IK failed")
+        loops.append(_opensim_loop_s(log))
+    errs = [f for f in os.listdir(os.path.dirname(mot)) if f.endswith("marker_errors.sto")]
+    return times, loops, mot, os.path.join(os.path.dirname(mot), errs[0]) if errs else None
+
+
+def case(name, args, osim):
+    folder, model_file, setup_file, trc = CASES[name]
+    folder = DATA / folder
+    setup = load_ik_setup(folder / setup_file)
+    trial = load_trc(folder / trc)
+    m64 = load_osim(folder / model_file)
+    out = {"frames": None, "coordinates": m64.topology.n_coordinates, "kinfunc": {}}
+    for dname in args.dtypes:
+        dtype = getattr(torch, dname)
+        model = load_osim(folder / model_file, dtype=dtype)
+        t0 = time.perf_counter()
+        res = kf.ik.solve(model, trial, setup=setup, dtype=dtype)
+        cold = time.perf_counter() - t0
+        warm = []
+        for _ in range(args.repeats):
             t0 = time.perf_counter()
-            res = kf.ik.solve(model, trial, fit=fit, solver=solver, **options)
-            times.append(time.perf_counter() - t0)
-        err = (res.q - q)[:, 6:]
-        out["solvers"][solver] = {
-            "wall_s_median": statistics.median(times),
-            "wall_s_all": times,
-            "ms_per_frame": 1e3 * statistics.median(times) / frames,
+            res = kf.ik.solve(model, trial, setup=setup, dtype=dtype)
+            warm.append(time.perf_counter() - t0)
+        out["frames"] = int(res.q.shape[0])
+        out["markers_used"] = len(res.marker_names)
+        out["kinfunc"][dname] = {
+            "cold_s": cold,
+            "warm_s_median": statistics.median(warm),
+            "warm_s_all": warm,
             "iterations": res.iterations,
-            "converged": res.converged,
-            "objective": res.objective,
-            "mean_marker_rms_mm": 1e3 * float(res.marker_rms.nanmean()),
-            "joint_angle_rms_error_deg": float(err.pow(2).mean().sqrt()) * 180 / math.pi,
+            "objective": kf.ik.setup_objective(m64, setup, trial, res.time.double(), res.q.to(torch.float64)),
+            "mean_marker_rms_mm": 1e3 * float(res.marker_rms.double().nanmean()),
         }
-    if len(solvers) == 2:
-        a, b = (out["solvers"][s] for s in solvers)
-        out["speedup_gn_over_lbfgs"] = b["wall_s_median"] / a["wall_s_median"]
-        out["objective_rel_diff"] = abs(a["objective"] - b["objective"]) / a["objective"]
+    if osim is not None:
+        times, loops, mot, sto = run_opensim(osim, folder, model_file, setup_file, trc, args.repeats)
+        q_os = read_mot(mot, model=m64)
+        o = {
+            "run_s_median": statistics.median(times),
+            "run_s_all": times,
+            "frame_loop_s_median": statistics.median(loops) if None not in loops else None,
+            "frame_loop_s_all": loops,
+            "objective": kf.ik.setup_objective(m64, setup, trial, q_os.time, q_os.q_for(m64)),
+        }
+        if sto:
+            e = read_mot(sto)
+            o["mean_marker_rms_mm"] = 1e3 * float(e.values[:, e.names.index("marker_error_RMS")].mean())
+        out["opensim"] = o
+        for dname, k in out["kinfunc"].items():
+            k["speedup_warm"] = o["run_s_median"] / k["warm_s_median"]
+            k["speedup_cold"] = o["run_s_median"] / k["cold_s"]
+            if o["frame_loop_s_median"]:
+                k["speedup_warm_vs_opensim_frame_loop"] = o["frame_loop_s_median"] / k["warm_s_median"]
+            k["objective_rel_diff_vs_opensim"] = (k["objective"] - o["objective"]) / o["objective"]
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, default=150)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--skip-lbfgs", action="store_true", help="time only Gauss-Newton")
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--dtypes", nargs="*", default=["float64", "float32"], choices=("float64", "float32"))
+    ap.add_argument("--cases", nargs="*", default=list(CASES))
+    ap.add_argument("--no-opensim", action="store_true")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "ik.json"))
     args = ap.parse_args()
+    if not DATA.exists():
+        sys.exit(f"shared data not found at {DATA} (set KINFUNC_SHARED_DATA)")
     torch.set_num_threads(args.threads)
-    solvers = ("gn",) if args.skip_lbfgs else ("gn", "lbfgs")
-    cases = [
-        ("pose_cmu", "cmu", ("pose",), {}),
-        ("pose_opensim", "opensim", ("pose",), {}),
-        ("pose_smooth_cmu", "cmu", ("pose",), {"smoothness": 1.0}),
-        (
-            "pose_scales_offsets_opensim",
-            "opensim",
-            ("pose", "segment_scales", "marker_offsets"),
-            {"smoothness": 1.0, "scale_weight": 1e-3, "offset_weight": 1e-2},
-        ),
-    ]
+    osim = None
+    if not args.no_opensim:
+        try:
+            import opensim as osim
+
+            # no opensim.log file: OpenSim's default file sink writes into whatever directory is
+            # current at its first message (the tool changes into the setup file's folder)
+            osim.Logger.removeFileSink()
+            # info level: OpenSim logs its own frame-loop time, read back from the captured output
+            osim.Logger.setLevelString("info")
+        except ImportError:
+            print("opensim not installed: timing kinfunc only", file=sys.stderr)
     results = {
-        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
-        "dtype": "float64",
-        "cases": [_case(n, ms, args.frames, fit, opt, args.repeats, solvers) for n, ms, fit, opt in cases],
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "load_avg": os.getloadavg(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "opensim": getattr(osim, "__version__", None) if osim else None,
+        },
+        "cases": {n: case(n, args, osim) for n in args.cases},
     }
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    for n, r in results["cases"].items():
+        o = r.get("opensim")
+        if o:
+            print(f"{n:10s} {r['frames']} frames  OpenSim IK tool: run() {o['run_s_median']:.3f} s (its frame loop {o['frame_loop_s_median'] or float('nan'):.3f} s), RMS {o.get('mean_marker_rms_mm', float('nan')):.3f} mm, objective {o['objective']:.7f}")
+        for dname, k in r["kinfunc"].items():
+            line = f"{n:10s} {r['frames']} frames  kinfunc {dname}: cold {k['cold_s']:.3f} s, warm {k['warm_s_median']:.3f} s ({k['iterations']} it), RMS {k['mean_marker_rms_mm']:.3f} mm, objective {k['objective']:.7f}"
+            if o:
+                line += f"  -> {k['speedup_warm']:.1f}x warm, {k['speedup_cold']:.1f}x cold vs run(); {k.get('speedup_warm_vs_opensim_frame_loop', float('nan')):.1f}x warm vs its frame loop"
+            print(line)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print("wrote", args.out)
 
 
 if __name__ == "__main__":

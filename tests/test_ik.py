@@ -415,3 +415,25 @@ def test_constant_slot_derivatives_match_forward_mode():
     const = slot_derivatives_constant(cm)
     torch.testing.assert_close(const.expand(2, *const.shape), slot_derivatives(cm, qc), atol=1e-14, rtol=0)
     assert slot_derivatives_constant(chain_model()) is None  # splines: derivatives depend on q
+
+
+def test_closed_form_slot_derivatives_match_forward_mode():
+    """Splines, polynomials, couplers: closed-form ``dv/dq`` equals ``vmap(jacfwd)`` in float64."""
+    from kinfunc.fk import full_coordinates
+    from kinfunc.ik.jacobian import full_coordinate_derivatives, slot_derivatives, slot_derivatives_autodiff
+
+    model = chain_model()
+    g = torch.Generator().manual_seed(4)
+    q = model.default_q()[None] + 0.6 * torch.randn(7, model.topology.n_coordinates, generator=g, dtype=f64)
+    torch.testing.assert_close(slot_derivatives(model, q), slot_derivatives_autodiff(model, q), atol=1e-12, rtol=1e-10)
+    ref = vmap(jacrev(lambda qq: full_coordinates(model, qq)))(q)
+    torch.testing.assert_close(full_coordinate_derivatives(model, q), ref, atol=1e-12, rtol=1e-10)
+
+
+def test_from_file_coordinate_task_is_refused_not_ignored():
+    model = kf.models.lower_body("cmu", dtype=f64)
+    q = gait_motion(model, 4)
+    trial = synthetic_trial(model, q, noise=0.0, gaps=0.0, seed=0)
+    setup = IKSetup(coordinate_tasks={"knee_angle_r": CoordinateTask(1.0, None, from_file=True)}, coordinate_file="x.mot")
+    with pytest.raises(IKError, match="from_file"):
+        kf.ik.solve(model, trial, setup=setup)

@@ -5,6 +5,7 @@ a set of pure functions (:mod:`kinfunc.ik.problem`); the solvers are batched
 Gauss-Newton/Levenberg-Marquardt with a Schur complement for shared parameters
 (:mod:`kinfunc.ik.gn`) and L-BFGS over everything (:mod:`kinfunc.ik.lbfgs`).
 """
+from .evaluate import setup_objective
 from .gn import GNOptions, frame_jacobians, solve_gn
 from .init import initial_q, kabsch, rigid_root_fit, root_coordinates
 from .lbfgs import LBFGSOptions, solve_lbfgs
@@ -35,4 +36,5 @@ __all__ = [
     "solve",
     "solve_gn",
     "solve_lbfgs",
+    "setup_objective",
 ]

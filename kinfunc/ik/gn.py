@@ -45,7 +45,7 @@ __all__ = ["GNOptions", "frame_jacobians", "frame_jacobians_autodiff", "solve_gn
 @dataclasses.dataclass(frozen=True)
 class GNOptions:
     max_iter: int = 50
-    ftol: float = 1e-8  # relative decrease of the objective that counts as converged
+    ftol: float = 1e-6  # relative decrease of the objective (per frame when separable) that counts as converged
     xtol: float = 1e-10  # step size (rad / m) that counts as converged
     mu0: float = 1e-4  # initial Marquardt damping
 

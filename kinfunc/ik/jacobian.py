@@ -3,7 +3,7 @@
 For a marker ``p`` on a body below joint ``j``: a rotation slot of ``j`` turning about the
 world axis ``w`` moves it by ``w x (p - c_j)`` per radian (``c_j`` the world origin of the
 joint's child-side frame, about which the joint rotates); a translation slot moves it along
-its world axis times the parent body's scale. Slot values depend on coordinates through the
+its world axis times its translation scale (:func:`kinfunc.fk.translation_scales`). Slot values depend on coordinates through the
 joint functions and couplers, whose derivatives ``dv/dq`` come from forward mode on the
 (cheap) function layer alone. A marker offset moves its marker by ``R_b diag(s_b)``.
 
@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.func import jacfwd, vmap
 
 from .. import transforms as tf
-from ..fk import effective_scales, fk, full_coordinates, slot_values
+from ..fk import effective_scales, fk, full_coordinates, slot_values, translation_scales
 from ..model import Model
 
 __all__ = ["marker_jacobian", "ancestor_mask"]
@@ -47,8 +47,67 @@ def ancestor_mask(model: Model) -> Tensor:
     return torch.tensor(rows, dtype=model.dtype, device=model.device).reshape(M, B)
 
 
+def function_derivative(key: tuple, params: tuple[Tensor, ...], u: Tensor) -> Tensor:
+    """Derivatives ``df/du (..., n)`` of a function group (see :func:`kinfunc.functions.evaluate`)
+    at inputs ``u (..., n)``, in closed form (no autodiff)."""
+    from ..functions import FnKind, spline_coefficients
+
+    kind = key[0]
+    if kind is FnKind.CONSTANT:
+        return torch.zeros_like(u)
+    if kind is FnKind.LINEAR:
+        return params[0] + torch.zeros_like(u)
+    if kind is FnKind.POLYNOMIAL:
+        (coef,) = params
+        out = coef[:, 0] + torch.zeros_like(u)
+        d = torch.zeros_like(u)
+        for k in range(1, coef.shape[1]):  # Horner for value and derivative together
+            d = d * u + out
+            out = out * u + coef[:, k]
+        return d
+    if kind is FnKind.SPLINE:
+        xk, yk = params
+        b, c, d = spline_coefficients(xk, yk, key[2])
+        dx = u[..., None] - xk[:, :-1]  # (..., n, K-1)
+        slope = b[:, :-1] + dx * (2.0 * c[:, :-1] + 3.0 * dx * d[:, :-1])
+        idx = (u[..., None] >= xk[:, 1:-1]).sum(-1)
+        onehot = (idx[..., None] == torch.arange(xk.shape[1] - 1, device=u.device)).to(u.dtype)
+        inside = (slope * onehot).sum(-1)
+        return torch.where(u < xk[:, 0], b[:, 0] + torch.zeros_like(u), torch.where(u > xk[:, -1], b[:, -1] + torch.zeros_like(u), inside))
+    raise ValueError(f"unknown function kind {kind}")
+
+
+def _group_derivatives(groups, params, full: Tensor, dfull: Tensor, n_out: int) -> Tensor:
+    """``d out/dq (T, n_out, C)`` of function groups reading ``full (T, N)`` whose ``d/dq`` is
+    ``dfull (T, N, C)``; outputs no group writes are 0."""
+    T, C = full.shape[0], dfull.shape[-1]
+    rows = full.new_zeros(T, n_out + 1, C)
+    parts, where = [], []
+    for g, p in zip(groups, params):
+        if g.key[0].name == "CONSTANT":
+            continue
+        inp = list(g.inputs)
+        d = function_derivative(g.key, p, full[:, inp])  # (T, n)
+        parts.append(d[..., None] * dfull[:, inp])
+        where.extend(g.outputs)
+    if not parts:
+        return rows[:, :n_out]
+    rows = rows.index_copy(1, torch.tensor(where, device=full.device), torch.cat(parts, 1))
+    return rows[:, :n_out]
+
+
 def slot_derivatives(model: Model, q: Tensor) -> Tensor:
-    """``dv/dq (T, B, 6, C)``: derivatives of joint slot values w.r.t. coordinates ``q (T, C)``."""
+    """``dv/dq (T, B, 6, C)``: derivatives of joint slot values w.r.t. coordinates ``q (T, C)``,
+    chain rule through couplers and joint functions in closed form (:func:`function_derivative`)."""
+    topo = model.topology
+    full = full_coordinates(model, q)
+    dfull = full_coordinate_derivatives(model, q)
+    dv = _group_derivatives(topo.slot_groups, model.slot_params, full, dfull, topo.n_bodies * 6)
+    return dv.reshape(q.shape[0], topo.n_bodies, 6, q.shape[-1])
+
+
+def slot_derivatives_autodiff(model: Model, q: Tensor) -> Tensor:
+    """Reference for :func:`slot_derivatives` by forward mode."""
     return vmap(jacfwd(lambda qq: slot_values(model, qq)))(q)
 
 
@@ -106,7 +165,8 @@ def marker_jacobian(model: Model, q: Tensor, dvdq: Optional[Tensor] = None) -> t
     w = torch.stack(
         ((A1 @ axes[:, 0, :, None])[..., 0], (A2 @ axes[:, 1, :, None])[..., 0], (A3 @ axes[:, 2, :, None])[..., 0]), -2
     )  # (T, B, 3 slots, 3)
-    tau = (Rjp[:, :, None] @ (axes[:, 3:] * s_parent[:, :, None])[..., None])[..., 0]  # (T, B, 3, 3)
+    s_tr = translation_scales(model, s_parent)  # (B, 3) OpenSim rule
+    tau = (Rjp[:, :, None] @ (axes[:, 3:] * s_tr[:, :, None])[..., None])[..., 0]  # (T, B, 3, 3)
     c = (Rw @ (model.child_location * s_body)[..., None])[..., 0] + tw  # (T, B, 3)
     mb = list(topo.marker_bodies)
     off = model.marker_offsets * s_body[mb]
@@ -126,11 +186,17 @@ def marker_jacobian(model: Model, q: Tensor, dvdq: Optional[Tensor] = None) -> t
 
 
 def full_coordinate_derivatives(model: Model, q: Tensor) -> Tensor:
-    """``d[q, dependents]/dq (T, C + D, C)``."""
-    if not model.topology.dependent_names:
-        C = q.shape[-1]
-        return torch.eye(C, dtype=q.dtype, device=q.device).expand(q.shape[0], C, C)
-    return vmap(jacfwd(lambda qq: full_coordinates(model, qq)))(q)
+    """``d[q, dependents]/dq (T, C + D, C)``; couplers whose inputs are themselves dependents
+    fall back to forward mode."""
+    topo = model.topology
+    C = q.shape[-1]
+    eye = torch.eye(C, dtype=q.dtype, device=q.device).expand(q.shape[0], C, C)
+    if not topo.dependent_names:
+        return eye
+    if any(i >= C for g in topo.coupler_groups for i in g.inputs):
+        return vmap(jacfwd(lambda qq: full_coordinates(model, qq)))(q)
+    dd = _group_derivatives(topo.coupler_groups, model.coupler_params, q, eye, len(topo.dependent_names))
+    return torch.cat((eye, dd), 1)
 
 
 def offset_jacobian(model: Model, q: Tensor, poses=None) -> Tensor:

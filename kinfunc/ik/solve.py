@@ -266,6 +266,12 @@ def build_problem(
             raise IKError(f"coordinate task '{name}': weight {task.weight} must be finite and >= 0")
         if task.weight == 0 or (i < C and topo.coordinate_locked[i]):
             continue
+        if getattr(task, "from_file", False):
+            raise IKError(
+                f"coordinate task '{name}': value_type from_file (time-varying target from "
+                f"{setup.coordinate_file or 'the setup coordinate_file'}) is not supported; give a constant "
+                "value with coordinate_tasks={name: CoordinateTask(weight, value)} or set its weight to 0"
+            )
         t_idx.append(i)
         t_val.append(float(q_full_default[i]) if task.value is None else float(task.value))
         t_w.append(math.sqrt(task.weight))
