@@ -4,11 +4,21 @@ Conventions: SI units (metres, radians); Y up, X forward; column vectors; poses 
 ``(R (..., 3, 3), t (..., 3))`` mapping child coordinates into parent/world; quaternions wxyz;
 frame orientations are body-fixed XYZ Euler angles.
 """
-from . import filters, functions, io, ik, markersets, models, transforms
+from . import filters, functions, ik, io, markersets, models, transforms
 from ._pytree import tree_map
 from .compiled import CompiledFK, compile_fk
 from .fk import Poses, fk, marker_positions
-from .model import Coupler, CoordinateSpec, Dof, Joint, Model, ModelBuilder, ModelError, Motion, Topology
+from .model import (
+    CoordinateSpec,
+    Coupler,
+    Dof,
+    Joint,
+    Model,
+    ModelBuilder,
+    ModelError,
+    Motion,
+    Topology,
+)
 from .trial import DataFileError, MarkerTrial
 
 __version__ = "0.1.0"

@@ -359,7 +359,7 @@ def test_osim3_layout_and_bad_xml_raise(tmp_path):
         load_osim(p)
     q = tmp_path / "broken.osim"
     q.write_text("<OpenSimDocument><Model>")
-    with pytest.raises(kf.ModelError, match="not valid XML"):
+    with pytest.raises(kf.ModelError, match="not well-formed XML"):
         load_osim(q)
     with pytest.raises(kf.ModelError, match="not found"):
         load_osim(tmp_path / "missing.osim")

@@ -209,7 +209,7 @@ def test_bad_urdf_errors_name_file_and_item(tmp_path, edit, match):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(UrdfError, match="no such file"):
+    with pytest.raises(UrdfError, match="file not found"):
         kf.io.load_urdf(tmp_path / "nothing.urdf")
 
 

@@ -9,7 +9,14 @@ from .evaluate import setup_objective
 from .gn import GNOptions, frame_jacobians, solve_gn
 from .init import initial_q, kabsch, rigid_root_fit, root_coordinates
 from .lbfgs import LBFGSOptions, solve_lbfgs
-from .problem import IKProblem, frame_residual, frame_residuals, objective, prior_residuals, smooth_residuals
+from .problem import (
+    IKProblem,
+    frame_residual,
+    frame_residuals,
+    objective,
+    prior_residuals,
+    smooth_residuals,
+)
 from .setup import CoordinateTask, IKSetup
 from .solve import FIT_GROUPS, IKError, IKResult, build_problem, solve
 

@@ -30,11 +30,11 @@ from ..fk import full_coordinates
 from .jacobian import full_coordinate_derivatives, marker_jacobian, offset_jacobian
 from .problem import (
     IKProblem,
+    coupling_cost,
     expand_q,
     frame_residual,
     frame_residuals,
     prior_residuals,
-    smooth_residuals,
     smooth_valid,
     unpack_model,
 )
@@ -285,29 +285,13 @@ class _Linear:
 
 def _costs(problem: IKProblem, Z: Tensor, theta: Optional[Tensor]) -> tuple[Tensor, Tensor]:
     """Per-frame costs ``(T,)`` (frame residuals only) and the total objective (scalar)."""
-    r = frame_residuals(problem, Z, theta)
-    c = (r * r).sum(-1)
-    total = c.sum()
-    if problem.smooth_sqrt_w > 0:
-        s = smooth_residuals(problem, Z)
-        total = total + (s * s).sum()
-    if problem.n_theta:
-        pr = prior_residuals(problem, theta)
-        total = total + (pr * pr).sum()
-    return c, total
+    return _totals(problem, frame_residuals(problem, Z, theta), Z, theta)
 
 
 def _totals(problem: IKProblem, r: Tensor, Z: Tensor, theta: Optional[Tensor]) -> tuple[Tensor, Tensor]:
     """Per-frame costs ``(T,)`` from frame residuals ``r (T, R)`` and the total objective."""
     c = (r * r).sum(-1)
-    total = c.sum()
-    if problem.smooth_sqrt_w > 0:
-        s = smooth_residuals(problem, Z)
-        total = total + (s * s).sum()
-    if problem.n_theta and theta is not None:
-        pr = prior_residuals(problem, theta)
-        total = total + (pr * pr).sum()
-    return c, total
+    return c, c.sum() + coupling_cost(problem, Z, theta)
 
 
 @dataclasses.dataclass

@@ -194,10 +194,9 @@ def prior_residuals(problem: IKProblem, theta: Tensor) -> Tensor:
     return problem.prior_sqrt_w * (theta - problem.prior_target)
 
 
-def objective(problem: IKProblem, Z: Tensor, theta: Optional[Tensor]) -> Tensor:
-    """The total objective (scalar): sum of all squared residuals (markers in m², weighted)."""
-    r = frame_residuals(problem, Z, theta)
-    total = (r * r).sum()
+def coupling_cost(problem: IKProblem, Z: Tensor, theta: Optional[Tensor]) -> Tensor:
+    """The terms that are not per-frame (scalar): smoothness and the priors on shared parameters."""
+    total = Z.new_zeros(())
     if problem.smooth_sqrt_w > 0:
         s = smooth_residuals(problem, Z)
         total = total + (s * s).sum()
@@ -205,3 +204,9 @@ def objective(problem: IKProblem, Z: Tensor, theta: Optional[Tensor]) -> Tensor:
         pr = prior_residuals(problem, theta)
         total = total + (pr * pr).sum()
     return total
+
+
+def objective(problem: IKProblem, Z: Tensor, theta: Optional[Tensor]) -> Tensor:
+    """The total objective (scalar): sum of all squared residuals (markers in m², weighted)."""
+    r = frame_residuals(problem, Z, theta)
+    return (r * r).sum() + coupling_cost(problem, Z, theta)

@@ -36,6 +36,7 @@ import torch
 from .. import functions as F
 from ..fk import effective_scales, translation_scales
 from ..model import GROUND, Dof, Joint, Model, ModelBuilder, ModelError
+from ._xml import parse_xml
 
 __all__ = ["load_osim", "save_osim"]
 
@@ -297,12 +298,7 @@ def load_osim(path: PathLike, dtype: torch.dtype = torch.float64, device: Any = 
     kinematic it cannot represent.
     """
     path = Path(path)
-    try:
-        root = ET.parse(path).getroot()
-    except FileNotFoundError:
-        raise ModelError(f"{path}: file not found") from None
-    except ET.ParseError as e:
-        raise ModelError(f"{path}: not valid XML ({e})") from None
+    root = parse_xml(path, ModelError)
     doc = _Doc(path, root)
     m = doc.model
     for body in m.iter("Body"):

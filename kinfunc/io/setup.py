@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from ..ik.setup import CoordinateTask, IKSetup
+from ._xml import parse_xml
 
 __all__ = ["SetupError", "load_ik_setup"]
 
@@ -81,12 +82,7 @@ def load_ik_setup(path: PathLike) -> IKSetup:
     Raises :class:`SetupError` (a ``ValueError``) naming the file and element.
     """
     path = Path(path)
-    try:
-        root = ET.parse(path).getroot()
-    except FileNotFoundError:
-        raise SetupError(f"{path}: file not found") from None
-    except ET.ParseError as e:
-        raise SetupError(f"{path}: not valid XML ({e})") from None
+    root = parse_xml(path, SetupError)
     tool = root if root.tag == "InverseKinematicsTool" else root.find("InverseKinematicsTool")
     if tool is None:
         raise SetupError(f"{path}: no <InverseKinematicsTool> element; is this an OpenSim IK setup file?")

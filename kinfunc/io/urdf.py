@@ -36,6 +36,7 @@ import torch
 from .. import functions as F
 from .. import transforms as tf
 from ..model import GROUND, Dof, Joint, Model, ModelBuilder, ModelError
+from ._xml import parse_xml
 
 __all__ = ["load_urdf", "save_urdf", "UrdfError", "rpy_to_euler_xyz", "euler_xyz_to_rpy"]
 
@@ -116,12 +117,7 @@ def _floats(text: Optional[str], n: int, default: tuple[float, ...], where: str)
 
 def _parse(path: PathLike) -> tuple[str, dict[str, _ULink], dict[str, _UJoint], list[str]]:
     p = os.fspath(path)
-    try:
-        root = ET.parse(p).getroot()
-    except FileNotFoundError:
-        raise UrdfError(f"{p}: no such file") from None
-    except ET.ParseError as e:
-        raise UrdfError(f"{p}: not well-formed XML ({e}); fix the file") from None
+    root = parse_xml(p, UrdfError)
     if root.tag != "robot":
         raise UrdfError(f"{p}: root element is <{root.tag}>, expected <robot>")
     links: dict[str, _ULink] = {}
