@@ -79,6 +79,20 @@ if _HAVE_TRITON:
         return r00, r01, r02, r10, r11, r12, r20, r21, r22, t0, t1, t2
 
     @triton.jit
+    def _load_parent(R_ptr, t_ptr, frame, p, B: tl.constexpr, mask):
+        """World pose of parent ``p`` per frame; the identity where ``p`` is ground (-1)."""
+        has = (frame * 0 + p) >= 0
+        a00, a01, a02, a10, a11, a12, a20, a21, a22, s0, s1, s2 = _load_pose(
+            R_ptr, t_ptr, frame, tl.maximum(p, 0), B, mask & has
+        )
+        return (
+            tl.where(has, a00, 1.0), tl.where(has, a01, 0.0), tl.where(has, a02, 0.0),
+            tl.where(has, a10, 0.0), tl.where(has, a11, 1.0), tl.where(has, a12, 0.0),
+            tl.where(has, a20, 0.0), tl.where(has, a21, 0.0), tl.where(has, a22, 1.0),
+            tl.where(has, s0, 0.0), tl.where(has, s1, 0.0), tl.where(has, s2, 0.0),
+        )
+
+    @triton.jit
     def _store_pose(R_ptr, t_ptr, frame, b, B: tl.constexpr, mask, r00, r01, r02, r10, r11, r12, r20, r21, r22, t0, t1, t2):
         rb = R_ptr + frame * (B * 9) + b * 9
         tb = t_ptr + frame * (B * 3) + b * 3
@@ -102,23 +116,7 @@ if _HAVE_TRITON:
         for b in range(B):
             p = tl.load(parents_ptr + b)
             l00, l01, l02, l10, l11, l12, l20, l21, l22, m0, m1, m2 = _load_pose(Rl_ptr, tl_ptr, frame, b, B, mask)
-            has = (frame * 0 + p) >= 0
-            pm = mask & has
-            pp = tl.maximum(p, 0)
-            a00, a01, a02, a10, a11, a12, a20, a21, a22, s0, s1, s2 = _load_pose(Rw_ptr, tw_ptr, frame, pp, B, pm)
-            # ground parent: identity
-            a00 = tl.where(has, a00, 1.0)
-            a01 = tl.where(has, a01, 0.0)
-            a02 = tl.where(has, a02, 0.0)
-            a10 = tl.where(has, a10, 0.0)
-            a11 = tl.where(has, a11, 1.0)
-            a12 = tl.where(has, a12, 0.0)
-            a20 = tl.where(has, a20, 0.0)
-            a21 = tl.where(has, a21, 0.0)
-            a22 = tl.where(has, a22, 1.0)
-            s0 = tl.where(has, s0, 0.0)
-            s1 = tl.where(has, s1, 0.0)
-            s2 = tl.where(has, s2, 0.0)
+            a00, a01, a02, a10, a11, a12, a20, a21, a22, s0, s1, s2 = _load_parent(Rw_ptr, tw_ptr, frame, p, B, mask)
             _store_pose(
                 Rw_ptr, tw_ptr, frame, b, B, mask,
                 a00 * l00 + a01 * l10 + a02 * l20, a00 * l01 + a01 * l11 + a02 * l21, a00 * l02 + a01 * l12 + a02 * l22,
@@ -144,16 +142,7 @@ if _HAVE_TRITON:
             pp = tl.maximum(p, 0)
             g00, g01, g02, g10, g11, g12, g20, g21, g22, h0, h1, h2 = _load_pose(gR_ptr, gt_ptr, frame, b, B, mask)
             l00, l01, l02, l10, l11, l12, l20, l21, l22, m0, m1, m2 = _load_pose(Rl_ptr, tl_ptr, frame, b, B, mask)
-            a00, a01, a02, a10, a11, a12, a20, a21, a22, s0, s1, s2 = _load_pose(Rw_ptr, Rw_ptr, frame, pp, B, pm)
-            a00 = tl.where(has, a00, 1.0)
-            a01 = tl.where(has, a01, 0.0)
-            a02 = tl.where(has, a02, 0.0)
-            a10 = tl.where(has, a10, 0.0)
-            a11 = tl.where(has, a11, 1.0)
-            a12 = tl.where(has, a12, 0.0)
-            a20 = tl.where(has, a20, 0.0)
-            a21 = tl.where(has, a21, 0.0)
-            a22 = tl.where(has, a22, 1.0)
+            a00, a01, a02, a10, a11, a12, a20, a21, a22, _s0, _s1, _s2 = _load_parent(Rw_ptr, Rw_ptr, frame, p, B, mask)
             # dR_l = A^T G ; dt_l = A^T h
             _store_pose(
                 dRl_ptr, dtl_ptr, frame, b, B, mask,
