@@ -42,6 +42,9 @@ __all__ = [
     "group_key",
     "group_params",
     "evaluate",
+    "derivative",
+    "value_and_derivative",
+    "coefficients",
     "spline_coefficients",
 ]
 
@@ -192,8 +195,34 @@ def spline_coefficients(x: Tensor, y: Tensor, end: SplineEnd) -> tuple[Tensor, T
     return torch.cat((b, b_last), 1), torch.cat((c, zero), 1), torch.cat((d, zero), 1)
 
 
-def evaluate(key: tuple, params: tuple[Tensor, ...], u: Tensor) -> Tensor:
-    """Evaluate a group of ``n`` functions at inputs ``u (..., n)`` -> ``(..., n)``."""
+def coefficients(key: tuple, params: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Everything about a group that does not depend on its inputs: for splines
+    ``(x, y, b, c, d)`` (knots and :func:`spline_coefficients`), for other kinds ``params``.
+
+    Pass the result as ``coeffs=`` to :func:`evaluate` / :func:`derivative` to skip the
+    per-call ``K x K`` spline solve when the same functions are evaluated many times.
+    """
+    if key[0] is FnKind.SPLINE:
+        xk, yk = params
+        return (xk, yk) + spline_coefficients(xk, yk, key[2])
+    return params
+
+
+def _spline_pieces(xk: Tensor, u: Tensor):
+    """Offsets of inputs ``u (..., n)`` into their interval between knots ``xk (n, K)`` and the
+    one-hot interval mask: ``dx (..., n, K-1)``, ``onehot (..., n, K-1)``."""
+    dx = u[..., None] - xk[:, :-1]
+    # interval index = number of interior knots at or below u (no data-dependent shapes)
+    idx = (u[..., None] >= xk[:, 1:-1]).sum(-1)  # (..., n) in [0, K-2]
+    onehot = (idx[..., None] == torch.arange(xk.shape[1] - 1, device=u.device)).to(u.dtype)
+    return dx, onehot
+
+
+def evaluate(key: tuple, params: tuple[Tensor, ...], u: Tensor, coeffs: tuple[Tensor, ...] | None = None) -> Tensor:
+    """Evaluate a group of ``n`` functions at inputs ``u (..., n)`` -> ``(..., n)``.
+
+    ``coeffs``: :func:`coefficients` of ``(key, params)`` if already computed.
+    """
     kind = key[0]
     if kind is FnKind.CONSTANT:
         (value,) = params
@@ -208,16 +237,50 @@ def evaluate(key: tuple, params: tuple[Tensor, ...], u: Tensor) -> Tensor:
             out = out * u + coef[:, k]
         return out
     if kind is FnKind.SPLINE:
-        xk, yk = params
-        end = key[2]
-        b, c, d = spline_coefficients(xk, yk, end)
-        dx = u[..., None] - xk[:, :-1]  # (..., n, K-1)
+        xk, yk, b, c, d = coeffs if coeffs is not None else coefficients(key, params)
+        dx, onehot = _spline_pieces(xk, u)
         cubic = yk[:, :-1] + dx * (b[:, :-1] + dx * (c[:, :-1] + dx * d[:, :-1]))
-        # interval index = number of interior knots at or below u (no data-dependent shapes)
-        idx = (u[..., None] >= xk[:, 1:-1]).sum(-1)  # (..., n) in [0, K-2]
-        onehot = (idx[..., None] == torch.arange(xk.shape[1] - 1, device=u.device)).to(u.dtype)
         inside = (cubic * onehot).sum(-1)
         below = yk[:, 0] + b[:, 0] * (u - xk[:, 0])
         above = yk[:, -1] + b[:, -1] * (u - xk[:, -1])
         return torch.where(u < xk[:, 0], below, torch.where(u > xk[:, -1], above, inside))
     raise ValueError(f"unknown function kind {kind}")
+
+
+def value_and_derivative(
+    key: tuple, params: tuple[Tensor, ...], u: Tensor, coeffs: tuple[Tensor, ...] | None = None
+) -> tuple[Tensor, Tensor]:
+    """Values and derivatives ``df/du`` of a group at inputs ``u (..., n)``, both ``(..., n)``,
+    in closed form (one pass: spline intervals are located once)."""
+    kind = key[0]
+    if kind is FnKind.CONSTANT:
+        return params[0] + torch.zeros_like(u), torch.zeros_like(u)
+    if kind is FnKind.LINEAR:
+        slope, intercept = params
+        return slope * u + intercept, slope.expand_as(u)
+    if kind is FnKind.POLYNOMIAL:
+        (coef,) = params
+        out = coef[:, 0] + torch.zeros_like(u)
+        d = torch.zeros_like(u)
+        for k in range(1, coef.shape[1]):  # Horner for value and derivative together
+            d = d * u + out
+            out = out * u + coef[:, k]
+        return out, d
+    if kind is FnKind.SPLINE:
+        xk, yk, b, c, d = coeffs if coeffs is not None else coefficients(key, params)
+        dx, onehot = _spline_pieces(xk, u)
+        # pick each input's interval coefficients, then evaluate one cubic and its slope
+        y0, b0, c0, d0, x0 = ((t[:, :-1] * onehot).sum(-1) for t in (yk, b, c, d, xk))
+        h = u - x0
+        value = y0 + h * (b0 + h * (c0 + h * d0))
+        slope = b0 + h * (2.0 * c0 + 3.0 * h * d0)
+        below, above = u < xk[:, 0], u > xk[:, -1]
+        value = torch.where(below, yk[:, 0] + b[:, 0] * (u - xk[:, 0]), torch.where(above, yk[:, -1] + b[:, -1] * (u - xk[:, -1]), value))
+        slope = torch.where(below, b[:, 0].expand_as(u), torch.where(above, b[:, -1].expand_as(u), slope))
+        return value, slope
+    raise ValueError(f"unknown function kind {kind}")
+
+
+def derivative(key: tuple, params: tuple[Tensor, ...], u: Tensor, coeffs: tuple[Tensor, ...] | None = None) -> Tensor:
+    """Derivatives ``df/du (..., n)`` of a group at inputs ``u (..., n)``, in closed form."""
+    return value_and_derivative(key, params, u, coeffs)[1]

@@ -127,6 +127,29 @@ def test_frame_jacobians_equal_jacrev_all_terms():
     assert "h3" not in prob.free_names
 
 
+def test_frame_normal_equations_equal_jacobian_products():
+    """The per-body moment form of J^T J, J^T r and the cost equals forming the marker Jacobian,
+    with gaps, weights, coordinate tasks on a coupled coordinate and violated limits; far from
+    the origin (positions of several metres) as in a lab."""
+    from kinfunc.ik.gn import frame_normal_equations
+
+    model = chain_model()
+    q = random_q(model, 6, seed=5)
+    q[:, 3] += 4.0  # root 4 m along X
+    trial = synthetic_trial(model, q, noise=0.004, gaps=0.25, seed=6)
+    tasks = {"knee_add": CoordinateTask(5.0, 0.05), "h1": CoordinateTask(2.0)}
+    weights = {n: 1.0 + 0.1 * k for k, n in enumerate(model.marker_names)}
+    prob, info = build_problem(model, [trial], coordinate_tasks=tasks, marker_weights=weights)
+    Z = q[:, info["free_index"]].clone()
+    Z[:2, prob.free_names.index("ankle")] = torch.tensor([0.7, -0.8], dtype=f64)  # beyond the ankle limit
+    r, J, _ = frame_jacobians(prob, Z, None)
+    cost, A, g = frame_normal_equations(prob, Z)
+    torch.testing.assert_close(cost, (r * r).sum(-1), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(A, J.transpose(-1, -2) @ J, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(g, (J.transpose(-1, -2) @ r[..., None])[..., 0], rtol=1e-10, atol=1e-12)
+    assert prob.limit_index.numel() == 1 and prob.task_index.numel() == 2
+
+
 def test_objective_gradient_matches_finite_differences():
     model = chain_model()
     q = random_q(model, 5, seed=4)
@@ -398,24 +421,29 @@ def test_shape_only_with_known_poses():
     torch.testing.assert_close(res.model.marker_offsets, model.marker_offsets)  # frozen
 
 
-def test_constant_slot_derivatives_match_forward_mode():
-    from kinfunc.ik.jacobian import slot_derivatives, slot_derivatives_constant
+def test_jacobian_plan_column_subsets_and_couplers():
+    """A plan for some coordinates gives exactly those columns of jacrev, with couplers feeding
+    several slots, and positions equal to FK."""
+    from kinfunc.ik.jacobian import JacobianPlan
 
-    model = kf.models.lower_body("pig", dtype=f64)
-    q = random_q(model, 3, seed=7)
-    const = slot_derivatives_constant(model)
-    torch.testing.assert_close(const.expand(3, *const.shape), slot_derivatives(model, q), atol=1e-14, rtol=0)
     mb = ModelBuilder("coupled")
     mb.add_body("a", Joint.pin("j1", "ground", "x"))
-    mb.add_body("b", Joint("j2", "a", rotations=(Dof((0, 0, 1), "y", F.Linear(2.0, 0.1)),)))
+    mb.add_body("b", Joint("j2", "a", rotations=(Dof((0, 0, 1), "y", F.Linear(2.0, 0.1)),),
+                           translations=(Dof((1, 0, 0), "y", F.Spline((-1, 0, 1, 2), (0.0, 0.02, 0.01, -0.01))),)))
+    mb.add_body("c", Joint.pin("j3", "b", "z", (0.3, 1.0, 0.2), parent_location=(0.2, 0.0, 0.1)))
     mb.add_coupler("y", "x", F.Linear(-0.5, 0.2))
     mb.add_marker("m", "b", (0.1, 0.0, 0.0))
-    cm = mb.build(dtype=f64)
-    qc = random_q(cm, 2, seed=1)
-    const = slot_derivatives_constant(cm)
-    torch.testing.assert_close(const.expand(2, *const.shape), slot_derivatives(cm, qc), atol=1e-14, rtol=0)
-    assert slot_derivatives_constant(chain_model()) is None  # splines: derivatives depend on q
-
+    mb.add_marker("n", "c", (0.1, 0.05, 0.0))
+    for model in (mb.build(dtype=f64), chain_model()):
+        q = random_q(model, 5, seed=3)
+        ref = vmap(jacrev(lambda qq: kf.marker_positions(model, qq)))(q)
+        C = model.topology.n_coordinates
+        for cols in (list(range(C)), list(range(C))[::-2]):
+            plan = JacobianPlan.build(model, cols)
+            out = plan.evaluate(model, plan.constants(model), q)
+            torch.testing.assert_close(out.p, kf.marker_positions(model, q), atol=1e-12, rtol=0)
+            torch.testing.assert_close(out.J, ref[..., cols], atol=1e-10, rtol=0)
+        assert ref.abs().amax() > 0.01
 
 def test_closed_form_slot_derivatives_match_forward_mode():
     """Splines, polynomials, couplers: closed-form ``dv/dq`` equals ``vmap(jacfwd)`` in float64."""

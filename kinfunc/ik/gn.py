@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.func import jacfwd, vmap
 
 from ..fk import full_coordinates
-from .jacobian import full_coordinate_derivatives, marker_jacobian, offset_jacobian
+from .jacobian import JacobianPlan, KinematicConstants, full_coordinate_derivatives
 from .problem import (
     IKProblem,
     coupling_cost,
@@ -39,7 +39,7 @@ from .problem import (
     unpack_model,
 )
 
-__all__ = ["GNOptions", "frame_jacobians", "frame_jacobians_autodiff", "solve_gn"]
+__all__ = ["GNOptions", "frame_jacobians", "frame_jacobians_autodiff", "frame_normal_equations", "solve_gn"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,11 +71,15 @@ def frame_jacobians_autodiff(problem: IKProblem, Z: Tensor, theta: Optional[Tens
     return r, Jz, Jt
 
 
-def frame_jacobians(problem: IKProblem, Z: Tensor, theta: Optional[Tensor]):
+def frame_jacobians(
+    problem: IKProblem, Z: Tensor, theta: Optional[Tensor], consts: Optional[KinematicConstants] = None
+):
     """``(r (T, R), J_z (T, R, Cf), J_theta (T, R, P) or None)``.
 
-    Analytic marker Jacobians (:mod:`kinfunc.ik.jacobian`) for poses and marker offsets;
-    forward mode for scale parameters (few). Equals :func:`frame_jacobians_autodiff`.
+    Analytic marker Jacobians (:class:`kinfunc.ik.jacobian.JacobianPlan`) for poses and marker
+    offsets; forward mode for scale parameters (few). Equals :func:`frame_jacobians_autodiff`.
+    ``consts``: the plan's constants for the model at ``theta`` if already computed (they do not
+    change while only poses are fitted).
     """
     p_ = problem
     if p_.n_sets != 1 and p_.n_theta:
@@ -84,16 +88,18 @@ def frame_jacobians(problem: IKProblem, Z: Tensor, theta: Optional[Tensor]):
     model = unpack_model(p_, th)
     q = expand_q(p_, Z)
     T, M = p_.X.shape[:2]
-    free = p_.free_index
-    pos, Jq = marker_jacobian(model, q, p_.dvdq)
+    plan = p_.plan if p_.plan is not None else JacobianPlan.build(model, p_.free_index.tolist())
+    if consts is None:
+        consts = plan.constants(model)
     sw = p_.sqrt_w * p_.present  # (T, M)
-    r_parts = [(sw[..., None] * (pos - p_.X)).reshape(T, -1)]
-    J_parts = [(sw[..., None, None] * Jq[..., free]).reshape(T, 3 * M, -1)]
+    kin = plan.evaluate(model, consts, q, weights=sw)
+    r_parts = [(sw[..., None] * (kin.p - p_.X)).reshape(T, -1)]
+    J_parts = [kin.J.reshape(T, 3 * M, -1)]
     if p_.task_index.numel():
         qf = full_coordinates(model, q)
         dq = full_coordinate_derivatives(model, q)
         r_parts.append(p_.task_sqrt_w * (qf[:, p_.task_index] - p_.task_value))
-        J_parts.append(p_.task_sqrt_w[:, None] * dq[:, p_.task_index][..., free])
+        J_parts.append(p_.task_sqrt_w[:, None] * dq[:, p_.task_index][..., p_.free_index])
     if p_.limit_index.numel():
         zl = Z[:, p_.limit_index]
         lo, hi = p_.z_lo[p_.limit_index], p_.z_hi[p_.limit_index]
@@ -116,11 +122,46 @@ def frame_jacobians(problem: IKProblem, Z: Tensor, theta: Optional[Tensor]):
 
         cols.append(vmap(jacfwd(g, argnums=1), in_dims=(0, None, 0, 0))(Z, th[:n_sc], p_.X, p_.present))
     if p_.n_offset:
-        Oj = offset_jacobian(model, q) * sw[..., None, None]  # (T, M, 3, 3)
+        s_body = model.global_scale * model.body_scales
+        Oj = kin.R_markers * (s_body[list(model.topology.marker_bodies)] * sw[..., None])[..., None, :]  # (T, M, 3, 3)
         E = p_.offset_select  # (M, 3, n_off)
         Jo = torch.einsum("tmxa,mak->tmxk", Oj, E).reshape(T, 3 * M, p_.n_offset)
         cols.append(torch.cat((Jo, Jo.new_zeros(T, R - 3 * M, p_.n_offset)), 1))
     return r, Jz, torch.cat(cols, -1)
+
+
+def frame_normal_equations(problem: IKProblem, Z: Tensor, consts: Optional[KinematicConstants] = None):
+    """Per-frame Gauss-Newton pieces for poses only (no shared parameters): ``cost (T,)``,
+    ``A = J^T J (T, Cf, Cf)`` and ``g = J^T r (T, Cf)`` of :func:`frame_jacobians`' residuals,
+    built from per-body moments (:meth:`JacobianPlan.normal_equations`) instead of the
+    ``(T, 3 M, Cf)`` Jacobian."""
+    p_ = problem
+    model = p_.model
+    q = expand_q(p_, Z)
+    plan = p_.plan if p_.plan is not None else JacobianPlan.build(model, p_.free_index.tolist())
+    if consts is None:
+        consts = plan.constants(model)
+    cost, A, g = plan.normal_equations(model, consts, q, p_.X, p_.sqrt_w * p_.present)
+    rows, J = [], []
+    if p_.task_index.numel():
+        qf = full_coordinates(model, q)
+        dq = full_coordinate_derivatives(model, q)
+        rows.append(p_.task_sqrt_w * (qf[:, p_.task_index] - p_.task_value))
+        J.append(p_.task_sqrt_w[:, None] * dq[:, p_.task_index][..., p_.free_index])
+    if p_.limit_index.numel():
+        zl = Z[:, p_.limit_index]
+        lo, hi = p_.z_lo[p_.limit_index], p_.z_hi[p_.limit_index]
+        rows.append(p_.limit_sqrt_w * (zl - torch.clamp(zl, lo, hi)))
+        outside = ((zl < lo) | (zl > hi)).to(Z.dtype)
+        onehot = torch.nn.functional.one_hot(p_.limit_index, p_.n_free).to(Z.dtype)  # (L, Cf)
+        J.append(p_.limit_sqrt_w * outside[..., None] * onehot)
+    if rows:
+        r, J = torch.cat(rows, -1), torch.cat(J, -2)
+        Jt = J.transpose(-1, -2)
+        cost = cost + (r * r).sum(-1)
+        A = A + Jt @ J
+        g = g + (Jt @ r[..., None])[..., 0]
+    return cost, A, g
 
 
 def _smooth_op(problem: IKProblem, V: Tensor) -> Tensor:
@@ -304,8 +345,100 @@ class GNResult:
     history: list
 
 
-def solve_gn(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: GNOptions = GNOptions()) -> GNResult:
-    """Minimise :func:`kinfunc.ik.problem.objective` from ``Z0 (T, Cf)``, ``theta0 (K, P)``."""
+def _frame_subset(problem: IKProblem, idx: Tensor) -> IKProblem:
+    """The problem restricted to frames ``idx (n,)`` (only for independent frames)."""
+    return dataclasses.replace(
+        problem,
+        X=problem.X.index_select(0, idx),
+        present=problem.present.index_select(0, idx),
+        theta_index=problem.theta_index.index_select(0, idx),
+        trial_id=problem.trial_id.index_select(0, idx),
+    )
+
+
+def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult:
+    """Independent frames (no shared parameters, no smoothness): every frame is its own
+    Levenberg-Marquardt problem with its own damping and acceptance, all solved in one batch.
+
+    A frame is settled when its accepted step decreased its cost by less than ``ftol``
+    (relative), or when the next step's predicted decrease is that small (then the step is not
+    even evaluated). Settled frames leave the batch, so later iterations cost only what is left.
+    """
+    lo, hi = p.z_lo, p.z_hi
+    Z = torch.clamp(Z0, lo, hi)
+    T, Cf = Z.shape
+    mu = torch.full((T,), opts.mu0, dtype=Z.dtype, device=Z.device)
+    cost, A, g = frame_normal_equations(p, Z, consts)  # A, g: of the active frames
+    history = [float(cost.sum())]
+    active = None  # None = all frames; else (n,) long
+    sub = p
+    converged = False
+    it = 0
+    for it in range(1, opts.max_iter + 1):
+        Za = Z if active is None else Z.index_select(0, active)
+        ca = cost if active is None else cost.index_select(0, active)
+        mua = mu if active is None else mu.index_select(0, active)
+        # active set: on a bound with the descent direction pointing out
+        keep = (~(((Za <= lo) & (g > 0)) | ((Za >= hi) & (g < 0)))).to(Z.dtype)
+        dz, _ = _Linear(sub, A, None, None, g, None, keep, mua, None).solve(opts)
+        push = (((Za <= lo) & (dz < 0)) | ((Za >= hi) & (dz > 0))) & (keep > 0)
+        if bool(push.any()):  # held coordinates the step would push further out: re-solve without them
+            keep = keep * (~push).to(Z.dtype)
+            dz, _ = _Linear(sub, A, None, None, g, None, keep, mua, None).solve(opts)
+        Zn = torch.clamp(Za + dz, lo, hi)
+        dd = Zn - Za
+        # decrease predicted by the undamped linear model: -(2 g.d + d^T A d)
+        pred = -(2.0 * (g * dd).sum(-1) + (dd[:, None, :] @ A @ dd[..., None])[..., 0, 0])
+        scale = ca.clamp_min(torch.finfo(ca.dtype).tiny)  # each frame against its own cost
+        quiet = (pred <= 0.1 * opts.ftol * scale) | (ca < 1e-30)  # nothing left to gain
+        if bool(quiet.any()):
+            if bool(quiet.all()):
+                converged = True
+                history.append(float(cost.sum()))
+                break
+            left = torch.nonzero(~quiet).flatten()
+            active = left if active is None else active.index_select(0, left)
+            sub = _frame_subset(p, active)
+            Za, Zn, dd, ca, mua, scale, A, g = (
+                x.index_select(0, left) for x in (Za, Zn, dd, ca, mua, scale, A, g)
+            )
+        cn, An, gn = frame_normal_equations(sub, Zn, consts)
+        acc = cn < ca
+        rel = torch.where(acc, (ca - cn) / scale, torch.zeros_like(ca))
+        settled = (acc & ((rel < opts.ftol) | (dd.abs().amax(-1) < opts.xtol))) | (~acc & (mua > 1e8))
+        Za = torch.where(acc[:, None], Zn, Za)
+        ca = torch.where(acc, cn, ca)
+        mua = torch.where(acc, (mua / 3.0).clamp_min(1e-12), mua * 4.0)
+        if active is None:
+            Z, cost, mu = Za, ca, mua
+        else:
+            Z, cost, mu = Z.index_copy(0, active, Za), cost.index_copy(0, active, ca), mu.index_copy(0, active, mua)
+        history.append(float(cost.sum()))
+        if bool(settled.all()):
+            converged = True
+            break
+        A = torch.where(acc[:, None, None], An, A)
+        g = torch.where(acc[:, None], gn, g)
+        if bool(settled.any()):  # converged frames leave the batch
+            left = torch.nonzero(~settled).flatten()
+            active = left if active is None else active.index_select(0, left)
+            A, g = A.index_select(0, left), g.index_select(0, left)
+            sub = _frame_subset(p, active)
+    return GNResult(Z, None, float(cost.sum()), it, converged, history)
+
+
+def solve_gn(
+    problem: IKProblem,
+    Z0: Tensor,
+    theta0: Optional[Tensor],
+    opts: GNOptions = GNOptions(),
+    consts: Optional[KinematicConstants] = None,
+) -> GNResult:
+    """Minimise :func:`kinfunc.ik.problem.objective` from ``Z0 (T, Cf)``, ``theta0 (K, P)``.
+
+    ``consts``: the Jacobian plan's constants of ``problem.model`` if already computed (used
+    when no shared parameters are fitted).
+    """
     p = problem
     lo, hi = p.z_lo, p.z_hi
     Z = torch.clamp(Z0, lo, hi)
@@ -313,14 +446,16 @@ def solve_gn(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: GNO
     opts = dataclasses.replace(opts, ftol=max(opts.ftol, 100 * torch.finfo(Z.dtype).eps))
     theta = theta0 if p.n_theta else None
     T, Cf = Z.shape
-    separable = not p.coupled
-    mu = (
-        torch.full((T,), opts.mu0, dtype=Z.dtype, device=Z.device)
-        if separable
-        else torch.tensor(opts.mu0, dtype=Z.dtype)
-    )
-    r, Jz, Jt = frame_jacobians(p, Z, theta)
-    cost_t, total = _totals(p, r, Z, theta)
+    # the kinematic constants depend on the shared parameters only: computed once for a pose fit
+    if p.n_theta or p.plan is None:
+        consts = None
+    elif consts is None:
+        consts = p.plan.constants(p.model)
+    if not p.coupled:
+        return _solve_frames(p, Z0, opts, consts)
+    mu = torch.tensor(opts.mu0, dtype=Z.dtype)
+    r, Jz, Jt = frame_jacobians(p, Z, theta, consts)
+    total = _totals(p, r, Z, theta)[1]
     history = [float(total)]
     band = _smooth_band(p, T, Z.dtype, Z.device)
     lin = None
@@ -360,55 +495,34 @@ def solve_gn(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: GNO
         Zn = torch.clamp(Z + dz, lo, hi)
         thn = None if theta is None else theta + dt
         # residuals and Jacobians at the candidate (reused as the next linearisation if accepted)
-        rn, Jzn, Jtn = frame_jacobians(p, Zn, thn)
-        cost_n, total_n = _totals(p, rn, Zn, thn)
-        # decrease predicted by the undamped linear model: -(2 g.d + d^T H d) (per frame when separable)
+        rn, Jzn, Jtn = frame_jacobians(p, Zn, thn, consts)
+        total_n = _totals(p, rn, Zn, thn)[1]
+        # decrease predicted by the undamped linear model: -(2 g.d + d^T H d)
         dd = Zn - Z
         pred = -(2.0 * (gz * dd).sum(-1) + (dd[:, None, :] @ A @ dd[..., None])[..., 0, 0])
-        if not separable:
-            Hz = _smooth_op(p, dd)
-            pz = -(2.0 * (gz * dd).sum() + (dd * Hz).sum()) + pred.sum()
+        Hz = _smooth_op(p, dd)
+        pred_total = -(2.0 * (gz * dd).sum() + (dd * Hz).sum()) + pred.sum()
+        if dt is not None:
+            Bd = (B @ dt[p.theta_index][..., None])[..., 0]
+            pred_total = pred_total - 2.0 * (dd * Bd).sum() - 2.0 * (gt * dt).sum() - (dt[:, None, :] @ D @ dt[..., None]).sum()
+        accepted = bool(total_n < total)
+        if accepted:
+            rel = float((total - total_n) / total.clamp_min(torch.finfo(total.dtype).tiny))
+            step = float((Zn - Z).abs().max()) if Z.numel() else 0.0
             if dt is not None:
-                Bd = (B @ dt[p.theta_index][..., None])[..., 0]
-                pz = pz - 2.0 * (dd * Bd).sum() - 2.0 * (gt * dt).sum() - (dt[:, None, :] @ D @ dt[..., None]).sum()
-            pred_total = pz
-        if separable:
-            acc = cost_n < cost_t
-            scale_t = torch.maximum(cost_t, cost_t.mean().expand_as(cost_t)).clamp_min(torch.finfo(cost_t.dtype).tiny)
-            rel = torch.where(acc, (cost_t - cost_n) / scale_t, torch.zeros_like(cost_t))
-            step = dd.abs().amax(-1)
-            tiny = pred <= opts.ftol * scale_t
-            settled = (acc & ((rel < opts.ftol) | (step < opts.xtol))) | (~acc & ((mu > 1e8) | tiny)) | (cost_t < 1e-30)
-            Z = torch.where(acc[:, None], Zn, Z)
-            r = torch.where(acc[:, None], rn, r)
-            Jz = torch.where(acc[:, None, None], Jzn, Jz)
-            cost_t = torch.where(acc, cost_n, cost_t)
-            mu = torch.where(acc, (mu / 3.0).clamp_min(1e-12), mu * 4.0)
-            total = cost_t.sum()
+                step = max(step, float(dt.abs().max()))
+            Z, theta, total = Zn, thn, total_n
+            r, Jz, Jt = rn, Jzn, Jtn
+            mu = (mu / 3.0).clamp_min(1e-12)
+            lin = None
             history.append(float(total))
-            lin = None  # some frames moved: rebuild the normal equations
-            if bool(settled.all()):
+            if rel < opts.ftol or step < opts.xtol:
                 converged = True
                 break
         else:
-            accepted = bool(total_n < total)
-            if accepted:
-                rel = float((total - total_n) / total.clamp_min(torch.finfo(total.dtype).tiny))
-                step = float((Zn - Z).abs().max()) if Z.numel() else 0.0
-                if dt is not None:
-                    step = max(step, float(dt.abs().max()))
-                Z, theta, total, cost_t = Zn, thn, total_n, cost_n
-                r, Jz, Jt = rn, Jzn, Jtn
-                mu = (mu / 3.0).clamp_min(1e-12)
-                lin = None
-                history.append(float(total))
-                if rel < opts.ftol or step < opts.xtol:
-                    converged = True
-                    break
-            else:
-                mu = mu * 4.0
-                history.append(float(total))
-                if float(mu) > 1e8 or float(pred_total) <= opts.ftol * float(total):
-                    converged = True  # no further decrease possible at this precision
-                    break
+            mu = mu * 4.0
+            history.append(float(total))
+            if float(mu) > 1e8 or float(pred_total) <= opts.ftol * float(total):
+                converged = True  # no further decrease possible at this precision
+                break
     return GNResult(Z, theta, float(total), it, converged, history)

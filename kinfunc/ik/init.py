@@ -52,22 +52,25 @@ def _nearest_valid(ok: Tensor) -> Tensor:
     return torch.where(dp <= dn, prev, nxt).clamp(0, max(T - 1, 0))
 
 
-def rigid_root_fit(model: Model, X: Tensor, present: Tensor, q0: Tensor) -> tuple[Tensor, Tensor]:
+def rigid_root_fit(model: Model, X: Tensor, present: Tensor, q0: Tensor, kin0=None) -> tuple[Tensor, Tensor]:
     """World pose of the root body per frame from its markers: ``R (T, 3, 3)``, ``t (T, 3)``.
 
     ``X (T, M, 3)`` metres (markers in ``model.marker_names`` order, any value where missing),
     ``present (T, M)`` 0/1, ``q0 (C,)`` the pose whose marker layout is the template. Uses the
     markers on the root body when the model has at least 3, otherwise all markers (with the
-    model at ``q0``).
+    model at ``q0``). ``kin0``: the :class:`~kinfunc.ik.jacobian.FrameKinematics` of one frame at
+    ``q0`` if already computed.
     """
     topo = model.topology
-    poses = fk(model, q0)
+    if kin0 is not None:
+        p_world, R0, t0 = kin0.p[0], kin0.H[0, 0, :, :3], kin0.H[0, 0, :, 3]
+    else:
+        poses = fk(model, q0)
+        p_world, R0, t0 = marker_positions(model, q0, poses), poses.R[0], poses.t[0]  # (M, 3)
     on_root = torch.tensor([b == 0 for b in topo.marker_bodies], device=X.device)
     if int(on_root.sum()) < 3:
         on_root = torch.ones_like(on_root)
     # template: marker positions in the root frame at q0
-    p_world = marker_positions(model, q0, poses)  # (M, 3)
-    R0, t0 = poses.R[0], poses.t[0]
     P = (p_world - t0) @ R0  # R0^T (p - t0), row-vector form
     w = present * on_root.to(present.dtype)
     Xs = torch.where(w[..., None] > 0, X, torch.zeros_like(X))
@@ -109,16 +112,17 @@ def _root_slots(model: Model):
 def root_coordinates(model: Model, R: Tensor, t: Tensor, q0: Tensor) -> Tensor:
     """Coordinates ``(T, C)`` (``q0`` elsewhere) putting the root body at ``R (T, 3, 3)``, ``t (T, 3)``.
 
-    Solved in closed form when the root joint has three rotations about orthogonal axes and
-    three translations, each a linear function of its own coordinate (OpenSim's free/pelvis
-    joints); otherwise the root coordinates stay at ``q0``.
+    Solved in closed form when the root joint's three rotation axes are orthogonal and its
+    translation axes independent (OpenSim's free/pelvis joints, planar ones included): each slot
+    that is a linear function of its own coordinate sets that coordinate; slots with constant
+    values set nothing (for a planar pelvis the fitted pose is projected onto its DOFs).
+    Otherwise the root coordinates stay at ``q0``.
     """
     T = R.shape[0]
     q = q0.expand(T, -1).clone()
     slots = _root_slots(model)
-    if model.topology.parents[0] != -1 or any(s is None for s in slots):
-        return q
-    if len({s[0] for s in slots}) != 6:
+    linked = [s for s in slots if s is not None]
+    if model.topology.parents[0] != -1 or not linked or len({s[0] for s in linked}) != len(linked):
         return q
     axes = model.axes[0] / torch.linalg.vector_norm(model.axes[0], dim=-1, keepdim=True)  # (6, 3)
     Qr = axes[:3].T  # columns = rotation axes
@@ -142,12 +146,15 @@ def root_coordinates(model: Model, R: Tensor, t: Tensor, q0: Tensor) -> Tensor:
     A = axes[3:].T
     v = torch.linalg.solve(A.expand(T, 3, 3), tm)  # slot values (unscaled by ground = 1)
     vals = torch.cat((ang, v), 1)  # (T, 6)
-    for s, (i, slope, icpt) in enumerate(slots):
-        q[:, i] = (vals[:, s] - icpt) / slope
+    for s, link in enumerate(slots):
+        if link is not None:  # slots with constant values (e.g. a planar root's) set nothing
+            i, slope, icpt = link
+            q[:, i] = (vals[:, s] - icpt) / slope
     return q
 
 
-def initial_q(model: Model, X: Tensor, present: Tensor, q0: Tensor) -> Tensor:
-    """Initial coordinates ``(T, C)``: root from a per-frame rigid fit, the rest at ``q0 (C,)``."""
-    R, t = rigid_root_fit(model, X, present, q0)
+def initial_q(model: Model, X: Tensor, present: Tensor, q0: Tensor, kin0=None) -> Tensor:
+    """Initial coordinates ``(T, C)``: root from a per-frame rigid fit, the rest at ``q0 (C,)``
+    (``kin0``: see :func:`rigid_root_fit`)."""
+    R, t = rigid_root_fit(model, X, present, q0, kin0)
     return root_coordinates(model, R, t, q0)

@@ -3,9 +3,10 @@
 For a marker ``p`` on a body below joint ``j``: a rotation slot of ``j`` turning about the
 world axis ``w`` moves it by ``w x (p - c_j)`` per radian (``c_j`` the world origin of the
 joint's child-side frame, about which the joint rotates); a translation slot moves it along
-its world axis times its translation scale (:func:`kinfunc.fk.translation_scales`). Slot values depend on coordinates through the
-joint functions and couplers, whose derivatives ``dv/dq`` come from forward mode on the
-(cheap) function layer alone. A marker offset moves its marker by ``R_b diag(s_b)``.
+its world axis times its translation scale (:func:`kinfunc.fk.translation_scales`). Slot values
+depend on coordinates through the joint functions and couplers, whose derivatives are in
+closed form (:func:`kinfunc.functions.derivative`). A marker offset moves its marker by
+``R_b diag(s_b)``.
 
 Everything is batched over frames; the reference is ``torch.func.jacrev``/``jacfwd`` of
 :func:`kinfunc.marker_positions` (tests check they agree in float64).
@@ -13,68 +14,19 @@ Everything is batched over frames; the reference is ``torch.func.jacrev``/``jacf
 
 from __future__ import annotations
 
-from typing import Optional
+import dataclasses
+from typing import Any, NamedTuple, Optional, Sequence
 
 import torch
 from torch import Tensor
 from torch.func import jacfwd, vmap
 
+from .. import functions as F
 from .. import transforms as tf
-from ..fk import effective_scales, fk, full_coordinates, slot_values, translation_scales
+from ..fk import effective_scales, full_coordinates, slot_values, translation_scales
 from ..model import Model
 
-__all__ = ["marker_jacobian", "ancestor_mask"]
-
-
-def _cross(a: Tensor, b: Tensor) -> Tensor:
-    """Cross product over the last axis with broadcasting (no expanded copies)."""
-    a0, a1, a2 = a.unbind(-1)
-    b0, b1, b2 = b.unbind(-1)
-    return torch.stack((a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0), -1)
-
-
-def ancestor_mask(model: Model) -> Tensor:
-    """``(M, B)`` float: 1 where joint ``j`` lies on the path from ground to marker ``m``'s body."""
-    topo = model.topology
-    M, B = topo.n_markers, topo.n_bodies
-    rows = []
-    for b in topo.marker_bodies:
-        row = [0.0] * B
-        while b >= 0:
-            row[b] = 1.0
-            b = topo.parents[b]
-        rows.append(row)
-    return torch.tensor(rows, dtype=model.dtype, device=model.device).reshape(M, B)
-
-
-def function_derivative(key: tuple, params: tuple[Tensor, ...], u: Tensor) -> Tensor:
-    """Derivatives ``df/du (..., n)`` of a function group (see :func:`kinfunc.functions.evaluate`)
-    at inputs ``u (..., n)``, in closed form (no autodiff)."""
-    from ..functions import FnKind, spline_coefficients
-
-    kind = key[0]
-    if kind is FnKind.CONSTANT:
-        return torch.zeros_like(u)
-    if kind is FnKind.LINEAR:
-        return params[0] + torch.zeros_like(u)
-    if kind is FnKind.POLYNOMIAL:
-        (coef,) = params
-        out = coef[:, 0] + torch.zeros_like(u)
-        d = torch.zeros_like(u)
-        for k in range(1, coef.shape[1]):  # Horner for value and derivative together
-            d = d * u + out
-            out = out * u + coef[:, k]
-        return d
-    if kind is FnKind.SPLINE:
-        xk, yk = params
-        b, c, d = spline_coefficients(xk, yk, key[2])
-        dx = u[..., None] - xk[:, :-1]  # (..., n, K-1)
-        slope = b[:, :-1] + dx * (2.0 * c[:, :-1] + 3.0 * dx * d[:, :-1])
-        idx = (u[..., None] >= xk[:, 1:-1]).sum(-1)
-        onehot = (idx[..., None] == torch.arange(xk.shape[1] - 1, device=u.device)).to(u.dtype)
-        inside = (slope * onehot).sum(-1)
-        return torch.where(u < xk[:, 0], b[:, 0] + torch.zeros_like(u), torch.where(u > xk[:, -1], b[:, -1] + torch.zeros_like(u), inside))
-    raise ValueError(f"unknown function kind {kind}")
+__all__ = ["JacobianPlan", "FrameKinematics", "marker_jacobian", "slot_derivatives"]
 
 
 def _group_derivatives(groups, params, full: Tensor, dfull: Tensor, n_out: int) -> Tensor:
@@ -87,7 +39,7 @@ def _group_derivatives(groups, params, full: Tensor, dfull: Tensor, n_out: int) 
         if g.key[0].name == "CONSTANT":
             continue
         inp = list(g.inputs)
-        d = function_derivative(g.key, p, full[:, inp])  # (T, n)
+        d = F.derivative(g.key, p, full[:, inp])  # (T, n)
         parts.append(d[..., None] * dfull[:, inp])
         where.extend(g.outputs)
     if not parts:
@@ -98,7 +50,7 @@ def _group_derivatives(groups, params, full: Tensor, dfull: Tensor, n_out: int) 
 
 def slot_derivatives(model: Model, q: Tensor) -> Tensor:
     """``dv/dq (T, B, 6, C)``: derivatives of joint slot values w.r.t. coordinates ``q (T, C)``,
-    chain rule through couplers and joint functions in closed form (:func:`function_derivative`)."""
+    chain rule through couplers and joint functions in closed form (:func:`kinfunc.functions.derivative`)."""
     topo = model.topology
     full = full_coordinates(model, q)
     dfull = full_coordinate_derivatives(model, q)
@@ -111,78 +63,381 @@ def slot_derivatives_autodiff(model: Model, q: Tensor) -> Tensor:
     return vmap(jacfwd(lambda qq: slot_values(model, qq)))(q)
 
 
-def slot_derivatives_constant(model: Model) -> Optional[Tensor]:
-    """``dv/dq (B, 6, C)`` when every joint function and coupler is constant or linear (then it
-    does not depend on ``q``; built from the slopes directly), else ``None``."""
-    from ..functions import FnKind
-
-    topo = model.topology
-    groups = topo.slot_groups + topo.coupler_groups
-    if any(g.key[0] not in (FnKind.CONSTANT, FnKind.LINEAR) for g in groups):
-        return None
-    C, D, B = topo.n_coordinates, len(topo.dependent_names), topo.n_bodies
-    kw = dict(dtype=model.dtype, device=model.device)
-    dfull = torch.cat((torch.eye(C, **kw), torch.zeros(D, C, **kw)), 0)  # d[q, dependents]/dq
-    for g, params in zip(topo.coupler_groups, model.coupler_params):
-        if g.key[0] is FnKind.LINEAR:
-            for k, (o, i) in enumerate(zip(g.outputs, g.inputs)):
-                dfull[C + o] = params[0][k] * dfull[i]
-    dv = torch.zeros(B * 6, C, **kw)
-    for g, params in zip(topo.slot_groups, model.slot_params):
-        if g.key[0] is FnKind.LINEAR:
-            for k, (o, i) in enumerate(zip(g.outputs, g.inputs)):
-                dv[o] = dv[o] + params[0][k] * dfull[i]
-    return dv.reshape(B, 6, C)
+def _mm(A: Tensor, B: Tensor) -> Tensor:
+    """Product of 3 x 3 matrices stored frames-last: ``(..., 3, 3, T) @ (..., 3, 3, T)``."""
+    return (A[..., :, :, None, :] * B[..., None, :, :, :]).sum(-3)
 
 
-def marker_jacobian(model: Model, q: Tensor, dvdq: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-    """Marker positions ``(T, M, 3)`` (m) and ``dp/dq (T, M, 3, C)`` at ``q (T, C)``.
+def _mv(A: Tensor, v: Tensor) -> Tensor:
+    """``A (..., 3, 3, T or 1) @ v (..., 3, T or 1)`` frames-last -> ``(..., 3, T)``."""
+    return (A * v[..., None, :, :]).sum(-2)
 
-    ``dvdq``: optional precomputed ``(B, 6, C)`` slot derivatives (see
-    :func:`slot_derivatives_constant`), else computed by forward mode.
+
+_P1, _P2 = [1, 2, 0], [2, 0, 1]  # cross(a, b) = a[P1] * b[P2] - a[P2] * b[P1]
+
+
+class FrameKinematics(NamedTuple):
+    """Output of :meth:`JacobianPlan.evaluate` for ``T`` frames.
+
+    ``p (T, M, 3)`` marker positions (m); ``J (T, M, 3, Cf)`` their derivatives w.r.t. the plan's
+    columns (``None`` when not asked for; rows multiplied by ``weights`` when given);
+    ``R_markers (T, M, 3, 3)`` world orientation of each marker's body; ``H (T, B, 3, 4)``
+    world pose ``[R | t]`` of every body (model order).
     """
-    topo = model.topology
-    poses = fk(model, q)
-    Rw, tw = poses.R, poses.t  # (T, B, 3, 3), (T, B, 3)
-    v = slot_values(model, q)  # (T, B, 6)
-    if dvdq is None:
-        dvdq = slot_derivatives(model, q)  # (T, B, 6, C)
-    else:
-        dvdq = dvdq[None]  # (1, B, 6, C), broadcast over frames
-    s_body, s_parent = effective_scales(model)
-    axes = model.axes / torch.linalg.vector_norm(model.axes, dim=-1, keepdim=True)  # (B, 6, 3)
-    Rp = tf.euler_xyz_to_matrix(model.parent_orientation)  # (B, 3, 3)
-    # world orientation of each joint's parent-side frame
-    eye = torch.eye(3, dtype=q.dtype, device=q.device)
-    par = [p + 1 for p in topo.parents]
-    Rpar = torch.cat((eye.expand(q.shape[0], 1, 3, 3), Rw), 1)[:, par]  # (T, B, 3, 3)
-    Rjp = Rpar @ Rp
-    R1 = tf.axis_angle_to_matrix(axes[:, 0], v[..., 0])  # (T, B, 3, 3)
-    R2 = tf.axis_angle_to_matrix(axes[:, 1], v[..., 1])
-    A1 = Rjp
-    A2 = Rjp @ R1
-    A3 = A2 @ R2
-    w = torch.stack(
-        ((A1 @ axes[:, 0, :, None])[..., 0], (A2 @ axes[:, 1, :, None])[..., 0], (A3 @ axes[:, 2, :, None])[..., 0]), -2
-    )  # (T, B, 3 slots, 3)
-    s_tr = translation_scales(model, s_parent)  # (B, 3) OpenSim rule
-    tau = (Rjp[:, :, None] @ (axes[:, 3:] * s_tr[:, :, None])[..., None])[..., 0]  # (T, B, 3, 3)
-    c = (Rw @ (model.child_location * s_body)[..., None])[..., 0] + tw  # (T, B, 3)
-    mb = list(topo.marker_bodies)
-    off = model.marker_offsets * s_body[mb]
-    p = (Rw[:, mb] @ off[..., None])[..., 0] + tw[:, mb]  # (T, M, 3)
-    anc = ancestor_mask(model)  # (M, B)
-    # sum over slots first: W[t, j, c] = sum_s dv_js/dq_c w_js (rotation), Tr likewise (translation)
-    dvT = dvdq.transpose(-1, -2)  # (T or 1, B, C, 6)
-    W = dvT[..., :3] @ w  # (T, B, C, 3)
-    Tr = dvT[..., 3:] @ tau  # (T, B, C, 3)
-    T, B, C = W.shape[0], W.shape[1], W.shape[2]
-    U = _cross(W, c[:, :, None, :]) - Tr  # w x c_j - translation part
-    Wm = (anc @ W.reshape(T, B, C * 3)).reshape(T, -1, C, 3)  # sum over ancestor joints
-    Um = (anc @ U.reshape(T, B, C * 3)).reshape(T, -1, C, 3)
-    J = _cross(Wm, p[:, :, None, :]) - Um  # (T, M, C, 3)
-    J = J.transpose(-1, -2)
-    return p, J
+
+    p: Tensor
+    J: Optional[Tensor]
+    R_markers: Tensor
+    H: Tensor
+
+
+class KinematicConstants(NamedTuple):
+    """What :meth:`JacobianPlan.evaluate` needs from the model's leaves, computed once per model
+    (:meth:`JacobianPlan.constants`). Body-indexed tensors are in the plan's level order."""
+
+    slot_coeffs: tuple  # per slot group: kinfunc.functions.coefficients
+    coupler_coeffs: tuple  # per coupler group
+    v_const: Tensor  # (B * 6,): values of slots driven by constant functions (0 elsewhere)
+    E: Tensor  # (B, 3 slots, 3 terms, 3, 3): rotation factors [const, sin, 1 - cos] with Rp / Rc^T folded in
+    G: Tensor  # (B, 3, 3): scaled translation axis k in the parent body frame
+    tp: Tensor  # (B, 3): parent-side frame location (scaled)
+    tc: Tensor  # (B, 3): child-side frame location (scaled)
+    u1: Tensor  # (B, 3): first rotation axis in the parent body frame
+    h: Tensor  # (B, 3 terms, 3): second rotation axis in the parent body frame = h0 cos v0 + h1 sin v0 + h2 (1 - cos v0)
+    u3: Tensor  # (B, 3): third rotation axis in the child body frame
+    off: Tensor  # (M, 4): scaled marker offsets, homogeneous
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class JacobianPlan:
+    """Marker positions and analytic marker Jacobians for many frames, with everything that
+    does not depend on ``q`` worked out once.
+
+    Built from a model's topology and the coordinates whose columns are wanted
+    (:meth:`build`); :meth:`constants` precomputes the model-dependent parts (rotation factors,
+    spline coefficients, scaled offsets) and :meth:`evaluate` runs one frames-last pass: frames
+    are the innermost (contiguous) axis, so every 3 x 3 product is an elementwise op over
+    frames instead of thousands of tiny matrix products. Bodies are stored by tree level, so
+    each level is a contiguous slice composed with its parents (in the level above) by one
+    product. Each (joint slot, coordinate) pair that can be non-zero is an *entry*; the marker
+    Jacobian sums entries over ancestor joints with one matrix product per kind (rotation /
+    translation).
+    """
+
+    topology: Any
+    columns: tuple[int, ...]  # coordinate index of each Jacobian column
+    order: Tensor  # (B,) long: body at each level-order position
+    levels: tuple  # per tree level: (start, size, parent positions in the level above (LongTensor) or an int if one parent)
+    order_inv: Optional[Tensor]  # (B,) long: level position of each body (None if identity)
+    slot_inputs: tuple  # per non-constant slot group: LongTensor of its inputs into [q, dependents]
+    slot_where: Tensor  # (B * 6,) long: level-order flat slot -> column of cat(group values..., 0)
+    coupler_inputs: tuple  # per coupler group: LongTensor of its inputs into q
+    dep_where: Tensor  # (D,) long: dependent -> column of cat(coupler values...)
+    par_index: Tensor  # (B,) long: parent position + 1 (0 = ground) into [identity, world]
+    rot_flat: Tensor  # (NR,) long: position * 3 + slot of each rotation entry
+    rot_body: Tensor  # (NR,) long: position
+    tr_flat: Tensor  # (NT,) long: position * 3 + (slot - 3) of each translation entry
+    ent_out: Tensor  # (NR + NT,) long: index into the slot derivative columns
+    ent_dep: Tensor  # (NR + NT,) long: coupler derivative column (n_dep = none)
+    S_rot: Tensor  # (Bm * Cf, NR): entry e acts on marker body bm, column c
+    S_tr: Tensor  # (Bm * Cf, NT)
+    marker_bm: Tensor  # (M,) long: index into the distinct marker bodies
+    marker_pos: Tensor  # (M,) long: level position of each marker's body
+    n_marker_bodies: int
+
+    @classmethod
+    def build(cls, model: Model, columns: Optional[Sequence[int]] = None) -> "JacobianPlan":
+        """Plan for ``model``'s topology; ``columns``: coordinate indices of the Jacobian's columns
+        (default all, in order)."""
+        topo = model.topology
+        C, B = topo.n_coordinates, topo.n_bodies
+        columns = tuple(range(C)) if columns is None else tuple(int(c) for c in columns)
+        col_of = {c: k for k, c in enumerate(columns)}
+        dev = model.device
+        lt = lambda x: torch.tensor(list(x), dtype=torch.long, device=dev)  # noqa: E731
+        # tree levels: bodies stored level by level; parents of level k lie in level k - 1
+        order = [b for lvl in topo.levels for b in lvl]
+        pos = {b: k for k, b in enumerate(order)}
+        levels, start = [], 0
+        for k, bodies in enumerate(topo.levels):
+            par = None
+            if k:
+                prev_start = start - len(topo.levels[k - 1])
+                rel = [pos[topo.parents[b]] - prev_start for b in bodies]
+                par = rel[0] if len(set(rel)) == 1 else lt(rel)
+            levels.append((start, len(bodies), par))
+            start += len(bodies)
+        # coupler outputs: dependent d <- (its coordinate, its column among coupler values)
+        dep_src: dict[int, tuple[int, int]] = {}
+        col = 0
+        for g in topo.coupler_groups:
+            for o, i in zip(g.outputs, g.inputs):
+                dep_src[o] = (i, col)
+                col += 1
+        n_dep = col
+        # entries: (level-order flat slot, coordinate column, slot-derivative column, coupler column)
+        entries, slot_inputs, where, col = [], [], [None] * (B * 6), 0
+        for g in topo.slot_groups:
+            if g.key[0] is F.FnKind.CONSTANT:
+                continue
+            slot_inputs.append(lt(g.inputs))
+            for o, i in zip(g.outputs, g.inputs):
+                flat = pos[o // 6] * 6 + o % 6
+                where[flat] = col
+                coord, dcol = (i, n_dep) if i < C else dep_src[i - C]
+                if coord in col_of:
+                    entries.append((flat, col_of[coord], col, dcol))
+                col += 1
+        where = [col if w is None else w for w in where]
+        rot = [e for e in entries if e[0] % 6 < 3]
+        tr = [e for e in entries if e[0] % 6 >= 3]
+        mbodies = sorted(set(topo.marker_bodies))
+        anc = []
+        for b in mbodies:
+            chain = set()
+            while b >= 0:
+                chain.add(pos[b])
+                b = topo.parents[b]
+            anc.append(chain)
+        Cf = len(columns)
+
+        def selector(ents):
+            S = torch.zeros(len(mbodies), Cf, len(ents), dtype=model.dtype, device=dev)
+            for e, (o, c, _, _) in enumerate(ents):
+                for k, chain in enumerate(anc):
+                    if o // 6 in chain:
+                        S[k, c, e] = 1.0
+            return S.reshape(len(mbodies) * Cf, len(ents))
+
+        return cls(
+            topology=topo,
+            columns=columns,
+            order=lt(order),
+            levels=tuple(levels),
+            order_inv=None if order == list(range(B)) else lt(pos[b] for b in range(B)),
+            slot_inputs=tuple(slot_inputs),
+            slot_where=lt(where),
+            coupler_inputs=tuple(lt(g.inputs) for g in topo.coupler_groups),
+            dep_where=lt(dep_src[d][1] for d in range(n_dep)),
+            par_index=lt(pos[topo.parents[b]] + 1 if topo.parents[b] >= 0 else 0 for b in order),
+            rot_flat=lt((o // 6) * 3 + o % 6 for o, _, _, _ in rot),
+            rot_body=lt(o // 6 for o, _, _, _ in rot),
+            tr_flat=lt((o // 6) * 3 + o % 6 - 3 for o, _, _, _ in tr),
+            ent_out=lt(e[2] for e in rot + tr),
+            ent_dep=lt(e[3] for e in rot + tr),
+            S_rot=selector(rot),
+            S_tr=selector(tr),
+            marker_bm=lt(mbodies.index(b) for b in topo.marker_bodies),
+            marker_pos=lt(pos[b] for b in topo.marker_bodies),
+            n_marker_bodies=len(mbodies),
+        )
+
+    def constants(self, model: Model) -> KinematicConstants:
+        """Model-dependent constants (differentiable in the model's leaves)."""
+        topo = model.topology
+        o = self.order
+        s_body, s_parent = effective_scales(model)
+        axes = model.axes / torch.linalg.vector_norm(model.axes, dim=-1, keepdim=True)  # (B, 6, 3)
+        a0, a1, a2 = axes[:, 0], axes[:, 1], axes[:, 2]
+        K = tf.skew(axes[:, :3])  # (B, 3, 3, 3)
+        K2 = K @ K
+        Rp = tf.euler_xyz_to_matrix(model.parent_orientation)
+        RcT = tf.euler_xyz_to_matrix(model.child_orientation).transpose(-1, -2)
+        eye = torch.eye(3, dtype=model.dtype, device=model.device).expand_as(Rp)
+        E = torch.stack(
+            (
+                torch.stack((Rp, Rp @ K[:, 0], Rp @ K2[:, 0]), 1),
+                torch.stack((eye, K[:, 1], K2[:, 1]), 1),
+                torch.stack((RcT, K[:, 2] @ RcT, K2[:, 2] @ RcT), 1),
+            ),
+            1,
+        )
+        s_tr = translation_scales(model, s_parent)  # (B, 3)
+        G = (Rp[:, None] @ (axes[:, 3:] * s_tr[..., None])[..., None])[..., 0]  # (B, 3, 3)
+        rp = lambda v: (Rp @ v[..., None])[..., 0]  # noqa: E731
+        h = torch.stack((rp(a1), rp(torch.linalg.cross(a0, a1)), rp(a0) * (a0 * a1).sum(-1, keepdim=True)), 1)
+        u3 = (RcT.transpose(-1, -2) @ a2[..., None])[..., 0]
+        mb = list(topo.marker_bodies)
+        off = model.marker_offsets * s_body[mb]
+        const = [(g, p) for g, p in zip(topo.slot_groups, model.slot_params) if g.key[0] is F.FnKind.CONSTANT]
+        v_const = torch.zeros(topo.n_bodies * 6, dtype=model.dtype, device=model.device)
+        for g, (value,) in const:
+            flat = [int(self.order_inv[b // 6] if self.order_inv is not None else b // 6) * 6 + b % 6 for b in g.outputs]
+            v_const = v_const.index_add(0, torch.tensor(flat, device=v_const.device), value)
+        return KinematicConstants(
+            slot_coeffs=tuple(
+                F.coefficients(g.key, p) for g, p in zip(topo.slot_groups, model.slot_params) if g.key[0] is not F.FnKind.CONSTANT
+            ),
+            coupler_coeffs=tuple(F.coefficients(g.key, p) for g, p in zip(topo.coupler_groups, model.coupler_params)),
+            v_const=v_const,
+            E=E[o],
+            G=G[o],
+            tp=(model.parent_location * s_parent)[o],
+            tc=(model.child_location * s_body)[o],
+            u1=rp(a0)[o],
+            h=h[o],
+            u3=u3[o],
+            off=torch.cat((off, torch.ones_like(off[:, :1])), -1),
+        )
+
+    def _forward(self, model: Model, consts: KinematicConstants, q: Tensor):
+        """World poses (level order, frames-last) and what the Jacobian needs from this pass."""
+        topo = self.topology
+        B = topo.n_bodies
+        T = q.shape[0]
+        # joint functions and couplers: values and derivatives in one pass
+        full, cders = q, []
+        if topo.dependent_names:
+            cv = []
+            for g, prm, cf, inp in zip(topo.coupler_groups, model.coupler_params, consts.coupler_coeffs, self.coupler_inputs):
+                val, der = F.value_and_derivative(g.key, prm, q.index_select(1, inp), cf)
+                cv.append(val)
+                cders.append(der)
+            full = torch.cat([q, torch.cat(cv, 1).index_select(1, self.dep_where)], 1)
+        vals, ders = [], []
+        groups = [(g, prm) for g, prm in zip(topo.slot_groups, model.slot_params) if g.key[0] is not F.FnKind.CONSTANT]
+        for (g, prm), cf, inp in zip(groups, consts.slot_coeffs, self.slot_inputs):
+            val, der = F.value_and_derivative(g.key, prm, full.index_select(1, inp), cf)
+            vals.append(val)
+            ders.append(der)
+        v = torch.cat(vals + [q.new_zeros(T, 1)], 1).index_select(1, self.slot_where) + consts.v_const
+        vT = v.t().reshape(B, 6, T)  # level order
+        sn, cs = torch.sin(vT[:, :3]), torch.cos(vT[:, :3])
+        one = torch.ones_like(sn)
+        coef = torch.stack((one, sn, one - cs), 2)  # (B, 3, 3, T)
+        Rk = (consts.E[..., None] * coef[:, :, :, None, None, :]).sum(2)  # (B, 3 slots, 3, 3, T)
+        R_loc = _mm(_mm(Rk[:, 0], Rk[:, 1]), Rk[:, 2])  # (B, 3, 3, T)
+        t_loc = (consts.G[..., None] * vT[:, 3:, None, :]).sum(1) + consts.tp[..., None] - _mv(R_loc, consts.tc[..., None])
+        H_loc = torch.cat((torch.cat((R_loc, t_loc[:, :, None]), 2), _ROW.to(q).expand(B, 1, 4, T)), 1)  # (B, 4, 4, T)
+        # compose down the tree: world pose (3 x 4) of a level = parents' (level above) @ local
+        Hs = []
+        for start, n, par in self.levels:
+            Hl = H_loc[start : start + n]
+            if par is None:
+                Hw = Hl[:, :3]
+            else:
+                Hp = Hs[-1][par : par + 1] if isinstance(par, int) else Hs[-1].index_select(0, par)
+                Hw = (Hp[:, :, :, None, :] * Hl[:, None, :, :, :]).sum(2)  # (n, 3, 4, T)
+            Hs.append(Hw)
+        Hw = torch.cat(Hs, 0)  # (B, 3, 4, T), level order
+        Hm = Hw.index_select(0, self.marker_pos)  # (M, 3, 4, T)
+        p = (Hm * consts.off[:, None, :, None]).sum(2)  # (M, 3, T)
+        return Hw, Hm, p, (sn, cs, ders, cders)
+
+    def _body_jacobians(self, consts: KinematicConstants, q: Tensor, Hw: Tensor, aux, origin=None):
+        """``Wb, Ub (nb, Cf, 3, T)``: per marker body and column, the angular part and the
+        offset part of the marker Jacobian, ``dp/dq = Wb x (p - origin) - Ub``."""
+        sn, cs, ders, cders = aux
+        B, T = Hw.shape[0], q.shape[0]
+        Rw, tw = Hw[:, :, :3], Hw[:, :, 3]
+        # slot derivatives of the entries: d slot / d q (through a coupler if any)
+        ds = torch.cat(ders, -1) if ders else q.new_zeros(T, 0)
+        dc = torch.cat(cders + [q.new_ones(T, 1)], -1)
+        fac = (ds.index_select(1, self.ent_out) * dc.index_select(1, self.ent_dep)).t()[:, None, :]  # (NE, 1, T)
+        NR = self.rot_flat.numel()
+        eye = torch.eye(3, dtype=q.dtype, device=q.device)[..., None].expand(1, 3, 3, T)
+        Rpar = torch.cat((eye, Rw), 0).index_select(0, self.par_index)  # (B, 3, 3, T)
+        c0, s0 = cs[:, 0], sn[:, 0]
+        u2 = consts.h[:, 0, :, None] * c0[:, None] + consts.h[:, 1, :, None] * s0[:, None] + consts.h[:, 2, :, None] * (1.0 - c0[:, None])
+        w1 = _mv(Rpar, consts.u1[..., None])
+        w2 = _mv(Rpar, u2)
+        w3 = _mv(Rw, consts.u3[..., None])
+        centre = _mv(Rw, consts.tc[..., None]) + tw  # (B, 3, T) joint centres
+        if origin is not None:
+            centre = centre - origin
+        A = torch.stack((w1, w2, w3), 1).reshape(B * 3, 3, T).index_select(0, self.rot_flat) * fac[:NR]
+        Cc = centre.index_select(0, self.rot_body)
+        Q = A[:, _P1] * Cc[:, _P2] - A[:, _P2] * Cc[:, _P1]  # (NR, 3, T): axis x centre
+        Wb = self.S_rot @ A.reshape(NR, 3 * T)  # (nb * Cf, 3 T)
+        Ub = self.S_rot @ Q.reshape(NR, 3 * T)
+        if self.tr_flat.numel():
+            tau = (Rpar[:, None] * consts.G[:, :, None, :, None]).sum(3).reshape(B * 3, 3, T)
+            D = tau.index_select(0, self.tr_flat) * fac[NR:]
+            Ub = Ub - self.S_tr @ D.reshape(-1, 3 * T)
+        Cf, nb = len(self.columns), self.n_marker_bodies
+        return Wb.reshape(nb, Cf, 3, T), Ub.reshape(nb, Cf, 3, T)
+
+    def evaluate(
+        self,
+        model: Model,
+        consts: KinematicConstants,
+        q: Tensor,
+        jacobian: bool = True,
+        weights: Optional[Tensor] = None,
+    ) -> FrameKinematics:
+        """Markers (and Jacobian) at ``q (T, C)``; ``weights (T, M)`` multiply the Jacobian rows."""
+        Hw, Hm, p, aux = self._forward(model, consts, q)
+        R_markers = Hm[:, :, :3].permute(3, 0, 1, 2)
+        H = (Hw if self.order_inv is None else Hw.index_select(0, self.order_inv)).permute(3, 0, 1, 2)
+        if not jacobian:
+            return FrameKinematics(p.permute(2, 0, 1), None, R_markers, H)
+        Wb, Ub = self._body_jacobians(consts, q, Hw, aux)
+        stack = torch.stack((Wb[:, :, _P1], Wb[:, :, _P2], Ub), 0).index_select(1, self.marker_bm)  # (3, M, Cf, 3, T)
+        pm = p[:, None]
+        J = stack[0] * pm[:, :, _P2] - stack[1] * pm[:, :, _P1] - stack[2]  # (M, Cf, 3, T)
+        if weights is not None:
+            J = J * weights.t()[:, None, None, :]
+        return FrameKinematics(p.permute(2, 0, 1), J.permute(3, 0, 2, 1), R_markers, H)
+
+    def normal_equations(
+        self, model: Model, consts: KinematicConstants, q: Tensor, X: Tensor, weights: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Gauss-Newton normal equations of the weighted marker residuals
+        ``r_m = w_m (p_m(q) - X_m)``, without forming the per-marker Jacobian.
+
+        ``q (T, C)``, ``X (T, M, 3)``, ``weights (T, M)``. Returns ``cost (T,)`` (sum of squared
+        residuals), ``A (T, Cf, Cf) = J^T J`` and ``g (T, Cf) = J^T r``. Markers on one body share
+        its ``Wb, Ub``: with ``dp_m = Wb x p_m - Ub = -[S(p_m), I] [Wb; Ub]``, the sums over a
+        body's markers reduce to its weighted moments ``sum w^2``, ``sum w^2 p``,
+        ``sum w^2 (|p|^2 I - p p^T)``, ``sum w r`` and ``sum w r x p`` (positions taken about the
+        root body's origin to keep them small).
+        """
+        Hw, Hm, p, aux = self._forward(model, consts, q)
+        origin = Hw[0, :, 3]  # (3, T): the first root body's origin
+        Wb, Ub = self._body_jacobians(consts, q, Hw, aux, origin)
+        wt = weights.t()  # (M, T)
+        r = (p - X.permute(1, 2, 0)) * wt[:, None]  # (M, 3, T)
+        cost = (r * r).sum((0, 1))
+        pr = p - origin  # (M, 3, T)
+        w2 = wt * wt
+        nb = self.n_marker_bodies
+        per_marker = torch.cat(
+            (
+                w2[:, None],  # a
+                w2[:, None] * pr,  # c
+                (w2[:, None, None] * (pr[:, :, None] * pr[:, None, :])).reshape(-1, 9, pr.shape[-1]),  # sum w^2 p p^T
+                wt[:, None] * r,  # rho
+                wt[:, None] * (r[:, _P1] * pr[:, _P2] - r[:, _P2] * pr[:, _P1]),  # phi = w r x p
+            ),
+            1,
+        )  # (M, 19, T)
+        mom = per_marker.new_zeros(nb, 19, per_marker.shape[-1]).index_add(0, self.marker_bm, per_marker)
+        a, c, ppT, rho, phi = mom[:, :1], mom[:, 1:4], mom[:, 4:13].reshape(nb, 3, 3, -1), mom[:, 13:16], mom[:, 16:19]
+        eye = torch.eye(3, dtype=q.dtype, device=q.device)[..., None]
+        Mpp = (ppT[:, 0, 0] + ppT[:, 1, 1] + ppT[:, 2, 2])[:, None, None] * eye - ppT  # (nb, 3, 3, T)
+        Wc, cc = Wb, c[:, None]  # (nb, Cf, 3, T), (nb, 1, 3, T)
+        cxW = cc[:, :, _P1] * Wc[:, :, _P2] - cc[:, :, _P2] * Wc[:, :, _P1]
+        cxU = cc[:, :, _P1] * Ub[:, :, _P2] - cc[:, :, _P2] * Ub[:, :, _P1]
+        MW = (Mpp[:, None] * Wc[:, :, None, :, :]).sum(3)  # (nb, Cf, 3, T)
+        top = MW - cxU  # N Z, rows of the angular part
+        bot = cxW + a[:, None] * Ub  # rows of the offset part
+        Zt = torch.cat((Wc, Ub), 2).permute(3, 1, 0, 2).reshape(q.shape[0], len(self.columns), -1)  # (T, Cf, nb 6)
+        NZ = torch.cat((top, bot), 2).permute(3, 0, 2, 1).reshape(q.shape[0], -1, len(self.columns))  # (T, nb 6, Cf)
+        A = Zt @ NZ
+        f = torch.cat((phi, rho), 1)  # (nb, 6, T)
+        g = -(torch.cat((Wc, Ub), 2) * f[:, None]).sum((0, 2)).t()  # (T, Cf)
+        return cost, A, g
+
+
+_ROW = torch.tensor([0.0, 0.0, 0.0, 1.0]).reshape(1, 1, 4, 1)
+
+
+def marker_jacobian(model: Model, q: Tensor) -> tuple[Tensor, Tensor]:
+    """Marker positions ``(T, M, 3)`` (m) and ``dp/dq (T, M, 3, C)`` at ``q (T, C)``
+    (one-off convenience around :class:`JacobianPlan`)."""
+    plan = JacobianPlan.build(model)
+    out = plan.evaluate(model, plan.constants(model), q)
+    return out.p, out.J
 
 
 def full_coordinate_derivatives(model: Model, q: Tensor) -> Tensor:
@@ -197,12 +452,3 @@ def full_coordinate_derivatives(model: Model, q: Tensor) -> Tensor:
         return vmap(jacfwd(lambda qq: full_coordinates(model, qq)))(q)
     dd = _group_derivatives(topo.coupler_groups, model.coupler_params, q, eye, len(topo.dependent_names))
     return torch.cat((eye, dd), 1)
-
-
-def offset_jacobian(model: Model, q: Tensor, poses=None) -> Tensor:
-    """``dp_m/do_m (T, M, 3, 3)`` = ``R_b diag(s_b)`` for each marker's own offset."""
-    if poses is None:
-        poses = fk(model, q)
-    s_body = model.global_scale * model.body_scales
-    mb = list(model.topology.marker_bodies)
-    return poses.R[:, mb] * s_body[mb][None, :, None, :]

@@ -24,7 +24,7 @@ Everything here is a pure function; :func:`frame_residuals` runs under ``vmap``/
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
@@ -81,7 +81,7 @@ class IKProblem:
     theta_names: tuple[str, ...] = ()
     free_index: Optional[Tensor] = None  # (Cf,) long: coordinate index of each free coordinate
     offset_select: Optional[Tensor] = None  # (M, 3, n_offset) 0/1: offset entry -> parameter
-    dvdq: Optional[Tensor] = None  # (B, 6, C) constant slot derivatives (all functions linear), else None
+    plan: Any = None  # JacobianPlan for the free coordinates (kinfunc.ik.jacobian), built with the problem
 
     @property
     def n_frames(self) -> int:

@@ -18,12 +18,12 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor
 
-from ..fk import full_coordinates, marker_positions
+from ..fk import full_coordinates
 from ..model import Model
 from ..trial import MarkerTrial
 from .gn import GNOptions, GNResult, solve_gn
 from .init import initial_q
-from .jacobian import slot_derivatives_constant
+from .jacobian import JacobianPlan
 from .lbfgs import LBFGSOptions, solve_lbfgs
 from .problem import IKProblem, expand_q, unpack_model
 from .setup import CoordinateTask, IKSetup
@@ -382,7 +382,7 @@ def build_problem(
         theta_names=tuple(names),
         free_index=torch.tensor(free_idx, dtype=torch.long, device=um.device),
         offset_select=_offset_select(offset_map, M, n_offset, dtype, um.device),
-        dvdq=slot_derivatives_constant(um),
+        plan=JacobianPlan.build(um, free_idx),
     )
     info = dict(
         markers=tuple(used),
@@ -406,7 +406,9 @@ def _offset_select(offset_map: Tensor, M: int, n: int, dtype, device) -> Tensor:
     return E.reshape(M, 3, n)
 
 
-def _initial_z(problem: IKProblem, info: dict, init: Optional[Tensor], fit: tuple[str, ...]) -> Tensor:
+def _initial_z(
+    problem: IKProblem, info: dict, init: Optional[Tensor], fit: tuple[str, ...], consts0=None
+) -> Tensor:
     free_idx = info["free_index"]
     T = problem.n_frames
     if init is not None:
@@ -418,7 +420,10 @@ def _initial_z(problem: IKProblem, info: dict, init: Optional[Tensor], fit: tupl
         q = q.expand(T, -1)
     elif "pose" in fit:
         model0 = unpack_model(problem, info["theta0"][0]) if problem.n_theta else problem.model
-        q = initial_q(model0, problem.X, problem.present, problem.q_fixed)
+        kin0 = None
+        if consts0 is not None:
+            kin0 = problem.plan.evaluate(model0, consts0, problem.q_fixed[None], jacobian=False)
+        q = initial_q(model0, problem.X, problem.present, problem.q_fixed, kin0)
     else:
         q = problem.q_fixed.expand(T, -1)
     return q[:, free_idx].clone()
@@ -470,7 +475,11 @@ def solve(
     fit = tuple(fit)
     t_start = _time.perf_counter()
     problem, info = build_problem(model, trials, fit, setup, **options)
-    Z0 = _initial_z(problem, info, init, fit)
+    # the Jacobian plan's constants at the starting shape: shared by the start, the pose solve
+    # and the results when only poses are fitted
+    model0 = unpack_model(problem, info["theta0"][0]) if problem.n_theta else problem.model
+    consts0 = problem.plan.constants(model0)
+    Z0 = _initial_z(problem, info, init, fit, consts0)
     theta0 = info["theta0"] if problem.n_theta else None
     chosen = "gn" if solver == "auto" else solver
     if "pose" not in fit:
@@ -483,8 +492,8 @@ def solve(
             # stage 1: poses alone with the shared parameters at their start values (independent
             # frames), so that the joint solve starts near the answer
             pose_only = _pose_only(problem, theta0)
-            Z0 = solve_gn(pose_only, Z0, None, o).Z
-        res = solve_gn(problem, Z0, theta0, o)
+            Z0 = solve_gn(pose_only, Z0, None, o, consts0).Z
+        res = solve_gn(problem, Z0, theta0, o, consts0)
     else:
         o = lbfgs_options or LBFGSOptions()
         if max_iter is not None:
@@ -493,7 +502,7 @@ def solve(
     wall = _time.perf_counter() - t_start
     if not res.converged:
         log.warning("IK (%s) stopped after %d iterations without meeting its tolerance", chosen, res.iterations)
-    out = _results(problem, info, res, info["trials"], fit, chosen, wall)
+    out = _results(problem, info, res, info["trials"], fit, chosen, wall, None if problem.n_theta else consts0)
     return out[0] if isinstance(trial, MarkerTrial) else out
 
 
@@ -543,7 +552,11 @@ def _solve_shape_only(problem, Z0, theta0, chosen, max_iter, gn_options, lbfgs_o
     return GNResult(Z0, th, float(objective(problem, Z0, th)), n, True, [])
 
 
-def _results(problem: IKProblem, info: dict, res: GNResult, trials, fit, solver: str, wall: float) -> list[IKResult]:
+def _results(
+    problem: IKProblem, info: dict, res: GNResult, trials, fit, solver: str, wall: float, consts=None
+) -> list[IKResult]:
+    """One :class:`IKResult` per trial. ``consts``: the plan's constants of ``problem.model``
+    when no shared parameters were fitted."""
     full: Model = info["model_full"]
     used_idx = info["used_marker_index"]
     out = []
@@ -568,7 +581,7 @@ def _results(problem: IKProblem, info: dict, res: GNResult, trials, fit, solver:
                 )
             fitted = fitted_models[kset]
             q = Q[sl]
-            p = marker_positions(um, q)
+            p = problem.plan.evaluate(um, consts if consts is not None else problem.plan.constants(um), q, jacobian=False).p
             pres = problem.present[sl] > 0
             d = torch.linalg.vector_norm(p - problem.X[sl], dim=-1)
             err = torch.where(pres, d, torch.full_like(d, float("nan")))
