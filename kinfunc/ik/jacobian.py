@@ -202,12 +202,12 @@ class JacobianPlan:
         Cf = len(columns)
 
         def selector(ents):
-            S = torch.zeros(len(mbodies), Cf, len(ents), dtype=model.dtype, device=dev)
+            S = [[[0.0] * len(ents) for _ in range(Cf)] for _ in mbodies]
             for e, (o, c, _, _) in enumerate(ents):
                 for k, chain in enumerate(anc):
                     if o // 6 in chain:
-                        S[k, c, e] = 1.0
-            return S.reshape(len(mbodies) * Cf, len(ents))
+                        S[k][c][e] = 1.0
+            return torch.tensor(S, dtype=model.dtype, device=dev).reshape(len(mbodies) * Cf, len(ents))
 
         return cls(
             topology=topo,
