@@ -76,6 +76,13 @@ def _mv(A: Tensor, v: Tensor) -> Tensor:
 _P1, _P2 = [1, 2, 0], [2, 0, 1]  # cross(a, b) = a[P1] * b[P2] - a[P2] * b[P1]
 
 
+def _cross_b(c: Tensor, U: Tensor) -> Tensor:
+    """``c x U`` for ``c (nb, 3, T)`` and every column of ``U (nb, Cf, 3, T)`` -> ``(nb, Cf, 3, T)``."""
+    cx, cy, cz = c[:, None, 0], c[:, None, 1], c[:, None, 2]
+    ux, uy, uz = U[:, :, 0], U[:, :, 1], U[:, :, 2]
+    return torch.stack((cy * uz - cz * uy, cz * ux - cx * uz, cx * uy - cy * ux), 2)
+
+
 class FrameKinematics(NamedTuple):
     """Output of :meth:`JacobianPlan.evaluate` for ``T`` frames.
 
@@ -98,12 +105,13 @@ class KinematicConstants(NamedTuple):
     slot_coeffs: tuple  # per slot group: kinfunc.functions.coefficients
     coupler_coeffs: tuple  # per coupler group
     v_const: Tensor  # (B * 6,): values of slots driven by constant functions (0 elsewhere)
-    E: Tensor  # (B, 3 slots, 3 terms, 3, 3): rotation factors [const, sin, 1 - cos] with Rp / Rc^T folded in
+    Rk0: Tensor  # (B * 3, 3, 3): each rotation slot's factor at its constant value (Rp / Rc^T folded in)
+    Ev: Tensor  # (V, 3 terms, 3, 3): varying slots' factors = Ev0 + sin(v) Ev1 + (1 - cos(v)) Ev2
     G: Tensor  # (B, 3, 3): scaled translation axis k in the parent body frame
     tp: Tensor  # (B, 3): parent-side frame location (scaled)
     tc: Tensor  # (B, 3): child-side frame location (scaled)
     u1: Tensor  # (B, 3): first rotation axis in the parent body frame
-    h: Tensor  # (B, 3 terms, 3): second rotation axis in the parent body frame = h0 cos v0 + h1 sin v0 + h2 (1 - cos v0)
+    a1: Tensor  # (B, 3): second rotation axis (unit), in the frame after the first rotation
     u3: Tensor  # (B, 3): third rotation axis in the child body frame
     off: Tensor  # (M, 4): scaled marker offsets, homogeneous
 
@@ -131,6 +139,8 @@ class JacobianPlan:
     order_inv: Optional[Tensor]  # (B,) long: level position of each body (None if identity)
     slot_inputs: tuple  # per non-constant slot group: LongTensor of its inputs into [q, dependents]
     slot_where: Tensor  # (B * 6,) long: level-order flat slot -> column of cat(group values..., 0)
+    rot_var: Tensor  # (V,) long: position * 3 + slot of each rotation slot driven by a non-constant function
+    rot_var_col: Tensor  # (V,) long: its column in the flat slot values (position * 6 + slot)
     coupler_inputs: tuple  # per coupler group: LongTensor of its inputs into q
     dep_where: Tensor  # (D,) long: dependent -> column of cat(coupler values...)
     par_index: Tensor  # (B,) long: parent position + 1 (0 = ground) into [identity, world]
@@ -188,6 +198,7 @@ class JacobianPlan:
                 if coord in col_of:
                     entries.append((flat, col_of[coord], col, dcol))
                 col += 1
+        varying = [f for f in range(B * 6) if where[f] is not None and f % 6 < 3]
         where = [col if w is None else w for w in where]
         rot = [e for e in entries if e[0] % 6 < 3]
         tr = [e for e in entries if e[0] % 6 >= 3]
@@ -217,6 +228,8 @@ class JacobianPlan:
             order_inv=None if order == list(range(B)) else lt(pos[b] for b in range(B)),
             slot_inputs=tuple(slot_inputs),
             slot_where=lt(where),
+            rot_var=lt((f // 6) * 3 + f % 6 for f in varying),
+            rot_var_col=lt(varying),
             coupler_inputs=tuple(lt(g.inputs) for g in topo.coupler_groups),
             dep_where=lt(dep_src[d][1] for d in range(n_dep)),
             par_index=lt(pos[topo.parents[b]] + 1 if topo.parents[b] >= 0 else 0 for b in order),
@@ -255,7 +268,6 @@ class JacobianPlan:
         s_tr = translation_scales(model, s_parent)  # (B, 3)
         G = (Rp[:, None] @ (axes[:, 3:] * s_tr[..., None])[..., None])[..., 0]  # (B, 3, 3)
         rp = lambda v: (Rp @ v[..., None])[..., 0]  # noqa: E731
-        h = torch.stack((rp(a1), rp(torch.linalg.cross(a0, a1)), rp(a0) * (a0 * a1).sum(-1, keepdim=True)), 1)
         u3 = (RcT.transpose(-1, -2) @ a2[..., None])[..., 0]
         mb = list(topo.marker_bodies)
         off = model.marker_offsets * s_body[mb]
@@ -264,18 +276,22 @@ class JacobianPlan:
         for g, (value,) in const:
             flat = [int(self.order_inv[b // 6] if self.order_inv is not None else b // 6) * 6 + b % 6 for b in g.outputs]
             v_const = v_const.index_add(0, torch.tensor(flat, device=v_const.device), value)
+        vc = v_const.reshape(-1, 6)[:, :3].reshape(-1)[..., None, None]  # (B * 3, 1, 1) level order
+        Ef = E[o].reshape(-1, 3, 3, 3)
+        Rk0 = Ef[:, 0] + torch.sin(vc) * Ef[:, 1] + (1.0 - torch.cos(vc)) * Ef[:, 2]
         return KinematicConstants(
             slot_coeffs=tuple(
                 F.coefficients(g.key, p) for g, p in zip(topo.slot_groups, model.slot_params) if g.key[0] is not F.FnKind.CONSTANT
             ),
             coupler_coeffs=tuple(F.coefficients(g.key, p) for g, p in zip(topo.coupler_groups, model.coupler_params)),
             v_const=v_const,
-            E=E[o],
+            Rk0=Rk0,
+            Ev=Ef.index_select(0, self.rot_var),
             G=G[o],
             tp=(model.parent_location * s_parent)[o],
             tc=(model.child_location * s_body)[o],
             u1=rp(a0)[o],
-            h=h[o],
+            a1=a1[o],
             u3=u3[o],
             off=torch.cat((off, torch.ones_like(off[:, :1])), -1),
         )
@@ -302,32 +318,35 @@ class JacobianPlan:
             ders.append(der)
         v = torch.cat(vals + [q.new_zeros(T, 1)], 1).index_select(1, self.slot_where) + consts.v_const
         vT = v.t().reshape(B, 6, T)  # level order
-        sn, cs = torch.sin(vT[:, :3]), torch.cos(vT[:, :3])
-        one = torch.ones_like(sn)
-        coef = torch.stack((one, sn, one - cs), 2)  # (B, 3, 3, T)
-        Rk = (consts.E[..., None] * coef[:, :, :, None, None, :]).sum(2)  # (B, 3 slots, 3, 3, T)
+        # rotation factors: constant ones from the model, the varying ones from their angles
+        ang = v.index_select(1, self.rot_var_col).t()  # (V, T)
+        sn, cs = torch.sin(ang)[:, None, None], torch.cos(ang)[:, None, None]
+        Ev = consts.Ev[..., None]
+        Rv = Ev[:, 0] + sn * Ev[:, 1] + (1.0 - cs) * Ev[:, 2]  # (V, 3, 3, T)
+        Rk = consts.Rk0[..., None].expand(-1, -1, -1, T).contiguous().index_copy_(0, self.rot_var, Rv)
+        Rk = Rk.reshape(B, 3, 3, 3, T)
         R_loc = _mm(_mm(Rk[:, 0], Rk[:, 1]), Rk[:, 2])  # (B, 3, 3, T)
         t_loc = (consts.G[..., None] * vT[:, 3:, None, :]).sum(1) + consts.tp[..., None] - _mv(R_loc, consts.tc[..., None])
-        H_loc = torch.cat((torch.cat((R_loc, t_loc[:, :, None]), 2), _ROW.to(q).expand(B, 1, 4, T)), 1)  # (B, 4, 4, T)
-        # compose down the tree: world pose (3 x 4) of a level = parents' (level above) @ local
+        H_loc = torch.cat((R_loc, t_loc[:, :, None]), 2)  # (B, 3, 4, T): [R | t]
+        # compose down the tree: world pose of a level = parents' (level above) o local
         Hs = []
         for start, n, par in self.levels:
             Hl = H_loc[start : start + n]
-            if par is None:
-                Hw = Hl[:, :3]
-            else:
+            if par is not None:
                 Hp = Hs[-1][par : par + 1] if isinstance(par, int) else Hs[-1].index_select(0, par)
-                Hw = (Hp[:, :, :, None, :] * Hl[:, None, :, :, :]).sum(2)  # (n, 3, 4, T)
-            Hs.append(Hw)
+                Hw = (Hp[:, :, :3, None, :] * Hl[:, None, :, :, :]).sum(2)  # (n, 3, 4, T): [Rp R | Rp t]
+                Hw[:, :, 3] += Hp[:, :, 3]
+                Hl = Hw
+            Hs.append(Hl)
         Hw = torch.cat(Hs, 0)  # (B, 3, 4, T), level order
         Hm = Hw.index_select(0, self.marker_pos)  # (M, 3, 4, T)
         p = (Hm * consts.off[:, None, :, None]).sum(2)  # (M, 3, T)
-        return Hw, Hm, p, (sn, cs, ders, cders)
+        return Hw, Hm, p, (Rk[:, 0], ders, cders)
 
     def _body_jacobians(self, consts: KinematicConstants, q: Tensor, Hw: Tensor, aux, origin=None):
         """``Wb, Ub (nb, Cf, 3, T)``: per marker body and column, the angular part and the
         offset part of the marker Jacobian, ``dp/dq = Wb x (p - origin) - Ub``."""
-        sn, cs, ders, cders = aux
+        Rk0, ders, cders = aux
         B, T = Hw.shape[0], q.shape[0]
         Rw, tw = Hw[:, :, :3], Hw[:, :, 3]
         # slot derivatives of the entries: d slot / d q (through a coupler if any)
@@ -337,8 +356,7 @@ class JacobianPlan:
         NR = self.rot_flat.numel()
         eye = torch.eye(3, dtype=q.dtype, device=q.device)[..., None].expand(1, 3, 3, T)
         Rpar = torch.cat((eye, Rw), 0).index_select(0, self.par_index)  # (B, 3, 3, T)
-        c0, s0 = cs[:, 0], sn[:, 0]
-        u2 = consts.h[:, 0, :, None] * c0[:, None] + consts.h[:, 1, :, None] * s0[:, None] + consts.h[:, 2, :, None] * (1.0 - c0[:, None])
+        u2 = _mv(Rk0, consts.a1[..., None])  # second axis in the parent body frame: Rp R1 a1
         w1 = _mv(Rpar, consts.u1[..., None])
         w2 = _mv(Rpar, u2)
         w3 = _mv(Rw, consts.u3[..., None])
@@ -412,20 +430,19 @@ class JacobianPlan:
             1,
         )  # (M, 19, T)
         mom = per_marker.new_zeros(nb, 19, per_marker.shape[-1]).index_add(0, self.marker_bm, per_marker)
-        a, c, ppT, rho, phi = mom[:, :1], mom[:, 1:4], mom[:, 4:13].reshape(nb, 3, 3, -1), mom[:, 13:16], mom[:, 16:19]
+        T, Cf = q.shape[0], len(self.columns)
+        a, c, ppT = mom[:, :1], mom[:, 1:4], mom[:, 4:13].reshape(nb, 3, 3, -1)
         eye = torch.eye(3, dtype=q.dtype, device=q.device)[..., None]
         Mpp = (ppT[:, 0, 0] + ppT[:, 1, 1] + ppT[:, 2, 2])[:, None, None] * eye - ppT  # (nb, 3, 3, T)
-        Wc, cc = Wb, c[:, None]  # (nb, Cf, 3, T), (nb, 1, 3, T)
-        cxW = cc[:, :, _P1] * Wc[:, :, _P2] - cc[:, :, _P2] * Wc[:, :, _P1]
-        cxU = cc[:, :, _P1] * Ub[:, :, _P2] - cc[:, :, _P2] * Ub[:, :, _P1]
-        MW = (Mpp[:, None] * Wc[:, :, None, :, :]).sum(3)  # (nb, Cf, 3, T)
-        top = MW - cxU  # N Z, rows of the angular part
-        bot = cxW + a[:, None] * Ub  # rows of the offset part
-        Zt = torch.cat((Wc, Ub), 2).permute(3, 1, 0, 2).reshape(q.shape[0], len(self.columns), -1)  # (T, Cf, nb 6)
-        NZ = torch.cat((top, bot), 2).permute(3, 0, 2, 1).reshape(q.shape[0], -1, len(self.columns))  # (T, nb 6, Cf)
-        A = Zt @ NZ
-        f = torch.cat((phi, rho), 1)  # (nb, 6, T)
-        g = -(torch.cat((Wc, Ub), 2) * f[:, None]).sum((0, 2)).t()  # (T, Cf)
+        # N Z for Z = [Wb; Ub] and N = [[Mpp, -S(c)], [S(c), a I]], column by column of the 3 x 3 blocks
+        top = sum(Mpp[:, None, :, j] * Wb[:, :, None, j] for j in range(3)) - _cross_b(c, Ub)
+        bot = _cross_b(c, Wb) + a[:, None] * Ub
+        f = torch.cat((mom[:, 16:19], mom[:, 13:16]), 1)  # (nb, 6, T): [phi; rho]
+        NZf = torch.cat((torch.cat((top, bot), 2), -f[:, None]), 1)  # (nb, Cf + 1, 6, T)
+        NZf = NZf.permute(3, 0, 2, 1).reshape(T, nb * 6, Cf + 1)
+        Zt = torch.cat((Wb, Ub), 2).permute(3, 1, 0, 2).reshape(T, Cf, nb * 6)
+        out = Zt @ NZf  # (T, Cf, Cf + 1) = [J^T J | J^T r]
+        A, g = out[..., :Cf], out[..., Cf]
         return cost, A, g
 
 
