@@ -52,24 +52,28 @@ def _nearest_valid(ok: Tensor) -> Tensor:
     return torch.where(dp <= dn, prev, nxt).clamp(0, max(T - 1, 0))
 
 
-def rigid_root_fit(model: Model, X: Tensor, present: Tensor, q0: Tensor, kin0=None) -> tuple[Tensor, Tensor]:
+def rigid_root_fit(model: Model, X: Tensor, present: Tensor, q0: Tensor) -> tuple[Tensor, Tensor]:
     """World pose of the root body per frame from its markers: ``R (T, 3, 3)``, ``t (T, 3)``.
 
     ``X (T, M, 3)`` metres (markers in ``model.marker_names`` order, any value where missing),
     ``present (T, M)`` 0/1, ``q0 (C,)`` the pose whose marker layout is the template. Uses the
     markers on the root body when the model has at least 3, otherwise all markers (with the
-    model at ``q0``). ``kin0``: the :class:`~kinfunc.ik.jacobian.FrameKinematics` of one frame at
-    ``q0`` if already computed.
+    model at ``q0``).
     """
     topo = model.topology
-    if kin0 is not None:
-        p_world, R0, t0 = kin0.p[0], kin0.H[0, 0, :, :3], kin0.H[0, 0, :, 3]
-    else:
-        poses = fk(model, q0)
-        p_world, R0, t0 = marker_positions(model, q0, poses), poses.R[0], poses.t[0]  # (M, 3)
     on_root = torch.tensor([b == 0 for b in topo.marker_bodies], device=X.device)
-    if int(on_root.sum()) < 3:
+    if int(on_root.sum()) >= 3:
+        # root markers sit at their (scaled) offsets in the root frame: no FK needed when every
+        # frame has three of them
+        P = model.marker_offsets * (model.global_scale * model.body_scales[0])
+        w = present * on_root.to(present.dtype)
+        R, t, ok = kabsch(P.expand(X.shape[0], -1, -1), torch.where(w[..., None] > 0, X, torch.zeros_like(X)), w)
+        if bool(ok.all()):
+            return R, t
+    else:
         on_root = torch.ones_like(on_root)
+    poses = fk(model, q0)
+    p_world, R0, t0 = marker_positions(model, q0, poses), poses.R[0], poses.t[0]  # (M, 3)
     # template: marker positions in the root frame at q0
     P = (p_world - t0) @ R0  # R0^T (p - t0), row-vector form
     w = present * on_root.to(present.dtype)
@@ -153,8 +157,7 @@ def root_coordinates(model: Model, R: Tensor, t: Tensor, q0: Tensor) -> Tensor:
     return q
 
 
-def initial_q(model: Model, X: Tensor, present: Tensor, q0: Tensor, kin0=None) -> Tensor:
-    """Initial coordinates ``(T, C)``: root from a per-frame rigid fit, the rest at ``q0 (C,)``
-    (``kin0``: see :func:`rigid_root_fit`)."""
-    R, t = rigid_root_fit(model, X, present, q0, kin0)
+def initial_q(model: Model, X: Tensor, present: Tensor, q0: Tensor) -> Tensor:
+    """Initial coordinates ``(T, C)``: root from a per-frame rigid fit, the rest at ``q0 (C,)``."""
+    R, t = rigid_root_fit(model, X, present, q0)
     return root_coordinates(model, R, t, q0)

@@ -77,8 +77,8 @@ _P1, _P2 = [1, 2, 0], [2, 0, 1]  # cross(a, b) = a[P1] * b[P2] - a[P2] * b[P1]
 
 
 def _cross_b(c: Tensor, U: Tensor) -> Tensor:
-    """``c x U`` for ``c (nb, 3, T)`` and every column of ``U (nb, Cf, 3, T)`` -> ``(nb, Cf, 3, T)``."""
-    cx, cy, cz = c[:, None, 0], c[:, None, 1], c[:, None, 2]
+    """``c x U`` for ``c (nb, 3, T)`` and every column of ``U (Cf, nb, 3, T)`` -> ``(Cf, nb, 3, T)``."""
+    cx, cy, cz = c[:, 0], c[:, 1], c[:, 2]
     ux, uy, uz = U[:, :, 0], U[:, :, 1], U[:, :, 2]
     return torch.stack((cy * uz - cz * uy, cz * ux - cx * uz, cx * uy - cy * ux), 2)
 
@@ -149,8 +149,8 @@ class JacobianPlan:
     tr_flat: Tensor  # (NT,) long: position * 3 + (slot - 3) of each translation entry
     ent_out: Tensor  # (NR + NT,) long: index into the slot derivative columns
     ent_dep: Tensor  # (NR + NT,) long: coupler derivative column (n_dep = none)
-    S_rot: Tensor  # (Bm * Cf, NR): entry e acts on marker body bm, column c
-    S_tr: Tensor  # (Bm * Cf, NT)
+    S_rot: Tensor  # (Cf * nb, NR): entry e acts on column c of marker body bm
+    S_tr: Tensor  # (Cf * nb, NT)
     marker_bm: Tensor  # (M,) long: index into the distinct marker bodies
     marker_pos: Tensor  # (M,) long: level position of each marker's body
     n_marker_bodies: int
@@ -213,12 +213,12 @@ class JacobianPlan:
         Cf = len(columns)
 
         def selector(ents):
-            S = [[[0.0] * len(ents) for _ in range(Cf)] for _ in mbodies]
+            S = [[[0.0] * len(ents) for _ in mbodies] for _ in range(Cf)]
             for e, (o, c, _, _) in enumerate(ents):
                 for k, chain in enumerate(anc):
                     if o // 6 in chain:
-                        S[k][c][e] = 1.0
-            return torch.tensor(S, dtype=model.dtype, device=dev).reshape(len(mbodies) * Cf, len(ents))
+                        S[c][k][e] = 1.0
+            return torch.tensor(S, dtype=model.dtype, device=dev).reshape(Cf * len(mbodies), len(ents))
 
         return cls(
             topology=topo,
@@ -344,7 +344,7 @@ class JacobianPlan:
         return Hw, Hm, p, (Rk[:, 0], ders, cders)
 
     def _body_jacobians(self, consts: KinematicConstants, q: Tensor, Hw: Tensor, aux, origin=None):
-        """``Wb, Ub (nb, Cf, 3, T)``: per marker body and column, the angular part and the
+        """``Wb, Ub (Cf, nb, 3, T)``: per column and marker body, the angular part and the
         offset part of the marker Jacobian, ``dp/dq = Wb x (p - origin) - Ub``."""
         Rk0, ders, cders = aux
         B, T = Hw.shape[0], q.shape[0]
@@ -366,14 +366,14 @@ class JacobianPlan:
         A = torch.stack((w1, w2, w3), 1).reshape(B * 3, 3, T).index_select(0, self.rot_flat) * fac[:NR]
         Cc = centre.index_select(0, self.rot_body)
         Q = A[:, _P1] * Cc[:, _P2] - A[:, _P2] * Cc[:, _P1]  # (NR, 3, T): axis x centre
-        Wb = self.S_rot @ A.reshape(NR, 3 * T)  # (nb * Cf, 3 T)
+        Wb = self.S_rot @ A.reshape(NR, 3 * T)  # (Cf * nb, 3 T)
         Ub = self.S_rot @ Q.reshape(NR, 3 * T)
         if self.tr_flat.numel():
             tau = (Rpar[:, None] * consts.G[:, :, None, :, None]).sum(3).reshape(B * 3, 3, T)
             D = tau.index_select(0, self.tr_flat) * fac[NR:]
             Ub = Ub - self.S_tr @ D.reshape(-1, 3 * T)
         Cf, nb = len(self.columns), self.n_marker_bodies
-        return Wb.reshape(nb, Cf, 3, T), Ub.reshape(nb, Cf, 3, T)
+        return Wb.reshape(Cf, nb, 3, T), Ub.reshape(Cf, nb, 3, T)
 
     def evaluate(
         self,
@@ -390,12 +390,11 @@ class JacobianPlan:
         if not jacobian:
             return FrameKinematics(p.permute(2, 0, 1), None, R_markers, H)
         Wb, Ub = self._body_jacobians(consts, q, Hw, aux)
-        stack = torch.stack((Wb[:, :, _P1], Wb[:, :, _P2], Ub), 0).index_select(1, self.marker_bm)  # (3, M, Cf, 3, T)
-        pm = p[:, None]
-        J = stack[0] * pm[:, :, _P2] - stack[1] * pm[:, :, _P1] - stack[2]  # (M, Cf, 3, T)
+        stack = torch.stack((Wb[:, :, _P1], Wb[:, :, _P2], Ub), 0).index_select(2, self.marker_bm)  # (3, Cf, M, 3, T)
+        J = stack[0] * p[:, _P2] - stack[1] * p[:, _P1] - stack[2]  # (Cf, M, 3, T)
         if weights is not None:
-            J = J * weights.t()[:, None, None, :]
-        return FrameKinematics(p.permute(2, 0, 1), J.permute(3, 0, 2, 1), R_markers, H)
+            J = J * weights.t()[:, None, :]
+        return FrameKinematics(p.permute(2, 0, 1), J.permute(3, 1, 2, 0), R_markers, H)
 
     def normal_equations(
         self, model: Model, consts: KinematicConstants, q: Tensor, X: Tensor, weights: Tensor
@@ -435,14 +434,14 @@ class JacobianPlan:
         eye = torch.eye(3, dtype=q.dtype, device=q.device)[..., None]
         Mpp = (ppT[:, 0, 0] + ppT[:, 1, 1] + ppT[:, 2, 2])[:, None, None] * eye - ppT  # (nb, 3, 3, T)
         # N Z for Z = [Wb; Ub] and N = [[Mpp, -S(c)], [S(c), a I]], column by column of the 3 x 3 blocks
-        top = sum(Mpp[:, None, :, j] * Wb[:, :, None, j] for j in range(3)) - _cross_b(c, Ub)
-        bot = _cross_b(c, Wb) + a[:, None] * Ub
+        top = sum(Mpp[:, :, j] * Wb[:, :, None, j] for j in range(3)) - _cross_b(c, Ub)
+        bot = _cross_b(c, Wb) + a * Ub
         f = torch.cat((mom[:, 16:19], mom[:, 13:16]), 1)  # (nb, 6, T): [phi; rho]
-        NZf = torch.cat((torch.cat((top, bot), 2), -f[:, None]), 1)  # (nb, Cf + 1, 6, T)
-        NZf = NZf.permute(3, 0, 2, 1).reshape(T, nb * 6, Cf + 1)
-        Zt = torch.cat((Wb, Ub), 2).permute(3, 1, 0, 2).reshape(T, Cf, nb * 6)
-        out = Zt @ NZf  # (T, Cf, Cf + 1) = [J^T J | J^T r]
-        A, g = out[..., :Cf], out[..., Cf]
+        # frames to the front by one 2-D transpose each: (T, rows, nb 6) matrices for one bmm
+        NZf = torch.cat((torch.cat((top, bot), 2), -f[None]), 0).reshape(-1, T).t().contiguous().reshape(T, Cf + 1, nb * 6)
+        Z = torch.cat((Wb, Ub), 2).permute(3, 1, 2, 0).reshape(T, nb * 6, Cf)
+        out = NZf @ Z  # (T, Cf + 1, Cf) = [J^T J; (J^T r)^T] (N is symmetric)
+        A, g = out[:, :Cf], out[:, Cf]
         return cost, A, g
 
 

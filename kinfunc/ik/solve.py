@@ -406,9 +406,7 @@ def _offset_select(offset_map: Tensor, M: int, n: int, dtype, device) -> Tensor:
     return E.reshape(M, 3, n)
 
 
-def _initial_z(
-    problem: IKProblem, info: dict, init: Optional[Tensor], fit: tuple[str, ...], consts0=None
-) -> Tensor:
+def _initial_z(problem: IKProblem, info: dict, init: Optional[Tensor], fit: tuple[str, ...]) -> Tensor:
     free_idx = info["free_index"]
     T = problem.n_frames
     if init is not None:
@@ -420,10 +418,7 @@ def _initial_z(
         q = q.expand(T, -1)
     elif "pose" in fit:
         model0 = unpack_model(problem, info["theta0"][0]) if problem.n_theta else problem.model
-        kin0 = None
-        if consts0 is not None:
-            kin0 = problem.plan.evaluate(model0, consts0, problem.q_fixed[None], jacobian=False)
-        q = initial_q(model0, problem.X, problem.present, problem.q_fixed, kin0)
+        q = initial_q(model0, problem.X, problem.present, problem.q_fixed)
     else:
         q = problem.q_fixed.expand(T, -1)
     return q[:, free_idx].clone()
@@ -475,11 +470,11 @@ def solve(
     fit = tuple(fit)
     t_start = _time.perf_counter()
     problem, info = build_problem(model, trials, fit, setup, **options)
-    # the Jacobian plan's constants at the starting shape: shared by the start, the pose solve
-    # and the results when only poses are fitted
+    # the Jacobian plan's constants at the starting shape: shared by the pose solve and the
+    # results when only poses are fitted
     model0 = unpack_model(problem, info["theta0"][0]) if problem.n_theta else problem.model
     consts0 = problem.plan.constants(model0)
-    Z0 = _initial_z(problem, info, init, fit, consts0)
+    Z0 = _initial_z(problem, info, init, fit)
     theta0 = info["theta0"] if problem.n_theta else None
     chosen = "gn" if solver == "auto" else solver
     if "pose" not in fit:
