@@ -388,7 +388,7 @@ def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult
         Zn = torch.clamp(Za + dz, lo, hi)
         dd = Zn - Za
         # decrease predicted by the undamped linear model: -(2 g.d + d^T A d)
-        pred = -(2.0 * (g * dd).sum(-1) + (dd[:, None, :] @ A @ dd[..., None])[..., 0, 0])
+        pred = -(2.0 * (g * dd).sum(-1) + (dd[:, :, None] * A * dd[:, None, :]).sum((1, 2)))
         scale = ca.clamp_min(torch.finfo(ca.dtype).tiny)  # each frame against its own cost
         quiet = (pred <= 0.1 * opts.ftol * scale) | (ca < 1e-30)  # nothing left to gain
         if bool(quiet.any()):
