@@ -127,6 +127,44 @@ def test_frame_jacobians_equal_jacrev_all_terms():
     assert "h3" not in prob.free_names
 
 
+def test_scale_derivatives_equal_jacrev():
+    """Analytic d marker / d body scale factors (joint locations, OpenSim's translation-slot rule,
+    offsets) equal jacrev on the built-in model and on the chain model (splines, couplers)."""
+    from kinfunc.ik.jacobian import JacobianPlan
+
+    for model in (kf.models.lower_body("opensim", dtype=f64), chain_model()):
+        g = torch.Generator().manual_seed(8)
+        model = model.replace(body_scales=0.9 + 0.2 * torch.rand(model.body_scales.shape, generator=g, dtype=f64))
+        q = random_q(model, 3, seed=9)
+        plan = JacobianPlan.build(model)
+        out = plan.evaluate(model, plan.constants(model), q, jacobian=False, scales=True)
+
+        def pos(s_body):  # markers as a function of the total body scales
+            m = model.replace(global_scale=torch.ones((), dtype=f64), body_scales=s_body)
+            return kf.marker_positions(m, q)
+
+        ref = jacrev(pos)(model.global_scale * model.body_scales)  # (T, M, 3, B, 3)
+        torch.testing.assert_close(out.dp_ds, ref, rtol=0, atol=1e-12)
+        assert ref.abs().amax() > 0.1
+
+
+def test_frame_jacobians_per_trial_parameters():
+    """shared=False (one parameter set per trial): the per-set analytic Jacobians equal forward mode."""
+    model = chain_model()
+    trials = [synthetic_trial(model, random_q(model, 4, seed=s), noise=0.002, gaps=0.1, seed=s) for s in (1, 2)]
+    prob, info = build_problem(
+        model, trials, ("pose", "global_scale", "segment_scales", "marker_offsets"), shared=False, scale_mode="per_axis"
+    )
+    assert prob.n_sets == 2
+    Z = torch.cat([random_q(model, 4, seed=s) for s in (1, 2)])[:, info["free_index"]]
+    th = info["theta0"] + 0.01 * torch.randn(info["theta0"].shape, generator=torch.Generator().manual_seed(3), dtype=f64)
+    r, Jz, Jt = frame_jacobians(prob, Z, th)
+    rr, Jzr, Jtr = frame_jacobians_autodiff(prob, Z, th)
+    torch.testing.assert_close(r, rr, rtol=0, atol=1e-12)
+    torch.testing.assert_close(Jz, Jzr, rtol=0, atol=1e-10)
+    torch.testing.assert_close(Jt, Jtr, rtol=0, atol=1e-10)
+
+
 def test_frame_normal_equations_equal_jacobian_products():
     """The per-body moment form of J^T J, J^T r and the cost equals forming the marker Jacobian,
     with gaps, weights, coordinate tasks on a coupled coordinate and violated limits; far from

@@ -82,8 +82,19 @@ def frame_jacobians(
     change while only poses are fitted).
     """
     p_ = problem
-    if p_.n_sets != 1 and p_.n_theta:
-        return frame_jacobians_autodiff(problem, Z, theta)
+    if p_.n_sets != 1 and p_.n_theta and theta is not None:
+        # one parameter set per trial: each set's frames with its own model, rows put back in place
+        out = None
+        for k in range(p_.n_sets):
+            idx = torch.nonzero(p_.theta_index == k).flatten()
+            if idx.numel() == 0:
+                continue
+            sub = dataclasses.replace(_frame_subset(p_, idx), n_sets=1, theta_index=torch.zeros_like(idx))
+            part = frame_jacobians(sub, Z.index_select(0, idx), theta[k : k + 1])
+            if out is None:
+                out = [x.new_zeros((Z.shape[0],) + x.shape[1:]) for x in part]
+            out = [o.index_copy(0, idx, x) for o, x in zip(out, part)]
+        return tuple(out)
     th = theta[0] if (p_.n_theta and theta is not None) else None
     model = unpack_model(p_, th)
     q = expand_q(p_, Z)
@@ -92,7 +103,7 @@ def frame_jacobians(
     if consts is None:
         consts = plan.constants(model)
     sw = p_.sqrt_w * p_.present  # (T, M)
-    kin = plan.evaluate(model, consts, q, weights=sw)
+    kin = plan.evaluate(model, consts, q, weights=sw, scales=bool(p_.fit_global or p_.n_scale))
     r_parts = [(sw[..., None] * (kin.p - p_.X)).reshape(T, -1)]
     J_parts = [kin.J.reshape(T, 3 * M, -1)]
     if p_.task_index.numel():
@@ -112,15 +123,19 @@ def frame_jacobians(
     if th is None:
         return r, Jz, None
     R = r.shape[-1]
-    n_sc = int(p_.fit_global) + p_.n_scale
     cols = []
-    if n_sc:
-        th_rest = th[n_sc:]
-
-        def g(z, ts, x, m):
-            return frame_residual(problem, z, torch.cat((ts, th_rest)), x, m)
-
-        cols.append(vmap(jacfwd(g, argnums=1), in_dims=(0, None, 0, 0))(Z, th[:n_sc], p_.X, p_.present))
+    if p_.fit_global or p_.n_scale:
+        # d p / d s_body (T, M, 3, B, 3) mapped to the scale parameters: s_body = g * body_scales
+        Ds = kin.dp_ds * sw[..., None, None, None]
+        Bn = model.topology.n_bodies
+        sel = []
+        if p_.fit_global:
+            sel.append(model.body_scales.reshape(-1, 1))
+        if p_.n_scale:
+            onehot = torch.nn.functional.one_hot(p_.scale_map.clamp(min=0), p_.n_scale).to(Z.dtype)
+            sel.append(onehot * (p_.scale_map >= 0).to(Z.dtype)[:, None] * model.global_scale)
+        Js = Ds.reshape(T, 3 * M, Bn * 3) @ torch.cat(sel, 1)  # (T, 3 M, n_sc)
+        cols.append(torch.cat((Js, Js.new_zeros(T, R - 3 * M, Js.shape[-1])), 1))
     if p_.n_offset:
         s_body = model.global_scale * model.body_scales
         Oj = kin.R_markers * (s_body[list(model.topology.marker_bodies)] * sw[..., None])[..., None, :]  # (T, M, 3, 3)

@@ -89,13 +89,16 @@ class FrameKinematics(NamedTuple):
     ``p (T, M, 3)`` marker positions (m); ``J (T, M, 3, Cf)`` their derivatives w.r.t. the plan's
     columns (``None`` when not asked for; rows multiplied by ``weights`` when given);
     ``R_markers (T, M, 3, 3)`` world orientation of each marker's body; ``H (T, B, 3, 4)``
-    world pose ``[R | t]`` of every body (model order).
+    world pose ``[R | t]`` of every body (model order); ``dp_ds (T, M, 3, B, 3)`` the
+    derivatives of the marker positions w.r.t. every body's scale factors ``s_body =
+    global_scale * body_scales`` (model order; ``None`` unless asked for).
     """
 
     p: Tensor
     J: Optional[Tensor]
     R_markers: Tensor
     H: Tensor
+    dp_ds: Optional[Tensor] = None
 
 
 class KinematicConstants(NamedTuple):
@@ -108,6 +111,8 @@ class KinematicConstants(NamedTuple):
     Rk0: Tensor  # (B * 3, 3, 3): each rotation slot's factor at its constant value (Rp / Rc^T folded in)
     Ev: Tensor  # (V, 3 terms, 3, 3): varying slots' factors = Ev0 + sin(v) Ev1 + (1 - cos(v)) Ev2
     G: Tensor  # (B, 3, 3): scaled translation axis k in the parent body frame
+    Gu: Tensor  # (B, 3, 3): unit translation axis k in the parent body frame
+    Wtr: Tensor  # (B, 3 slots, 3 axes): d translation scale of slot k' / d parent scale along axis k
     tp: Tensor  # (B, 3): parent-side frame location (scaled)
     tc: Tensor  # (B, 3): child-side frame location (scaled)
     u1: Tensor  # (B, 3): first rotation axis in the parent body frame
@@ -154,6 +159,10 @@ class JacobianPlan:
     marker_bm: Tensor  # (M,) long: index into the distinct marker bodies
     marker_pos: Tensor  # (M,) long: level position of each marker's body
     n_marker_bodies: int
+    sd_next: Tensor  # (M * B,) long: for (marker, level position): the next joint on the path (model index; B = none)
+    sd_onpath: Tensor  # (M * B,) float: 1 where the body is on the marker's path
+    sd_self: Tensor  # (M * B,) float: 1 where the body carries the marker
+    sd_y: Tensor  # (M * B * 3,) long: row of Y (next joint position * 3 + axis; B * 3 = zero)
 
     @classmethod
     def build(cls, model: Model, columns: Optional[Sequence[int]] = None) -> "JacobianPlan":
@@ -243,7 +252,30 @@ class JacobianPlan:
             marker_bm=lt(mbodies.index(b) for b in topo.marker_bodies),
             marker_pos=lt(pos[b] for b in topo.marker_bodies),
             n_marker_bodies=len(mbodies),
+            **cls._scale_structure(topo, order, pos, dev, model.dtype),
         )
+
+    @staticmethod
+    def _scale_structure(topo, order, pos, dev, dtype) -> dict:
+        """Index tensors of :meth:`_scale_derivatives`: per (marker, body in level order)."""
+        B = topo.n_bodies
+        nxt, onpath, self_, ys = [], [], [], []
+        for mb in topo.marker_bodies:
+            path = {}  # body -> next joint (child body) towards the marker, None for the marker's body
+            b, child = mb, None
+            while b >= 0:
+                path[b] = child
+                b, child = topo.parents[b], b
+            for beta in order:
+                j = path.get(beta, "off")
+                on = j != "off"
+                nxt.append(j if (on and j is not None) else B)
+                onpath.append(1.0 if on else 0.0)
+                self_.append(1.0 if beta == mb else 0.0)
+                ys.extend(pos[j] * 3 + k if (on and j is not None) else B * 3 for k in range(3))
+        lt = lambda x: torch.tensor(x, dtype=torch.long, device=dev)  # noqa: E731
+        ft = lambda x: torch.tensor(x, dtype=dtype, device=dev)  # noqa: E731
+        return dict(sd_next=lt(nxt), sd_onpath=ft(onpath), sd_self=ft(self_), sd_y=lt(ys))
 
     def constants(self, model: Model) -> KinematicConstants:
         """Model-dependent constants (differentiable in the model's leaves)."""
@@ -288,6 +320,8 @@ class JacobianPlan:
             Rk0=Rk0,
             Ev=Ef.index_select(0, self.rot_var),
             G=G[o],
+            Gu=(Rp[:, None] @ axes[:, 3:, :, None])[..., 0][o],
+            Wtr=self._translation_weights(model)[o],
             tp=(model.parent_location * s_parent)[o],
             tc=(model.child_location * s_body)[o],
             u1=rp(a0)[o],
@@ -341,12 +375,12 @@ class JacobianPlan:
         Hw = torch.cat(Hs, 0)  # (B, 3, 4, T), level order
         Hm = Hw.index_select(0, self.marker_pos)  # (M, 3, 4, T)
         p = (Hm * consts.off[:, None, :, None]).sum(2)  # (M, 3, T)
-        return Hw, Hm, p, (Rk[:, 0], ders, cders)
+        return Hw, Hm, p, (Rk[:, 0], ders, cders, vT)
 
     def _body_jacobians(self, consts: KinematicConstants, q: Tensor, Hw: Tensor, aux, origin=None):
         """``Wb, Ub (Cf, nb, 3, T)``: per column and marker body, the angular part and the
         offset part of the marker Jacobian, ``dp/dq = Wb x (p - origin) - Ub``."""
-        Rk0, ders, cders = aux
+        Rk0, ders, cders, _ = aux
         B, T = Hw.shape[0], q.shape[0]
         Rw, tw = Hw[:, :, :3], Hw[:, :, 3]
         # slot derivatives of the entries: d slot / d q (through a coupler if any)
@@ -382,19 +416,65 @@ class JacobianPlan:
         q: Tensor,
         jacobian: bool = True,
         weights: Optional[Tensor] = None,
+        scales: bool = False,
     ) -> FrameKinematics:
-        """Markers (and Jacobian) at ``q (T, C)``; ``weights (T, M)`` multiply the Jacobian rows."""
+        """Markers (and Jacobian) at ``q (T, C)``; ``weights (T, M)`` multiply the Jacobian rows.
+        ``scales``: also the derivatives w.r.t. the body scale factors (``dp_ds``, unweighted)."""
         Hw, Hm, p, aux = self._forward(model, consts, q)
         R_markers = Hm[:, :, :3].permute(3, 0, 1, 2)
         H = (Hw if self.order_inv is None else Hw.index_select(0, self.order_inv)).permute(3, 0, 1, 2)
+        dp_ds = self._scale_derivatives(model, consts, Hw, aux[3]) if scales else None
         if not jacobian:
-            return FrameKinematics(p.permute(2, 0, 1), None, R_markers, H)
+            return FrameKinematics(p.permute(2, 0, 1), None, R_markers, H, dp_ds)
         Wb, Ub = self._body_jacobians(consts, q, Hw, aux)
         stack = torch.stack((Wb[:, :, _P1], Wb[:, :, _P2], Ub), 0).index_select(2, self.marker_bm)  # (3, Cf, M, 3, T)
         J = stack[0] * p[:, _P2] - stack[1] * p[:, _P1] - stack[2]  # (Cf, M, 3, T)
         if weights is not None:
             J = J * weights.t()[:, None, :]
-        return FrameKinematics(p.permute(2, 0, 1), J.permute(3, 1, 2, 0), R_markers, H)
+        return FrameKinematics(p.permute(2, 0, 1), J.permute(3, 1, 2, 0), R_markers, H, dp_ds)
+
+    @staticmethod
+    def _translation_weights(model: Model) -> Tensor:
+        """``(B, 3, 3)``: ``d s_tr[b, k'] / d s_parent[b, k]`` of OpenSim's translation rule
+        (:func:`kinfunc.fk.translation_factors`: an ``|axis|``-weighted mean; 0 for unscaled slots)."""
+        w = model.axes[:, 3:].abs()
+        W = w / w.sum(-1, keepdim=True)
+        if model.topology.unscaled_slots:
+            off = set(model.topology.unscaled_slots)
+            keep = [0.0 if i in off else 1.0 for i in range(W.shape[0] * 3)]
+            W = W * torch.tensor(keep, dtype=W.dtype, device=W.device).reshape(-1, 3, 1)
+        return W
+
+    def _scale_derivatives(self, model: Model, consts: KinematicConstants, Hw: Tensor, vT: Tensor) -> Tensor:
+        """``dp_m / d s_body[beta, k]`` ``(T, M, 3, B, 3)`` (model body order).
+
+        Scales move only translations: for each body ``beta`` on marker ``m``'s path, the
+        vectors fixed in ``beta``'s frame that ``s_beta`` multiplies - the next joint's
+        parent-side location, minus ``beta``'s own child-side location, plus the marker's offset
+        when ``beta`` carries it - give ``R_beta[:, k] c[m, beta, k]``; the translation slots
+        of the next joint scale with ``beta`` by OpenSim's rule, giving ``Y[j, k]``.
+        """
+        topo = self.topology
+        B, T = Hw.shape[0], Hw.shape[-1]
+        M = topo.n_markers
+        Rw = Hw[:, :, :3]  # (B, 3, 3, T) level order
+        eye = torch.eye(3, dtype=Hw.dtype, device=Hw.device)[..., None].expand(1, 3, 3, T)
+        Rpar = torch.cat((eye, Rw), 0).index_select(0, self.par_index)
+        tau = (Rpar[:, None] * consts.Gu[:, :, None, :, None]).sum(3)  # (B, 3 k', 3, T): unit translation axes, world
+        coef = vT[:, 3:, None, :] * consts.Wtr[..., None]  # (B, 3 k', 3 k, T)
+        Y = (coef[:, :, :, None, :] * tau[:, :, None, :, :]).sum(1)  # (B, 3 k, 3, T)
+        # constants per (marker, body on its path, axis), in level order
+        zero = model.parent_location.new_zeros(1, 3)
+        locp = torch.cat((model.parent_location, zero), 0).index_select(0, self.sd_next)  # (M * B, 3)
+        locc = model.child_location.index_select(0, self.order).repeat(M, 1) * self.sd_onpath[:, None]
+        offs = model.marker_offsets.repeat_interleave(B, 0) * self.sd_self[:, None]
+        c = (locp - locc + offs).reshape(M, B, 3)
+        D = c[..., None, None] * Rw.permute(0, 2, 1, 3)[None]  # (M, B, 3 k, 3 xyz, T)
+        Yz = torch.cat((Y.reshape(B * 3, 3, T), Y.new_zeros(1, 3, T)), 0)
+        D = D + Yz.index_select(0, self.sd_y).reshape(M, B, 3, 3, T)
+        if self.order_inv is not None:
+            D = D.index_select(1, self.order_inv)
+        return D.permute(4, 0, 3, 1, 2)  # (T, M, 3 xyz, B, 3 k)
 
     def normal_equations(
         self, model: Model, consts: KinematicConstants, q: Tensor, X: Tensor, weights: Tensor
