@@ -197,14 +197,21 @@ def spline_coefficients(x: Tensor, y: Tensor, end: SplineEnd) -> tuple[Tensor, T
 
 def coefficients(key: tuple, params: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     """Everything about a group that does not depend on its inputs: for splines
-    ``(x, y, b, c, d)`` (knots and :func:`spline_coefficients`), for other kinds ``params``.
+    ``(x, y, b, c, d, table)`` (knots, :func:`spline_coefficients`, and a ``(n, K + 1, 5)``
+    table of ``[x0, y0, b, c, d]`` per piece, the linear continuations below and above the knots
+    included), for other kinds ``params``.
 
-    Pass the result as ``coeffs=`` to :func:`evaluate` / :func:`derivative` to skip the
-    per-call ``K x K`` spline solve when the same functions are evaluated many times.
+    Pass the result as ``coeffs=`` to :func:`evaluate` / :func:`value_and_derivative` to skip
+    the per-call ``K x K`` spline solve when the same functions are evaluated many times.
     """
     if key[0] is FnKind.SPLINE:
         xk, yk = params
-        return (xk, yk) + spline_coefficients(xk, yk, key[2])
+        b, c, d = spline_coefficients(xk, yk, key[2])
+        z = torch.zeros_like(xk[:, :1])
+        first = torch.stack((xk[:, :1], yk[:, :1], b[:, :1], z, z), -1)
+        last = torch.stack((xk[:, -1:], yk[:, -1:], b[:, -1:], z, z), -1)
+        pieces = torch.stack((xk[:, :-1], yk[:, :-1], b[:, :-1], c[:, :-1], d[:, :-1]), -1)
+        return (xk, yk, b, c, d, torch.cat((first, pieces, last), 1))
     return params
 
 
@@ -237,7 +244,8 @@ def evaluate(key: tuple, params: tuple[Tensor, ...], u: Tensor, coeffs: tuple[Te
             out = out * u + coef[:, k]
         return out
     if kind is FnKind.SPLINE:
-        xk, yk, b, c, d = coeffs if coeffs is not None else coefficients(key, params)
+        xk, yk = params
+        b, c, d = coeffs[2:5] if coeffs is not None else spline_coefficients(xk, yk, key[2])
         dx, onehot = _spline_pieces(xk, u)
         cubic = yk[:, :-1] + dx * (b[:, :-1] + dx * (c[:, :-1] + dx * d[:, :-1]))
         inside = (cubic * onehot).sum(-1)
@@ -267,17 +275,18 @@ def value_and_derivative(
             out = out * u + coef[:, k]
         return out, d
     if kind is FnKind.SPLINE:
-        xk, yk, b, c, d = coeffs if coeffs is not None else coefficients(key, params)
-        dx, onehot = _spline_pieces(xk, u)
-        # pick each input's interval coefficients, then evaluate one cubic and its slope
-        y0, b0, c0, d0, x0 = ((t[:, :-1] * onehot).sum(-1) for t in (yk, b, c, d, xk))
-        h = u - x0
+        cf = coeffs if coeffs is not None else coefficients(key, params)
+        xk, table = cf[0], cf[5]
+        n, K = xk.shape
+        # piece of each input: 0 below the knots, i + 1 on [x_i, x_i+1), K at or above the last
+        ut = u.reshape(-1, n).t().contiguous()  # (n, N)
+        idx = torch.searchsorted(xk.contiguous(), ut, right=True)
+        rows = idx + (torch.arange(n, device=u.device) * (K + 1))[:, None]
+        x0, y0, b0, c0, d0 = table.reshape(-1, 5).index_select(0, rows.reshape(-1)).reshape(n, -1, 5).unbind(-1)
+        h = ut - x0
         value = y0 + h * (b0 + h * (c0 + h * d0))
         slope = b0 + h * (2.0 * c0 + 3.0 * h * d0)
-        below, above = u < xk[:, 0], u > xk[:, -1]
-        value = torch.where(below, yk[:, 0] + b[:, 0] * (u - xk[:, 0]), torch.where(above, yk[:, -1] + b[:, -1] * (u - xk[:, -1]), value))
-        slope = torch.where(below, b[:, 0].expand_as(u), torch.where(above, b[:, -1].expand_as(u), slope))
-        return value, slope
+        return value.t().reshape(u.shape), slope.t().reshape(u.shape)
     raise ValueError(f"unknown function kind {kind}")
 
 
