@@ -123,3 +123,26 @@ def test_spline_gradients_wrt_knots_match_finite_differences(kn, end):
     fd = torch.stack([(f(p + eps * e) - f(p - eps * e)) / (2 * eps) for e in torch.eye(len(p), dtype=f64)], -1)
     torch.testing.assert_close(Jr, Jf, atol=1e-9, rtol=0)
     torch.testing.assert_close(Jr, fd, atol=1e-6, rtol=1e-5)
+
+
+@given(knots(), st.sampled_from(list(F.SplineEnd)), st.lists(st.floats(-3, 6, **finite), min_size=1, max_size=6))
+def test_value_and_derivative_equal_evaluate_and_autodiff(kn, end, extra):
+    """The table-lookup evaluator (IK's joint-function layer) equals :func:`evaluate` and its
+    forward-mode derivative: at the knots, between them and beyond both ends; for a group of
+    two splines, a polynomial and a linear function."""
+    x, y = kn
+    u = torch.tensor(list(x) + extra, dtype=f64)
+    specs = [
+        (F.Spline(x, y, end), F.Spline(x, tuple(-v for v in y), end)),
+        (F.Polynomial((0.3, -0.2, 0.1, 0.5)),),
+        (F.Linear(2.0, -0.1),),
+    ]
+    for fns in specs:
+        key = F.group_key(fns[0])
+        params = F.group_params(key, list(fns), f64)
+        U = u[:, None].expand(-1, len(fns)).contiguous()  # (N, n)
+        for coeffs in (None, F.coefficients(key, params)):
+            val, der = F.value_and_derivative(key, params, U, coeffs)
+            torch.testing.assert_close(val, F.evaluate(key, params, U), atol=1e-12, rtol=1e-12)
+            ref = torch.func.vmap(jacfwd(lambda r: F.evaluate(key, params, r[None])[0]))(U).diagonal(dim1=-2, dim2=-1)
+            torch.testing.assert_close(der, ref, atol=1e-9, rtol=1e-9)
