@@ -16,7 +16,7 @@ from kinfunc.ik import CoordinateTask, IKError, IKSetup
 from kinfunc.ik.gn import frame_jacobians, frame_jacobians_autodiff
 from kinfunc.ik.init import kabsch, rigid_root_fit, root_coordinates
 from kinfunc.ik.jacobian import marker_jacobian
-from kinfunc.ik.problem import frame_residual, objective
+from kinfunc.ik.problem import expand_q, frame_residual, objective
 from kinfunc.ik.solve import build_problem
 from kinfunc.ik.synthetic import gait_motion, perturbed_model, rom_motion, synthetic_trial
 from kinfunc.model import Dof, Joint, ModelBuilder
@@ -181,7 +181,8 @@ def test_frame_normal_equations_equal_jacobian_products():
     Z = q[:, info["free_index"]].clone()
     Z[:2, prob.free_names.index("ankle")] = torch.tensor([0.7, -0.8], dtype=f64)  # beyond the ankle limit
     r, J, _ = frame_jacobians(prob, Z, None)
-    cost, A, g = frame_normal_equations(prob, Z)
+    cost, A, g, pos = frame_normal_equations(prob, Z)
+    torch.testing.assert_close(pos, kf.marker_positions(prob.model, expand_q(prob, Z)), rtol=0, atol=1e-12)
     torch.testing.assert_close(cost, (r * r).sum(-1), rtol=1e-12, atol=1e-15)
     torch.testing.assert_close(A, J.transpose(-1, -2) @ J, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(g, (J.transpose(-1, -2) @ r[..., None])[..., 0], rtol=1e-10, atol=1e-12)

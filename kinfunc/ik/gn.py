@@ -147,7 +147,8 @@ def frame_jacobians(
 
 def frame_normal_equations(problem: IKProblem, Z: Tensor, consts: Optional[KinematicConstants] = None):
     """Per-frame Gauss-Newton pieces for poses only (no shared parameters): ``cost (T,)``,
-    ``A = J^T J (T, Cf, Cf)`` and ``g = J^T r (T, Cf)`` of :func:`frame_jacobians`' residuals,
+    ``A = J^T J (T, Cf, Cf)`` and ``g = J^T r (T, Cf)`` of :func:`frame_jacobians`' residuals
+    and the marker positions ``(T, M, 3)``,
     built from per-body moments (:meth:`JacobianPlan.normal_equations`) instead of the
     ``(T, 3 M, Cf)`` Jacobian."""
     p_ = problem
@@ -156,7 +157,7 @@ def frame_normal_equations(problem: IKProblem, Z: Tensor, consts: Optional[Kinem
     plan = p_.plan if p_.plan is not None else JacobianPlan.build(model, p_.free_index.tolist())
     if consts is None:
         consts = plan.constants(model)
-    cost, A, g = plan.normal_equations(model, consts, q, p_.X, p_.sqrt_w * p_.present)
+    cost, A, g, pos = plan.normal_equations(model, consts, q, p_.X, p_.sqrt_w * p_.present)
     rows, J = [], []
     if p_.task_index.numel():
         qf = full_coordinates(model, q)
@@ -176,7 +177,7 @@ def frame_normal_equations(problem: IKProblem, Z: Tensor, consts: Optional[Kinem
         cost = cost + (r * r).sum(-1)
         A = A + Jt @ J
         g = g + (Jt @ r[..., None])[..., 0]
-    return cost, A, g
+    return cost, A, g, pos
 
 
 def _smooth_op(problem: IKProblem, V: Tensor) -> Tensor:
@@ -358,6 +359,7 @@ class GNResult:
     iterations: int
     converged: bool
     history: list
+    positions: Optional[Tensor] = None  # (T, M, 3) marker positions at Z, when the solver has them
 
 
 def _frame_subset(problem: IKProblem, idx: Tensor) -> IKProblem:
@@ -383,7 +385,7 @@ def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult
     Z = torch.clamp(Z0, lo, hi)
     T, Cf = Z.shape
     mu = torch.full((T,), opts.mu0, dtype=Z.dtype, device=Z.device)
-    cost, A, g = frame_normal_equations(p, Z, consts)  # A, g: of the active frames
+    cost, A, g, P = frame_normal_equations(p, Z, consts)  # A, g: of the active frames; P: all
     history = [float(cost.sum())]
     active = None  # None = all frames; else (n,) long
     sub = p
@@ -417,7 +419,7 @@ def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult
             Za, Zn, dd, ca, mua, scale, A, g = (
                 x.index_select(0, left) for x in (Za, Zn, dd, ca, mua, scale, A, g)
             )
-        cn, An, gn = frame_normal_equations(sub, Zn, consts)
+        cn, An, gn, Pn = frame_normal_equations(sub, Zn, consts)
         acc = cn < ca
         rel = torch.where(acc, (ca - cn) / scale, torch.zeros_like(ca))
         settled = (acc & ((rel < opts.ftol) | (dd.abs().amax(-1) < opts.xtol))) | (~acc & (mua > 1e8))
@@ -426,8 +428,10 @@ def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult
         mua = torch.where(acc, (mua / 3.0).clamp_min(1e-12), mua * 4.0)
         if active is None:
             Z, cost, mu = Za, ca, mua
+            P = torch.where(acc[:, None, None], Pn, P)
         else:
             Z, cost, mu = Z.index_copy(0, active, Za), cost.index_copy(0, active, ca), mu.index_copy(0, active, mua)
+            P = P.index_copy(0, active, torch.where(acc[:, None, None], Pn, P.index_select(0, active)))
         history.append(float(cost.sum()))
         if bool(settled.all()):
             converged = True
@@ -439,7 +443,7 @@ def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult
             active = left if active is None else active.index_select(0, left)
             A, g = A.index_select(0, left), g.index_select(0, left)
             sub = _frame_subset(p, active)
-    return GNResult(Z, None, float(cost.sum()), it, converged, history)
+    return GNResult(Z, None, float(cost.sum()), it, converged, history, P)
 
 
 def solve_gn(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, NamedTuple, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.func import jacfwd, vmap
@@ -74,6 +75,15 @@ def _mv(A: Tensor, v: Tensor) -> Tensor:
 
 
 _P1, _P2 = [1, 2, 0], [2, 0, 1]  # cross(a, b) = a[P1] * b[P2] - a[P2] * b[P1]
+
+
+def _bmm(a: Tensor, b: Tensor) -> Tensor:
+    """Batched product of small matrices ``(T, n, k) @ (T, k, m)``. On the CPU, outside autograd,
+    numpy's stacked matmul on the same memory (no copy) is used: for a few hundred 10 x 50
+    matrices it is about 3x faster than torch's batched kernel there. Elsewhere torch's."""
+    if a.device.type == "cpu" and not (a.requires_grad or b.requires_grad):
+        return torch.from_numpy(np.matmul(a.contiguous().numpy(), b.contiguous().numpy()))
+    return a @ b
 
 
 def _cross_b(c: Tensor, U: Tensor) -> Tensor:
@@ -478,12 +488,13 @@ class JacobianPlan:
 
     def normal_equations(
         self, model: Model, consts: KinematicConstants, q: Tensor, X: Tensor, weights: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Gauss-Newton normal equations of the weighted marker residuals
         ``r_m = w_m (p_m(q) - X_m)``, without forming the per-marker Jacobian.
 
         ``q (T, C)``, ``X (T, M, 3)``, ``weights (T, M)``. Returns ``cost (T,)`` (sum of squared
-        residuals), ``A (T, Cf, Cf) = J^T J`` and ``g (T, Cf) = J^T r``. Markers on one body share
+        residuals), ``A (T, Cf, Cf) = J^T J``, ``g (T, Cf) = J^T r`` and the marker positions
+        ``p (T, M, 3)``. Markers on one body share
         its ``Wb, Ub``: with ``dp_m = Wb x p_m - Ub = -[S(p_m), I] [Wb; Ub]``, the sums over a
         body's markers reduce to its weighted moments ``sum w^2``, ``sum w^2 p``,
         ``sum w^2 (|p|^2 I - p p^T)``, ``sum w r`` and ``sum w r x p`` (positions taken about the
@@ -520,9 +531,9 @@ class JacobianPlan:
         # frames to the front by one 2-D transpose each: (T, rows, nb 6) matrices for one bmm
         NZf = torch.cat((torch.cat((top, bot), 2), -f[None]), 0).reshape(-1, T).t().contiguous().reshape(T, Cf + 1, nb * 6)
         Z = torch.cat((Wb, Ub), 2).permute(3, 1, 2, 0).reshape(T, nb * 6, Cf)
-        out = NZf @ Z  # (T, Cf + 1, Cf) = [J^T J; (J^T r)^T] (N is symmetric)
+        out = _bmm(NZf, Z)  # (T, Cf + 1, Cf) = [J^T J; (J^T r)^T] (N is symmetric)
         A, g = out[:, :Cf], out[:, Cf]
-        return cost, A, g
+        return cost, A, g, p.permute(2, 0, 1)
 
 
 _ROW = torch.tensor([0.0, 0.0, 0.0, 1.0]).reshape(1, 1, 4, 1)

@@ -576,7 +576,10 @@ def _results(
                 )
             fitted = fitted_models[kset]
             q = Q[sl]
-            p = problem.plan.evaluate(um, consts if consts is not None else problem.plan.constants(um), q, jacobian=False).p
+            if res.positions is not None:  # the solver's own, at its final poses
+                p = res.positions[sl]
+            else:
+                p = problem.plan.evaluate(um, consts if consts is not None else problem.plan.constants(um), q, jacobian=False).p
             pres = problem.present[sl] > 0
             d = torch.linalg.vector_norm(p - problem.X[sl], dim=-1)
             err = torch.where(pres, d, torch.full_like(d, float("nan")))
