@@ -2,13 +2,14 @@
 
 Usage::
 
-    python bench/bench_ik.py [--repeats 5] [--threads 1] [--dtypes float64 float32] [--out bench/results/ik.json]
+    python bench/bench_ik.py [--repeats 5] [--kf-repeats 20] [--threads 1] [--dtypes float64 float32] [--out bench/results/ik.json]
 
 Cases: Gait2392 (``subject01_simbody.osim``, 23 coordinates, 121 frames) and Gait10dof
 (``subject01.osim``, 10 coordinates, 151 frames) from the shared data, with their IK setup files
 (marker weights, coordinate tasks, time range). For each: kinfunc's ``kf.ik.solve`` in each of ``--dtypes`` timed cold
 (first call of the process for that model and dtype: includes first-call overheads) and warm (median of
-``--repeats`` further calls), and OpenSim's IK tool (setup file, outputs to a temporary folder;
+``--kf-repeats`` further calls: a solve takes tens of milliseconds, so a Python garbage-collector
+pass or a burst of page faults moves a median of 5 by 20-40 %), and OpenSim's IK tool (setup file, outputs to a temporary folder;
 ``tool.run()`` timed, median of ``--repeats``; OpenSim's own timing of its frame loop, which
 excludes its model set-up, is read from its log (ms, or whole s above 1 s), captured while it runs). Both results are scored with
 the same objective (:func:`kinfunc.ik.setup_objective`) and mean marker RMS. torch threads
@@ -103,7 +104,7 @@ def case(name, args, osim):
         res = kf.ik.solve(model, trial, setup=setup, dtype=dtype)
         cold = time.perf_counter() - t0
         warm = []
-        for _ in range(args.repeats):
+        for _ in range(args.kf_repeats):
             t0 = time.perf_counter()
             res = kf.ik.solve(model, trial, setup=setup, dtype=dtype)
             warm.append(time.perf_counter() - t0)
@@ -142,7 +143,8 @@ def case(name, args, osim):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=5, help="timed OpenSim runs")
+    ap.add_argument("--kf-repeats", type=int, default=20, help="timed warm kinfunc solves")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--dtypes", nargs="*", default=["float64", "float32"], choices=("float64", "float32"))
     ap.add_argument("--cases", nargs="*", default=list(CASES))
@@ -171,6 +173,8 @@ def main() -> None:
             "load_avg": os.getloadavg(),
             "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(),
+            "opensim_repeats": args.repeats,
+            "kinfunc_warm_repeats": args.kf_repeats,
             "opensim": getattr(osim, "__version__", None) if osim else None,
         },
         "cases": {n: case(n, args, osim) for n in args.cases},
