@@ -71,6 +71,28 @@ def frame_jacobians_autodiff(problem: IKProblem, Z: Tensor, theta: Optional[Tens
     return r, Jz, Jt
 
 
+def _task_limit_rows(problem: IKProblem, model, q: Tensor, Z: Tensor):
+    """Coordinate-task and joint-limit residuals ``(T, K)`` and their Jacobian ``(T, K, Cf)``
+    (``None`` when the problem has neither)."""
+    p_ = problem
+    rows, J = [], []
+    if p_.task_index.numel():
+        qf = full_coordinates(model, q)
+        dq = full_coordinate_derivatives(model, q)
+        rows.append(p_.task_sqrt_w * (qf[:, p_.task_index] - p_.task_value))
+        J.append(p_.task_sqrt_w[:, None] * dq[:, p_.task_index][..., p_.free_index])
+    if p_.limit_index.numel():
+        zl = Z[:, p_.limit_index]
+        lo, hi = p_.z_lo[p_.limit_index], p_.z_hi[p_.limit_index]
+        rows.append(p_.limit_sqrt_w * (zl - torch.clamp(zl, lo, hi)))
+        outside = ((zl < lo) | (zl > hi)).to(Z.dtype)
+        onehot = torch.nn.functional.one_hot(p_.limit_index, p_.n_free).to(Z.dtype)  # (L, Cf)
+        J.append(p_.limit_sqrt_w * outside[..., None] * onehot)
+    if not rows:
+        return None
+    return torch.cat(rows, -1), torch.cat(J, -2)
+
+
 def frame_jacobians(
     problem: IKProblem, Z: Tensor, theta: Optional[Tensor], consts: Optional[KinematicConstants] = None
 ):
@@ -106,18 +128,10 @@ def frame_jacobians(
     kin = plan.evaluate(model, consts, q, weights=sw, scales=bool(p_.fit_global or p_.n_scale))
     r_parts = [(sw[..., None] * (kin.p - p_.X)).reshape(T, -1)]
     J_parts = [kin.J.reshape(T, 3 * M, -1)]
-    if p_.task_index.numel():
-        qf = full_coordinates(model, q)
-        dq = full_coordinate_derivatives(model, q)
-        r_parts.append(p_.task_sqrt_w * (qf[:, p_.task_index] - p_.task_value))
-        J_parts.append(p_.task_sqrt_w[:, None] * dq[:, p_.task_index][..., p_.free_index])
-    if p_.limit_index.numel():
-        zl = Z[:, p_.limit_index]
-        lo, hi = p_.z_lo[p_.limit_index], p_.z_hi[p_.limit_index]
-        r_parts.append(p_.limit_sqrt_w * (zl - torch.clamp(zl, lo, hi)))
-        outside = ((zl < lo) | (zl > hi)).to(Z.dtype)
-        onehot = torch.nn.functional.one_hot(p_.limit_index, p_.n_free).to(Z.dtype)  # (L, Cf)
-        J_parts.append(p_.limit_sqrt_w * outside[..., None] * onehot)
+    extra = _task_limit_rows(p_, model, q, Z)
+    if extra is not None:
+        r_parts.append(extra[0])
+        J_parts.append(extra[1])
     r = torch.cat(r_parts, -1)
     Jz = torch.cat(J_parts, -2)
     if th is None:
@@ -158,21 +172,9 @@ def frame_normal_equations(problem: IKProblem, Z: Tensor, consts: Optional[Kinem
     if consts is None:
         consts = plan.constants(model)
     cost, A, g, pos = plan.normal_equations(model, consts, q, p_.X, p_.sqrt_w * p_.present)
-    rows, J = [], []
-    if p_.task_index.numel():
-        qf = full_coordinates(model, q)
-        dq = full_coordinate_derivatives(model, q)
-        rows.append(p_.task_sqrt_w * (qf[:, p_.task_index] - p_.task_value))
-        J.append(p_.task_sqrt_w[:, None] * dq[:, p_.task_index][..., p_.free_index])
-    if p_.limit_index.numel():
-        zl = Z[:, p_.limit_index]
-        lo, hi = p_.z_lo[p_.limit_index], p_.z_hi[p_.limit_index]
-        rows.append(p_.limit_sqrt_w * (zl - torch.clamp(zl, lo, hi)))
-        outside = ((zl < lo) | (zl > hi)).to(Z.dtype)
-        onehot = torch.nn.functional.one_hot(p_.limit_index, p_.n_free).to(Z.dtype)  # (L, Cf)
-        J.append(p_.limit_sqrt_w * outside[..., None] * onehot)
-    if rows:
-        r, J = torch.cat(rows, -1), torch.cat(J, -2)
+    extra = _task_limit_rows(p_, model, q, Z)
+    if extra is not None:
+        r, J = extra
         Jt = J.transpose(-1, -2)
         cost = cost + (r * r).sum(-1)
         A = A + Jt @ J
