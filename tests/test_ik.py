@@ -14,7 +14,7 @@ import kinfunc as kf
 from kinfunc import functions as F
 from kinfunc.ik import CoordinateTask, IKError, IKSetup
 from kinfunc.ik.gn import frame_jacobians, frame_jacobians_autodiff
-from kinfunc.ik.init import kabsch, rigid_root_fit, root_coordinates
+from kinfunc.ik.init import initial_q, kabsch, rigid_root_fit, root_coordinates
 from kinfunc.ik.jacobian import marker_jacobian
 from kinfunc.ik.problem import expand_q, frame_residual, objective
 from kinfunc.ik.solve import build_problem
@@ -189,6 +189,22 @@ def test_frame_normal_equations_equal_jacobian_products():
     assert prob.limit_index.numel() == 1 and prob.task_index.numel() == 2
 
 
+def test_frame_normal_equations_float32_close_to_float64():
+    """The float32 path (numpy batched product included) agrees with float64 to float32 accuracy."""
+    from kinfunc.ik.gn import frame_normal_equations
+
+    model = chain_model()
+    q = random_q(model, 5, seed=11)
+    trial = synthetic_trial(model, q, noise=0.004, gaps=0.2, seed=12)
+    out = {}
+    for dtype in (torch.float32, f64):
+        prob, info = build_problem(model, [trial], dtype=dtype)
+        out[dtype] = frame_normal_equations(prob, q[:, info["free_index"]].to(dtype))
+    for a32, a64 in zip(out[torch.float32], out[f64]):
+        assert a32.dtype == torch.float32
+        torch.testing.assert_close(a32.double(), a64, rtol=2e-4, atol=2e-6 * float(a64.abs().max()))
+
+
 def test_objective_gradient_matches_finite_differences():
     model = chain_model()
     q = random_q(model, 5, seed=4)
@@ -244,6 +260,41 @@ def test_root_coordinates_roundtrip():
     d = qr[:, :6] - q[:, :6]
     d[:, :3] = torch.remainder(d[:, :3] + math.pi, 2 * math.pi) - math.pi
     assert float(d.abs().max()) < 1e-9
+
+
+def test_planar_root_initial_fit_is_exact():
+    """A planar pelvis (tilt about Z, translations X and Y; the other slots constant, as in
+    OpenSim's Gait10dof) gets its three coordinates from the rigid fit in closed form."""
+    mb = ModelBuilder("planar")
+    mb.add_body(
+        "pelvis",
+        Joint(
+            "ground_pelvis",
+            "ground",
+            rotations=(Dof((0, 0, 1), "tilt"), Dof((1, 0, 0)), Dof((0, 1, 0))),
+            translations=(Dof((1, 0, 0), "tx"), Dof((0, 1, 0), "ty"), Dof((0, 0, 1))),
+        ),
+    )
+    mb.add_body("thigh", Joint.pin("hip", "pelvis", "hip", parent_location=(-0.07, -0.07, 0.08)))
+    for name, body, off in [
+        ("P1", "pelvis", (0.02, 0.03, 0.13)),
+        ("P2", "pelvis", (0.02, 0.03, -0.13)),
+        ("P3", "pelvis", (-0.15, 0.04, 0.0)),
+        ("T1", "thigh", (0.03, -0.2, 0.06)),
+    ]:
+        mb.add_marker(name, body, off)
+    model = mb.build(dtype=f64)
+    T = 12
+    q = torch.zeros(T, 4, dtype=f64)
+    q[:, model.topology.coordinate_index("tilt")] = torch.linspace(-0.4, 0.3, T, dtype=f64)
+    q[:, model.topology.coordinate_index("tx")] = torch.linspace(0.0, 1.5, T, dtype=f64)
+    q[:, model.topology.coordinate_index("ty")] = 0.9 + 0.02 * torch.sin(torch.arange(T, dtype=f64))
+    q[:, model.topology.coordinate_index("hip")] = 0.5
+    x = kf.marker_positions(model, q)
+    q0 = initial_q(model, x, torch.ones(x.shape[:2], dtype=f64), model.default_q())
+    root = [model.topology.coordinate_index(n) for n in ("tilt", "tx", "ty")]
+    torch.testing.assert_close(q0[:, root], q[:, root], atol=1e-10, rtol=0)
+    assert float(q0[:, model.topology.coordinate_index("hip")].abs().max()) == 0.0  # others stay at defaults
 
 
 def test_initial_root_fit_with_missing_pelvis_markers():
