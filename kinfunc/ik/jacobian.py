@@ -15,6 +15,7 @@ Everything is batched over frames; the reference is ``torch.func.jacrev``/``jacf
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -169,10 +170,6 @@ class JacobianPlan:
     marker_bm: Tensor  # (M,) long: index into the distinct marker bodies
     marker_pos: Tensor  # (M,) long: level position of each marker's body
     n_marker_bodies: int
-    sd_next: Tensor  # (M * B,) long: for (marker, level position): the next joint on the path (model index; B = none)
-    sd_onpath: Tensor  # (M * B,) float: 1 where the body is on the marker's path
-    sd_self: Tensor  # (M * B,) float: 1 where the body carries the marker
-    sd_y: Tensor  # (M * B * 3,) long: row of Y (next joint position * 3 + axis; B * 3 = zero)
 
     @classmethod
     def build(cls, model: Model, columns: Optional[Sequence[int]] = None) -> "JacobianPlan":
@@ -262,13 +259,19 @@ class JacobianPlan:
             marker_bm=lt(mbodies.index(b) for b in topo.marker_bodies),
             marker_pos=lt(pos[b] for b in topo.marker_bodies),
             n_marker_bodies=len(mbodies),
-            **cls._scale_structure(topo, order, pos, dev, model.dtype),
         )
 
-    @staticmethod
-    def _scale_structure(topo, order, pos, dev, dtype) -> dict:
-        """Index tensors of :meth:`_scale_derivatives`: per (marker, body in level order)."""
+    @functools.cached_property
+    def _scale_index(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Index tensors of :meth:`_scale_derivatives` (built on first use: only scale fits need
+        them), per (marker, body in level order): the next joint on the path (model index; B =
+        none), 1 where the body is on the path, 1 where it carries the marker, and the row of
+        ``Y`` (next joint position * 3 + axis; B * 3 = zero)."""
+        topo = self.topology
         B = topo.n_bodies
+        order = self.order.tolist()
+        pos = {b: k for k, b in enumerate(order)}
+        dev, dtype = self.S_rot.device, self.S_rot.dtype
         nxt, onpath, self_, ys = [], [], [], []
         for mb in topo.marker_bodies:
             path = {}  # body -> next joint (child body) towards the marker, None for the marker's body
@@ -285,7 +288,7 @@ class JacobianPlan:
                 ys.extend(pos[j] * 3 + k if (on and j is not None) else B * 3 for k in range(3))
         lt = lambda x: torch.tensor(x, dtype=torch.long, device=dev)  # noqa: E731
         ft = lambda x: torch.tensor(x, dtype=dtype, device=dev)  # noqa: E731
-        return dict(sd_next=lt(nxt), sd_onpath=ft(onpath), sd_self=ft(self_), sd_y=lt(ys))
+        return lt(nxt), ft(onpath), ft(self_), lt(ys)
 
     def constants(self, model: Model) -> KinematicConstants:
         """Model-dependent constants (differentiable in the model's leaves)."""
@@ -474,14 +477,15 @@ class JacobianPlan:
         coef = vT[:, 3:, None, :] * consts.Wtr[..., None]  # (B, 3 k', 3 k, T)
         Y = (coef[:, :, :, None, :] * tau[:, :, None, :, :]).sum(1)  # (B, 3 k, 3, T)
         # constants per (marker, body on its path, axis), in level order
+        sd_next, sd_onpath, sd_self, sd_y = self._scale_index
         zero = model.parent_location.new_zeros(1, 3)
-        locp = torch.cat((model.parent_location, zero), 0).index_select(0, self.sd_next)  # (M * B, 3)
-        locc = model.child_location.index_select(0, self.order).repeat(M, 1) * self.sd_onpath[:, None]
-        offs = model.marker_offsets.repeat_interleave(B, 0) * self.sd_self[:, None]
+        locp = torch.cat((model.parent_location, zero), 0).index_select(0, sd_next)  # (M * B, 3)
+        locc = model.child_location.index_select(0, self.order).repeat(M, 1) * sd_onpath[:, None]
+        offs = model.marker_offsets.repeat_interleave(B, 0) * sd_self[:, None]
         c = (locp - locc + offs).reshape(M, B, 3)
         D = c[..., None, None] * Rw.permute(0, 2, 1, 3)[None]  # (M, B, 3 k, 3 xyz, T)
         Yz = torch.cat((Y.reshape(B * 3, 3, T), Y.new_zeros(1, 3, T)), 0)
-        D = D + Yz.index_select(0, self.sd_y).reshape(M, B, 3, 3, T)
+        D = D + Yz.index_select(0, sd_y).reshape(M, B, 3, 3, T)
         if self.order_inv is not None:
             D = D.index_select(1, self.order_inv)
         return D.permute(4, 0, 3, 1, 2)  # (T, M, 3 xyz, B, 3 k)
