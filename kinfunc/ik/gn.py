@@ -475,7 +475,7 @@ def solve_gn(
         consts = p.plan.constants(p.model)
     if not p.coupled:
         return _solve_frames(p, Z0, opts, consts)
-    mu = torch.tensor(opts.mu0, dtype=Z.dtype)
+    mu = torch.tensor(opts.mu0, dtype=Z.dtype, device=Z.device)
     r, Jz, Jt = frame_jacobians(p, Z, theta, consts)
     total = _totals(p, r, Z, theta)[1]
     history = [float(total)]

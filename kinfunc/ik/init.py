@@ -130,7 +130,7 @@ def root_coordinates(model: Model, R: Tensor, t: Tensor, q0: Tensor) -> Tensor:
         return q
     axes = model.axes[0] / torch.linalg.vector_norm(model.axes[0], dim=-1, keepdim=True)  # (6, 3)
     Qr = axes[:3].T  # columns = rotation axes
-    if float((Qr.T @ Qr - torch.eye(3, dtype=Qr.dtype)).abs().max()) > 1e-9:
+    if float((Qr.T @ Qr - torch.eye(3, dtype=Qr.dtype, device=Qr.device)).abs().max()) > 1e-9:
         return q
     flip = float(torch.linalg.det(Qr)) < 0
     if flip:

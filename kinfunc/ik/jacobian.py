@@ -540,9 +540,6 @@ class JacobianPlan:
         return cost, A, g, p.permute(2, 0, 1)
 
 
-_ROW = torch.tensor([0.0, 0.0, 0.0, 1.0]).reshape(1, 1, 4, 1)
-
-
 def marker_jacobian(model: Model, q: Tensor) -> tuple[Tensor, Tensor]:
     """Marker positions ``(T, M, 3)`` (m) and ``dp/dq (T, M, 3, C)`` at ``q (T, C)``
     (one-off convenience around :class:`JacobianPlan`)."""
