@@ -10,6 +10,12 @@ closed form (:func:`kinfunc.functions.derivative`). A marker offset moves its ma
 
 Everything is batched over frames; the reference is ``torch.func.jacrev``/``jacfwd`` of
 :func:`kinfunc.marker_positions` (tests check they agree in float64).
+
+:class:`JacobianPlan` does this for many frames with everything that does not depend on ``q``
+worked out once: frames-last storage (``(bodies, 3, 3, T)``), bodies by tree level, one GEMM per
+kind of joint slot for the sums over ancestors, closed-form derivatives w.r.t. body scale
+factors, and Gauss-Newton normal equations from per-body marker moments
+(:meth:`JacobianPlan.normal_equations`) that never form the per-marker Jacobian.
 """
 
 from __future__ import annotations
@@ -344,7 +350,9 @@ class JacobianPlan:
         )
 
     def _forward(self, model: Model, consts: KinematicConstants, q: Tensor):
-        """World poses (level order, frames-last) and what the Jacobian needs from this pass."""
+        """One frames-last FK pass at ``q (T, C)``: world poses ``Hw (B, 3, 4, T)`` (level order),
+        the marker bodies' poses ``Hm (M, 3, 4, T)``, marker positions ``p (M, 3, T)`` and what
+        the Jacobian reuses (first rotation factors, slot and coupler derivatives, slot values)."""
         topo = self.topology
         B = topo.n_bodies
         T = q.shape[0]
