@@ -26,6 +26,7 @@ __all__ = [
     "effective_scales",
     "translation_scales",
     "translation_factors",
+    "translation_weights",
 ]
 
 
@@ -97,18 +98,27 @@ def translation_scales(model: Model, s_parent: Tensor | None = None) -> Tensor:
     return translation_factors(model.axes, s_parent, model.topology.unscaled_slots)
 
 
-def translation_factors(axes: Tensor, s_parent: Tensor, unscaled_slots: tuple[int, ...]) -> Tensor:
-    """The rule of :func:`translation_scales` on raw leaves: ``axes (B, 6, 3)``,
-    ``s_parent (B, 3)``, static ``unscaled_slots`` (flat ``joint * 3 + k``) -> ``(B, 3)``."""
+def translation_weights(axes: Tensor, unscaled_slots: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """The linear map of :func:`translation_factors`: ``W (B, 3, 3)`` with ``W[b, k, :]`` the
+    ``|axis|``-weights of translation slot ``k`` over the parent's three scale factors (0 for
+    ``unscaled_slots``, flat ``joint * 3 + k``), and ``keep (B, 3)`` (0 there, else 1).
+    ``axes (B, 6, 3)``."""
     w = axes[:, 3:].abs()
-    s_tr = (w * s_parent[:, None, :]).sum(-1) / w.sum(-1)  # (B, 3)
+    W = w / w.sum(-1, keepdim=True)
+    keep = torch.ones_like(W[..., 0])
     if unscaled_slots:
         off = set(unscaled_slots)
         keep = torch.tensor(
-            [0.0 if i in off else 1.0 for i in range(s_tr.numel())], dtype=s_tr.dtype, device=s_tr.device
-        ).reshape(s_tr.shape)
-        s_tr = s_tr * keep + (1.0 - keep)
-    return s_tr
+            [0.0 if i in off else 1.0 for i in range(keep.numel())], dtype=W.dtype, device=W.device
+        ).reshape(keep.shape)
+    return W * keep[..., None], keep
+
+
+def translation_factors(axes: Tensor, s_parent: Tensor, unscaled_slots: tuple[int, ...]) -> Tensor:
+    """The rule of :func:`translation_scales` on raw leaves: ``axes (B, 6, 3)``,
+    ``s_parent (B, 3)``, static ``unscaled_slots`` (flat ``joint * 3 + k``) -> ``(B, 3)``."""
+    W, keep = translation_weights(axes, unscaled_slots)
+    return (W * s_parent[:, None, :]).sum(-1) + (1.0 - keep)
 
 
 def local_transforms(model: Model, q: Tensor) -> tuple[Tensor, Tensor]:

@@ -31,7 +31,7 @@ from torch.func import jacfwd, vmap
 
 from .. import functions as F
 from .. import transforms as tf
-from ..fk import effective_scales, full_coordinates, slot_values, translation_scales
+from ..fk import effective_scales, full_coordinates, slot_values, translation_scales, translation_weights
 from ..model import Model
 
 __all__ = ["JacobianPlan", "FrameKinematics", "marker_jacobian", "slot_derivatives"]
@@ -317,7 +317,7 @@ class JacobianPlan:
             1,
         )
         s_tr = translation_scales(model, s_parent)  # (B, 3)
-        G = (Rp[:, None] @ (axes[:, 3:] * s_tr[..., None])[..., None])[..., 0]  # (B, 3, 3)
+        Gu = (Rp[:, None] @ axes[:, 3:, :, None])[..., 0]  # (B, 3, 3): unit translation axes, parent frame
         rp = lambda v: (Rp @ v[..., None])[..., 0]  # noqa: E731
         u3 = (RcT.transpose(-1, -2) @ a2[..., None])[..., 0]
         mb = list(topo.marker_bodies)
@@ -338,9 +338,9 @@ class JacobianPlan:
             v_const=v_const,
             Rk0=Rk0,
             Ev=Ef.index_select(0, self.rot_var),
-            G=G[o],
-            Gu=(Rp[:, None] @ axes[:, 3:, :, None])[..., 0][o],
-            Wtr=self._translation_weights(model)[o],
+            G=(Gu * s_tr[..., None])[o],
+            Gu=Gu[o],
+            Wtr=translation_weights(model.axes, topo.unscaled_slots)[0][o],
             tp=(model.parent_location * s_parent)[o],
             tc=(model.child_location * s_body)[o],
             u1=rp(a0)[o],
@@ -409,8 +409,7 @@ class JacobianPlan:
         dc = torch.cat(cders + [q.new_ones(T, 1)], -1)
         fac = (ds.index_select(1, self.ent_out) * dc.index_select(1, self.ent_dep)).t()[:, None, :]  # (NE, 1, T)
         NR = self.rot_flat.numel()
-        eye = torch.eye(3, dtype=q.dtype, device=q.device)[..., None].expand(1, 3, 3, T)
-        Rpar = torch.cat((eye, Rw), 0).index_select(0, self.par_index)  # (B, 3, 3, T)
+        Rpar = self._parent_rotations(Rw)
         u2 = _mv(Rk0, consts.a1[..., None])  # second axis in the parent body frame: Rp R1 a1
         w1 = _mv(Rpar, consts.u1[..., None])
         w2 = _mv(Rpar, u2)
@@ -454,17 +453,11 @@ class JacobianPlan:
             J = J * weights.t()[:, None, :]
         return FrameKinematics(p.permute(2, 0, 1), J.permute(3, 1, 2, 0), R_markers, H, dp_ds)
 
-    @staticmethod
-    def _translation_weights(model: Model) -> Tensor:
-        """``(B, 3, 3)``: ``d s_tr[b, k'] / d s_parent[b, k]`` of OpenSim's translation rule
-        (:func:`kinfunc.fk.translation_factors`: an ``|axis|``-weighted mean; 0 for unscaled slots)."""
-        w = model.axes[:, 3:].abs()
-        W = w / w.sum(-1, keepdim=True)
-        if model.topology.unscaled_slots:
-            off = set(model.topology.unscaled_slots)
-            keep = [0.0 if i in off else 1.0 for i in range(W.shape[0] * 3)]
-            W = W * torch.tensor(keep, dtype=W.dtype, device=W.device).reshape(-1, 3, 1)
-        return W
+    def _parent_rotations(self, Rw: Tensor) -> Tensor:
+        """World rotation of each body's parent ``(B, 3, 3, T)`` (identity for ground) from the
+        bodies' ``Rw (B, 3, 3, T)``, level order."""
+        eye = torch.eye(3, dtype=Rw.dtype, device=Rw.device)[..., None].expand(1, 3, 3, Rw.shape[-1])
+        return torch.cat((eye, Rw), 0).index_select(0, self.par_index)
 
     def _scale_derivatives(self, model: Model, consts: KinematicConstants, Hw: Tensor, vT: Tensor) -> Tensor:
         """``dp_m / d s_body[beta, k]`` ``(T, M, 3, B, 3)`` (model body order).
@@ -479,8 +472,7 @@ class JacobianPlan:
         B, T = Hw.shape[0], Hw.shape[-1]
         M = topo.n_markers
         Rw = Hw[:, :, :3]  # (B, 3, 3, T) level order
-        eye = torch.eye(3, dtype=Hw.dtype, device=Hw.device)[..., None].expand(1, 3, 3, T)
-        Rpar = torch.cat((eye, Rw), 0).index_select(0, self.par_index)
+        Rpar = self._parent_rotations(Rw)
         tau = (Rpar[:, None] * consts.Gu[:, :, None, :, None]).sum(3)  # (B, 3 k', 3, T): unit translation axes, world
         coef = vT[:, 3:, None, :] * consts.Wtr[..., None]  # (B, 3 k', 3 k, T)
         Y = (coef[:, :, :, None, :] * tau[:, :, None, :, :]).sum(1)  # (B, 3 k, 3, T)
