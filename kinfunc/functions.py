@@ -196,13 +196,13 @@ def spline_coefficients(x: Tensor, y: Tensor, end: SplineEnd) -> tuple[Tensor, T
 
 
 def coefficients(key: tuple, params: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    """Everything about a group that does not depend on its inputs: for splines
-    ``(x, y, b, c, d, table)`` (knots, :func:`spline_coefficients`, and a ``(n, K + 1, 5)``
-    table of ``[x0, y0, b, c, d]`` per piece, the linear continuations below and above the knots
-    included), for other kinds ``params``.
+    """Everything about a group that does not depend on its inputs: for splines ``(x, table)``
+    (knots ``(n, K)`` and a ``(n, K + 1, 5)`` table of ``[x0, y0, b, c, d]`` per piece from
+    :func:`spline_coefficients`, the linear continuations below and above the knots included),
+    for other kinds ``params``.
 
-    Pass the result as ``coeffs=`` to :func:`evaluate` / :func:`value_and_derivative` to skip
-    the per-call ``K x K`` spline solve when the same functions are evaluated many times.
+    Pass the result as ``coeffs=`` to :func:`value_and_derivative` to skip the per-call
+    ``K x K`` spline solve when the same functions are evaluated many times.
     """
     if key[0] is FnKind.SPLINE:
         xk, yk = params
@@ -211,25 +211,12 @@ def coefficients(key: tuple, params: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         first = torch.stack((xk[:, :1], yk[:, :1], b[:, :1], z, z), -1)
         last = torch.stack((xk[:, -1:], yk[:, -1:], b[:, -1:], z, z), -1)
         pieces = torch.stack((xk[:, :-1], yk[:, :-1], b[:, :-1], c[:, :-1], d[:, :-1]), -1)
-        return (xk, yk, b, c, d, torch.cat((first, pieces, last), 1))
+        return (xk, torch.cat((first, pieces, last), 1))
     return params
 
 
-def _spline_pieces(xk: Tensor, u: Tensor):
-    """Offsets of inputs ``u (..., n)`` into their interval between knots ``xk (n, K)`` and the
-    one-hot interval mask: ``dx (..., n, K-1)``, ``onehot (..., n, K-1)``."""
-    dx = u[..., None] - xk[:, :-1]
-    # interval index = number of interior knots at or below u (no data-dependent shapes)
-    idx = (u[..., None] >= xk[:, 1:-1]).sum(-1)  # (..., n) in [0, K-2]
-    onehot = (idx[..., None] == torch.arange(xk.shape[1] - 1, device=u.device)).to(u.dtype)
-    return dx, onehot
-
-
-def evaluate(key: tuple, params: tuple[Tensor, ...], u: Tensor, coeffs: tuple[Tensor, ...] | None = None) -> Tensor:
-    """Evaluate a group of ``n`` functions at inputs ``u (..., n)`` -> ``(..., n)``.
-
-    ``coeffs``: :func:`coefficients` of ``(key, params)`` if already computed.
-    """
+def evaluate(key: tuple, params: tuple[Tensor, ...], u: Tensor) -> Tensor:
+    """Evaluate a group of ``n`` functions at inputs ``u (..., n)`` -> ``(..., n)``."""
     kind = key[0]
     if kind is FnKind.CONSTANT:
         (value,) = params
@@ -245,8 +232,11 @@ def evaluate(key: tuple, params: tuple[Tensor, ...], u: Tensor, coeffs: tuple[Te
         return out
     if kind is FnKind.SPLINE:
         xk, yk = params
-        b, c, d = coeffs[2:5] if coeffs is not None else spline_coefficients(xk, yk, key[2])
-        dx, onehot = _spline_pieces(xk, u)
+        b, c, d = spline_coefficients(xk, yk, key[2])
+        dx = u[..., None] - xk[:, :-1]  # (..., n, K-1)
+        # interval index = number of interior knots at or below u (no data-dependent shapes)
+        idx = (u[..., None] >= xk[:, 1:-1]).sum(-1)  # (..., n) in [0, K-2]
+        onehot = (idx[..., None] == torch.arange(xk.shape[1] - 1, device=u.device)).to(u.dtype)
         cubic = yk[:, :-1] + dx * (b[:, :-1] + dx * (c[:, :-1] + dx * d[:, :-1]))
         inside = (cubic * onehot).sum(-1)
         below = yk[:, 0] + b[:, 0] * (u - xk[:, 0])
@@ -275,8 +265,7 @@ def value_and_derivative(
             out = out * u + coef[:, k]
         return out, d
     if kind is FnKind.SPLINE:
-        cf = coeffs if coeffs is not None else coefficients(key, params)
-        xk, table = cf[0], cf[5]
+        xk, table = coeffs if coeffs is not None else coefficients(key, params)
         n, K = xk.shape
         # piece of each input: 0 below the knots, i + 1 on [x_i, x_i+1), K at or above the last
         ut = u.reshape(-1, n).t().contiguous()  # (n, N)
@@ -290,6 +279,6 @@ def value_and_derivative(
     raise ValueError(f"unknown function kind {kind}")
 
 
-def derivative(key: tuple, params: tuple[Tensor, ...], u: Tensor, coeffs: tuple[Tensor, ...] | None = None) -> Tensor:
+def derivative(key: tuple, params: tuple[Tensor, ...], u: Tensor) -> Tensor:
     """Derivatives ``df/du (..., n)`` of a group at inputs ``u (..., n)``, in closed form."""
-    return value_and_derivative(key, params, u, coeffs)[1]
+    return value_and_derivative(key, params, u)[1]
