@@ -2,8 +2,10 @@
 
 Per iteration:
 
-1. per-frame residual Jacobians ``J_z (T, R, Cf)`` and ``J_theta (T, R, P)`` by forward mode
-   (``vmap(jacfwd)``, one batched pass; reverse mode is the slow direction here);
+1. per-frame residual Jacobians ``J_z (T, R, Cf)`` and ``J_theta (T, R, P)`` in closed form
+   (:class:`kinfunc.ik.jacobian.JacobianPlan`, one batched pass; ``vmap(jacfwd)`` is the test
+   reference). Pose-only fits skip ``J`` and build ``J^T J``, ``J^T r`` from per-body marker
+   moments (:func:`frame_normal_equations`);
 2. per-frame normal-equation blocks ``A_t = J_z^T J_z (T, Cf, Cf)``, ``B_t = J_z^T J_theta``,
    damped (Marquardt: ``A + mu diag(A)``) and factorised in one batched Cholesky;
 3. the shared parameters by the Schur complement of the frame blocks
@@ -33,7 +35,6 @@ from .problem import (
     coupling_cost,
     expand_q,
     frame_residual,
-    frame_residuals,
     prior_residuals,
     smooth_valid,
     unpack_model,
@@ -342,15 +343,9 @@ class _Linear:
         return xz * self.keep, xt
 
 
-def _costs(problem: IKProblem, Z: Tensor, theta: Optional[Tensor]) -> tuple[Tensor, Tensor]:
-    """Per-frame costs ``(T,)`` (frame residuals only) and the total objective (scalar)."""
-    return _totals(problem, frame_residuals(problem, Z, theta), Z, theta)
-
-
-def _totals(problem: IKProblem, r: Tensor, Z: Tensor, theta: Optional[Tensor]) -> tuple[Tensor, Tensor]:
-    """Per-frame costs ``(T,)`` from frame residuals ``r (T, R)`` and the total objective."""
-    c = (r * r).sum(-1)
-    return c, c.sum() + coupling_cost(problem, Z, theta)
+def _total(problem: IKProblem, r: Tensor, Z: Tensor, theta: Optional[Tensor]) -> Tensor:
+    """The total objective (scalar) from frame residuals ``r (T, R)`` plus the coupling terms."""
+    return (r * r).sum() + coupling_cost(problem, Z, theta)
 
 
 @dataclasses.dataclass
@@ -391,6 +386,16 @@ def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult
     history = [float(cost.sum())]
     active = None  # None = all frames; else (n,) long
     sub = p
+
+    def leave(mask: Tensor):
+        """Drop the frames where ``mask`` (over the active ones) from the batch; returns the
+        positions that stay, for the caller's per-frame arrays."""
+        nonlocal active, sub
+        left = torch.nonzero(~mask).flatten()
+        active = left if active is None else active.index_select(0, left)
+        sub = _frame_subset(p, active)
+        return left
+
     converged = False
     it = 0
     for it in range(1, opts.max_iter + 1):
@@ -415,9 +420,7 @@ def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult
                 converged = True
                 history.append(float(cost.sum()))
                 break
-            left = torch.nonzero(~quiet).flatten()
-            active = left if active is None else active.index_select(0, left)
-            sub = _frame_subset(p, active)
+            left = leave(quiet)
             Za, Zn, dd, ca, mua, scale, pred, A, g = (
                 x.index_select(0, left) for x in (Za, Zn, dd, ca, mua, scale, pred, A, g)
             )
@@ -442,10 +445,8 @@ def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult
         A = torch.where(acc[:, None, None], An, A)
         g = torch.where(acc[:, None], gn, g)
         if bool(settled.any()):  # converged frames leave the batch
-            left = torch.nonzero(~settled).flatten()
-            active = left if active is None else active.index_select(0, left)
+            left = leave(settled)
             A, g = A.index_select(0, left), g.index_select(0, left)
-            sub = _frame_subset(p, active)
     return GNResult(Z, None, float(cost.sum()), it, converged, history, P)
 
 
@@ -477,7 +478,7 @@ def solve_gn(
         return _solve_frames(p, Z0, opts, consts)
     mu = torch.tensor(opts.mu0, dtype=Z.dtype, device=Z.device)
     r, Jz, Jt = frame_jacobians(p, Z, theta, consts)
-    total = _totals(p, r, Z, theta)[1]
+    total = _total(p, r, Z, theta)
     history = [float(total)]
     band = _smooth_band(p, T, Z.dtype, Z.device)
     lin = None
@@ -518,7 +519,7 @@ def solve_gn(
         thn = None if theta is None else theta + dt
         # residuals and Jacobians at the candidate (reused as the next linearisation if accepted)
         rn, Jzn, Jtn = frame_jacobians(p, Zn, thn, consts)
-        total_n = _totals(p, rn, Zn, thn)[1]
+        total_n = _total(p, rn, Zn, thn)
         # decrease predicted by the undamped linear model: -(2 g.d + d^T H d)
         dd = Zn - Z
         pred = -(2.0 * (gz * dd).sum(-1) + (dd[:, None, :] @ A @ dd[..., None])[..., 0, 0])
