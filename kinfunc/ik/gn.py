@@ -450,18 +450,8 @@ def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult
     return GNResult(Z, None, float(cost.sum()), it, converged, history, P)
 
 
-def solve_gn(
-    problem: IKProblem,
-    Z0: Tensor,
-    theta0: Optional[Tensor],
-    opts: GNOptions = GNOptions(),
-    consts: Optional[KinematicConstants] = None,
-) -> GNResult:
-    """Minimise :func:`kinfunc.ik.problem.objective` from ``Z0 (T, Cf)``, ``theta0 (K, P)``.
-
-    ``consts``: the Jacobian plan's constants of ``problem.model`` if already computed (used
-    when no shared parameters are fitted).
-    """
+def solve_gn(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: GNOptions = GNOptions()) -> GNResult:
+    """Minimise :func:`kinfunc.ik.problem.objective` from ``Z0 (T, Cf)``, ``theta0 (K, P)``."""
     p = problem
     lo, hi = p.z_lo, p.z_hi
     Z = torch.clamp(Z0, lo, hi)
@@ -470,10 +460,7 @@ def solve_gn(
     theta = theta0 if p.n_theta else None
     T, Cf = Z.shape
     # the kinematic constants depend on the shared parameters only: computed once for a pose fit
-    if p.n_theta or p.plan is None:
-        consts = None
-    elif consts is None:
-        consts = p.plan.constants(p.model)
+    consts = None if (p.n_theta or p.plan is None) else p.plan.constants(p.model)
     if not p.coupled:
         return _solve_frames(p, Z0, opts, consts)
     mu = torch.tensor(opts.mu0, dtype=Z.dtype, device=Z.device)

@@ -470,10 +470,6 @@ def solve(
     fit = tuple(fit)
     t_start = _time.perf_counter()
     problem, info = build_problem(model, trials, fit, setup, **options)
-    # the Jacobian plan's constants at the starting shape: shared by the pose solve and the
-    # results when only poses are fitted
-    model0 = unpack_model(problem, info["theta0"][0]) if problem.n_theta else problem.model
-    consts0 = problem.plan.constants(model0)
     Z0 = _initial_z(problem, info, init, fit)
     theta0 = info["theta0"] if problem.n_theta else None
     chosen = "gn" if solver == "auto" else solver
@@ -486,9 +482,8 @@ def solve(
         if problem.n_theta and problem.n_sets == 1:
             # stage 1: poses alone with the shared parameters at their start values (independent
             # frames), so that the joint solve starts near the answer
-            pose_only = _pose_only(problem, theta0)
-            Z0 = solve_gn(pose_only, Z0, None, o, consts0).Z
-        res = solve_gn(problem, Z0, theta0, o, consts0)
+            Z0 = solve_gn(_pose_only(problem, theta0), Z0, None, o).Z
+        res = solve_gn(problem, Z0, theta0, o)
     else:
         o = lbfgs_options or LBFGSOptions()
         if max_iter is not None:
@@ -497,7 +492,7 @@ def solve(
     wall = _time.perf_counter() - t_start
     if not res.converged:
         log.warning("IK (%s) stopped after %d iterations without meeting its tolerance", chosen, res.iterations)
-    out = _results(problem, info, res, info["trials"], fit, chosen, wall, None if problem.n_theta else consts0)
+    out = _results(problem, info, res, info["trials"], fit, chosen, wall)
     return out[0] if isinstance(trial, MarkerTrial) else out
 
 
@@ -547,11 +542,8 @@ def _solve_shape_only(problem, Z0, theta0, chosen, max_iter, gn_options, lbfgs_o
     return GNResult(Z0, th, float(objective(problem, Z0, th)), n, True, [])
 
 
-def _results(
-    problem: IKProblem, info: dict, res: GNResult, trials, fit, solver: str, wall: float, consts=None
-) -> list[IKResult]:
-    """One :class:`IKResult` per trial. ``consts``: the plan's constants of ``problem.model``
-    when no shared parameters were fitted."""
+def _results(problem: IKProblem, info: dict, res: GNResult, trials, fit, solver: str, wall: float) -> list[IKResult]:
+    """One :class:`IKResult` per trial (marker positions from the solver when it kept them)."""
     full: Model = info["model_full"]
     used_idx = info["used_marker_index"]
     out = []
@@ -579,7 +571,7 @@ def _results(
             if res.positions is not None:  # the solver's own, at its final poses
                 p = res.positions[sl]
             else:
-                p = problem.plan.evaluate(um, consts if consts is not None else problem.plan.constants(um), q, jacobian=False).p
+                p = problem.plan.evaluate(um, problem.plan.constants(um), q, jacobian=False).p
             pres = problem.present[sl] > 0
             d = torch.linalg.vector_norm(p - problem.X[sl], dim=-1)
             err = torch.where(pres, d, torch.full_like(d, float("nan")))
