@@ -62,23 +62,28 @@ def rigid_root_fit(model: Model, X: Tensor, present: Tensor, q0: Tensor) -> tupl
     """
     topo = model.topology
     on_root = torch.tensor([b == 0 for b in topo.marker_bodies], device=X.device)
+
+    def template():
+        """Root pose at ``q0`` and every marker in the root frame there, ``R0^T (p - t0)``."""
+        poses = fk(model, q0)
+        return poses, (marker_positions(model, q0, poses) - poses.t[0]) @ poses.R[0]
+
+    poses = None
     if int(on_root.sum()) >= 3:
-        # root markers sit at their (scaled) offsets in the root frame: no FK needed when every
-        # frame has three of them
+        # root markers sit at their (scaled) offsets in the root frame: no FK for the fit itself
         P = model.marker_offsets * (model.global_scale * model.body_scales[0])
-        w = present * on_root.to(present.dtype)
-        R, t, ok = kabsch(P.expand(X.shape[0], -1, -1), torch.where(w[..., None] > 0, X, torch.zeros_like(X)), w)
-        if bool(ok.all()):
-            return R, t
     else:
         on_root = torch.ones_like(on_root)
-    poses = fk(model, q0)
-    p_world, R0, t0 = marker_positions(model, q0, poses), poses.R[0], poses.t[0]  # (M, 3)
-    # template: marker positions in the root frame at q0
-    P = (p_world - t0) @ R0  # R0^T (p - t0), row-vector form
+        poses, P = template()
     w = present * on_root.to(present.dtype)
     Xs = torch.where(w[..., None] > 0, X, torch.zeros_like(X))
     R, t, ok = kabsch(P.expand(X.shape[0], -1, -1), Xs, w)
+    if bool(ok.all()):
+        return R, t
+    # fallbacks below use every marker's template and the root pose at q0
+    if poses is None:
+        poses, P = template()
+    R0, t0 = poses.R[0], poses.t[0]
     # frames with < 3 root markers: rotation of the nearest good frame (or the template's)
     near = _nearest_valid(ok)
     any_ok = ok.any()
