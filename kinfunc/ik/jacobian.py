@@ -324,8 +324,9 @@ class JacobianPlan:
         off = model.marker_offsets * s_body[mb]
         const = [(g, p) for g, p in zip(topo.slot_groups, model.slot_params) if g.key[0] is F.FnKind.CONSTANT]
         v_const = torch.zeros(topo.n_bodies * 6, dtype=model.dtype, device=model.device)
+        pos = list(range(topo.n_bodies)) if self.order_inv is None else self.order_inv.tolist()
         for g, (value,) in const:
-            flat = [int(self.order_inv[b // 6] if self.order_inv is not None else b // 6) * 6 + b % 6 for b in g.outputs]
+            flat = [pos[o // 6] * 6 + o % 6 for o in g.outputs]
             v_const = v_const.index_add(0, torch.tensor(flat, device=v_const.device), value)
         vc = v_const.reshape(-1, 6)[:, :3].reshape(-1)[..., None, None]  # (B * 3, 1, 1) level order
         Ef = E[o].reshape(-1, 3, 3, 3)
