@@ -165,28 +165,34 @@ def test_frame_jacobians_per_trial_parameters():
     torch.testing.assert_close(Jt, Jtr, rtol=0, atol=1e-10)
 
 
-def test_frame_normal_equations_equal_jacobian_products():
-    """The per-body moment form of J^T J, J^T r and the cost equals forming the marker Jacobian,
-    with gaps, weights, coordinate tasks on a coupled coordinate and violated limits; far from
-    the origin (positions of several metres) as in a lab."""
+@pytest.mark.parametrize("which", ["chain", "lower_body"])
+def test_frame_normal_equations_equal_jacobian_products(which):
+    """The marker-moment form of J^T J, J^T r and the cost equals forming the marker Jacobian,
+    with gaps, weights, coordinate tasks on a coupled coordinate and violated limits (chain), and
+    on OpenSim's lower body (spline-driven knee translations, 3-DOF hips); far from the origin
+    (positions of several metres) as in a lab."""
     from kinfunc.ik.gn import frame_normal_equations
 
-    model = chain_model()
+    model = chain_model() if which == "chain" else kf.models.lower_body("opensim", dtype=f64)
     q = random_q(model, 6, seed=5)
-    q[:, 3] += 4.0  # root 4 m along X
+    q[:, model.topology.coordinate_names.index("tx" if which == "chain" else "pelvis_tx")] += 4.0  # root 4 m along X
     trial = synthetic_trial(model, q, noise=0.004, gaps=0.25, seed=6)
-    tasks = {"knee_add": CoordinateTask(5.0, 0.05), "h1": CoordinateTask(2.0)}
+    tasks = {"knee_add": CoordinateTask(5.0, 0.05), "h1": CoordinateTask(2.0)} if which == "chain" else {}
     weights = {n: 1.0 + 0.1 * k for k, n in enumerate(model.marker_names)}
     prob, info = build_problem(model, [trial], coordinate_tasks=tasks, marker_weights=weights)
     Z = q[:, info["free_index"]].clone()
-    Z[:2, prob.free_names.index("ankle")] = torch.tensor([0.7, -0.8], dtype=f64)  # beyond the ankle limit
+    if which == "chain":
+        Z[:2, prob.free_names.index("ankle")] = torch.tensor([0.7, -0.8], dtype=f64)  # beyond the ankle limit
     r, J, _ = frame_jacobians(prob, Z, None)
     cost, A, g, pos = frame_normal_equations(prob, Z)
     torch.testing.assert_close(pos, kf.marker_positions(prob.model, expand_q(prob, Z)), rtol=0, atol=1e-12)
     torch.testing.assert_close(cost, (r * r).sum(-1), rtol=1e-12, atol=1e-15)
     torch.testing.assert_close(A, J.transpose(-1, -2) @ J, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(g, (J.transpose(-1, -2) @ r[..., None])[..., 0], rtol=1e-10, atol=1e-12)
-    assert prob.limit_index.numel() == 1 and prob.task_index.numel() == 2
+    if which == "chain":
+        assert prob.limit_index.numel() == 1 and prob.task_index.numel() == 2
+    else:
+        assert prob.plan.tr_flat.numel() > 2  # knee translations follow the knee angle
 
 
 def test_frame_normal_equations_float32_close_to_float64():

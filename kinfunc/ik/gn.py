@@ -29,7 +29,7 @@ from torch import Tensor
 from torch.func import jacfwd, vmap
 
 from ..fk import full_coordinates
-from .jacobian import JacobianPlan, KinematicConstants, full_coordinate_derivatives
+from .jacobian import JacobianPlan, KinematicConstants, MarkerTargets, full_coordinate_derivatives
 from .problem import (
     IKProblem,
     coupling_cost,
@@ -160,19 +160,27 @@ def frame_jacobians(
     return r, Jz, torch.cat(cols, -1)
 
 
-def frame_normal_equations(problem: IKProblem, Z: Tensor, consts: Optional[KinematicConstants] = None):
+def frame_normal_equations(
+    problem: IKProblem,
+    Z: Tensor,
+    consts: Optional[KinematicConstants] = None,
+    targets: Optional[MarkerTargets] = None,
+):
     """Per-frame Gauss-Newton pieces for poses only (no shared parameters): ``cost (T,)``,
     ``A = J^T J (T, Cf, Cf)`` and ``g = J^T r (T, Cf)`` of :func:`frame_jacobians`' residuals
     and the marker positions ``(T, M, 3)``,
-    built from per-body moments (:meth:`JacobianPlan.normal_equations`) instead of the
-    ``(T, 3 M, Cf)`` Jacobian."""
+    built from marker moments (:meth:`JacobianPlan.normal_equations`) instead of the
+    ``(T, 3 M, Cf)`` Jacobian. ``targets``: the problem's markers as
+    :class:`~kinfunc.ik.jacobian.MarkerTargets` when already made."""
     p_ = problem
     model = p_.model
     q = expand_q(p_, Z)
     plan = p_.plan if p_.plan is not None else JacobianPlan.build(model, p_.free_index.tolist())
     if consts is None:
         consts = plan.constants(model)
-    cost, A, g, pos = plan.normal_equations(model, consts, q, p_.X, p_.sqrt_w * p_.present)
+    if targets is None:
+        targets = MarkerTargets.of(p_.X, p_.sqrt_w * p_.present)
+    cost, A, g, pos = plan.normal_equations(model, consts, q, targets)
     extra = _task_limit_rows(p_, model, q, Z)
     if extra is not None:
         r, J = extra
@@ -382,7 +390,8 @@ def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult
     Z = torch.clamp(Z0, lo, hi)
     T, Cf = Z.shape
     mu = torch.full((T,), opts.mu0, dtype=Z.dtype, device=Z.device)
-    cost, A, g, P = frame_normal_equations(p, Z, consts)  # A, g: of the active frames; P: all
+    targets = MarkerTargets.of(p.X, p.sqrt_w * p.present)  # of the active frames
+    cost, A, g, P = frame_normal_equations(p, Z, consts, targets)  # A, g: of the active frames; P: all
     history = [float(cost.sum())]
     active = None  # None = all frames; else (n,) long
     sub = p
@@ -390,10 +399,11 @@ def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult
     def leave(mask: Tensor):
         """Drop the frames where ``mask`` (over the active ones) from the batch; returns the
         positions that stay, for the caller's per-frame arrays."""
-        nonlocal active, sub
+        nonlocal active, sub, targets
         left = torch.nonzero(~mask).flatten()
         active = left if active is None else active.index_select(0, left)
         sub = _frame_subset(p, active)
+        targets = targets.frames(left)
         return left
 
     converged = False
@@ -424,7 +434,7 @@ def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult
             Za, Zn, dd, ca, mua, scale, pred, A, g = (
                 x.index_select(0, left) for x in (Za, Zn, dd, ca, mua, scale, pred, A, g)
             )
-        cn, An, gn, Pn = frame_normal_equations(sub, Zn, consts)
+        cn, An, gn, Pn = frame_normal_equations(sub, Zn, consts, targets)
         acc = cn < ca
         rel = torch.where(acc, (ca - cn) / scale, torch.zeros_like(ca))
         # a rejected step that promised less than ftol: converged at this precision (float32 noise)

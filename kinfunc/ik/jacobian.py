@@ -24,7 +24,6 @@ import dataclasses
 import functools
 from typing import Any, NamedTuple, Optional, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.func import jacfwd, vmap
@@ -81,23 +80,29 @@ def _mv(A: Tensor, v: Tensor) -> Tensor:
     return (A * v[..., None, :, :]).sum(-2)
 
 
-_P1, _P2 = [1, 2, 0], [2, 0, 1]  # cross(a, b) = a[P1] * b[P2] - a[P2] * b[P1]
+def _cross(a: Tensor, b: Tensor) -> Tensor:
+    """``a x b`` along dim 1 for ``a, b (N, 3, T)`` (one may have ``N = 1``) -> ``(N, 3, T)``."""
+    a0, a1, a2 = a.unbind(1)
+    b0, b1, b2 = b.unbind(1)
+    return torch.stack((a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0), 1)
 
 
-def _bmm(a: Tensor, b: Tensor) -> Tensor:
-    """Batched product of small matrices ``(T, n, k) @ (T, k, m)``. On the CPU, outside autograd,
-    numpy's stacked matmul on the same memory (no copy) is used: for a few hundred 10 x 50
-    matrices it is about 3x faster than torch's batched kernel there. Elsewhere torch's."""
-    if a.device.type == "cpu" and not (a.requires_grad or b.requires_grad):
-        return torch.from_numpy(np.matmul(a.contiguous().numpy(), b.contiguous().numpy()))
-    return a @ b
+class MarkerTargets(NamedTuple):
+    """Measured markers for :meth:`JacobianPlan.normal_equations`, frames-last: positions
+    ``X (M, 3, T)`` (m) and residual weights ``w (M, T)`` (square root of the marker weight, 0
+    in gaps)."""
 
+    X: Tensor
+    w: Tensor
 
-def _cross_b(c: Tensor, U: Tensor) -> Tensor:
-    """``c x U`` for ``c (nb, 3, T)`` and every column of ``U (Cf, nb, 3, T)`` -> ``(Cf, nb, 3, T)``."""
-    cx, cy, cz = c[:, 0], c[:, 1], c[:, 2]
-    ux, uy, uz = U[:, :, 0], U[:, :, 1], U[:, :, 2]
-    return torch.stack((cy * uz - cz * uy, cz * ux - cx * uz, cx * uy - cy * ux), 2)
+    @classmethod
+    def of(cls, X: Tensor, weights: Tensor) -> "MarkerTargets":
+        """From frames-first ``X (T, M, 3)`` and ``weights (T, M)``."""
+        return cls(X.permute(1, 2, 0).contiguous(), weights.t().contiguous())
+
+    def frames(self, idx: Tensor) -> "MarkerTargets":
+        """The frames ``idx (n,)`` only."""
+        return MarkerTargets(self.X.index_select(2, idx), self.w.index_select(1, idx))
 
 
 class FrameKinematics(NamedTuple):
@@ -171,8 +176,14 @@ class JacobianPlan:
     tr_flat: Tensor  # (NT,) long: position * 3 + (slot - 3) of each translation entry
     ent_out: Tensor  # (NR + NT,) long: index into the slot derivative columns
     ent_dep: Tensor  # (NR + NT,) long: coupler derivative column (n_dep = none)
-    S_rot: Tensor  # (Cf * nb, NR): entry e acts on column c of marker body bm
-    S_tr: Tensor  # (Cf * nb, NT)
+    tr_body: Tensor  # (NT,) long: position
+    S: Tensor  # (Cf * nb, NR + NT): entry e acts on column c of marker body bm
+    ent_markers: Tensor  # (NR + NT, M): 1 where the marker's body is the entry's body or below it
+    ent_col: Tensor  # (NR + NT,) long: Jacobian column of each entry
+    pair_lo: Tensor  # (P,) long: entry pairs on one chain: the entry nearer the root (or either on one body) ...
+    pair_hi: Tensor  # (P,) long: ... and the other
+    pair_at: Tensor  # (P,) long: row * Cf + column of the pair in J^T J
+    pair_w: Tensor  # (P,) 1/2 for an entry paired with itself, else 1 (J^T J = U + U^T)
     marker_bm: Tensor  # (M,) long: index into the distinct marker bodies
     marker_pos: Tensor  # (M,) long: level position of each marker's body
     n_marker_bodies: int
@@ -225,23 +236,33 @@ class JacobianPlan:
         rot = [e for e in entries if e[0] % 6 < 3]
         tr = [e for e in entries if e[0] % 6 >= 3]
         mbodies = sorted(set(topo.marker_bodies))
-        anc = []
-        for b in mbodies:
-            chain = set()
+
+        def chain(b):  # level positions of b and its ancestors
+            out = set()
             while b >= 0:
-                chain.add(pos[b])
+                out.add(pos[b])
                 b = topo.parents[b]
-            anc.append(chain)
+            return out
+
+        anc = [chain(b) for b in mbodies]
         Cf = len(columns)
-
-        def selector(ents):
-            S = [[[0.0] * len(ents) for _ in mbodies] for _ in range(Cf)]
-            for e, (o, c, _, _) in enumerate(ents):
-                for k, chain in enumerate(anc):
-                    if o // 6 in chain:
-                        S[c][k][e] = 1.0
-            return torch.tensor(S, dtype=model.dtype, device=dev).reshape(Cf * len(mbodies), len(ents))
-
+        ents = rot + tr
+        S = [[[0.0] * len(ents) for _ in mbodies] for _ in range(Cf)]
+        for e, (o, c, _, _) in enumerate(ents):
+            for k, ch in enumerate(anc):
+                if o // 6 in ch:
+                    S[c][k][e] = 1.0
+        marker_chains = [chain(b) for b in topo.marker_bodies]
+        ent_markers = [[1.0 if o // 6 in ch else 0.0 for ch in marker_chains] for o, _, _, _ in ents]
+        # entry pairs that move common markers: one entry's body is the other's or an ancestor of it
+        body_chain = {o // 6: chain(order[o // 6]) for o, _, _, _ in ents}
+        pairs = []
+        for e1, (o1, c1, _, _) in enumerate(ents):
+            for e2, (o2, c2, _, _) in enumerate(ents):
+                b1, b2 = o1 // 6, o2 // 6
+                if (b1 == b2 and e1 <= e2) or (b1 != b2 and b1 in body_chain[b2]):
+                    pairs.append((e1, e2, c1 * Cf + c2, 0.5 if e1 == e2 else 1.0))
+        ft = lambda x: torch.tensor(list(x), dtype=model.dtype, device=dev)  # noqa: E731
         return cls(
             topology=topo,
             columns=columns,
@@ -260,8 +281,14 @@ class JacobianPlan:
             tr_flat=lt((o // 6) * 3 + o % 6 - 3 for o, _, _, _ in tr),
             ent_out=lt(e[2] for e in rot + tr),
             ent_dep=lt(e[3] for e in rot + tr),
-            S_rot=selector(rot),
-            S_tr=selector(tr),
+            tr_body=lt(o // 6 for o, _, _, _ in tr),
+            S=torch.tensor(S, dtype=model.dtype, device=dev).reshape(Cf * len(mbodies), len(ents)),
+            ent_markers=ft(ent_markers).reshape(len(ents), len(marker_chains)),
+            ent_col=lt(c for _, c, _, _ in ents),
+            pair_lo=lt(x[0] for x in pairs),
+            pair_hi=lt(x[1] for x in pairs),
+            pair_at=lt(x[2] for x in pairs),
+            pair_w=ft(x[3] for x in pairs),
             marker_bm=lt(mbodies.index(b) for b in topo.marker_bodies),
             marker_pos=lt(pos[b] for b in topo.marker_bodies),
             n_marker_bodies=len(mbodies),
@@ -277,7 +304,7 @@ class JacobianPlan:
         B = topo.n_bodies
         order = self.order.tolist()
         pos = {b: k for k, b in enumerate(order)}
-        dev, dtype = self.S_rot.device, self.S_rot.dtype
+        dev, dtype = self.S.device, self.S.dtype
         nxt, onpath, self_, ys = [], [], [], []
         for mb in topo.marker_bodies:
             path = {}  # body -> next joint (child body) towards the marker, None for the marker's body
@@ -399,16 +426,21 @@ class JacobianPlan:
         p = (Hm * consts.off[:, None, :, None]).sum(2)  # (M, 3, T)
         return Hw, Hm, p, (Rk[:, 0], ders, cders, vT)
 
-    def _body_jacobians(self, consts: KinematicConstants, q: Tensor, Hw: Tensor, aux, origin=None):
-        """``Wb, Ub (Cf, nb, 3, T)``: per column and marker body, the angular part and the
-        offset part of the marker Jacobian, ``dp/dq = Wb x (p - origin) - Ub``."""
+    def _entry_vectors(self, consts: KinematicConstants, q: Tensor, Hw: Tensor, aux, origin=None) -> Tensor:
+        """``E (NE, 6, T)``: each entry's share ``[w; u]`` of the Jacobian of every marker below its
+        joint, ``dp/dq = w x (p - origin) - u``: a rotation slot turns about its world axis ``w``
+        (times the slot's derivative) through the joint centre ``c``, so ``u = w x (c - origin)``;
+        a translation slot moves along its world axis ``tau`` (times the slot's derivative,
+        ``w = 0``, ``u = -tau``). Rotation entries first, then translation entries."""
         Rk0, ders, cders, _ = aux
         B, T = Hw.shape[0], q.shape[0]
         Rw, tw = Hw[:, :, :3], Hw[:, :, 3]
         # slot derivatives of the entries: d slot / d q (through a coupler if any)
         ds = torch.cat(ders, -1) if ders else q.new_zeros(T, 0)
-        dc = torch.cat(cders + [q.new_ones(T, 1)], -1)
-        fac = (ds.index_select(1, self.ent_out) * dc.index_select(1, self.ent_dep)).t()[:, None, :]  # (NE, 1, T)
+        fac = ds.index_select(1, self.ent_out)
+        if cders:
+            fac = fac * torch.cat(cders + [q.new_ones(T, 1)], -1).index_select(1, self.ent_dep)
+        fac = fac.t()[:, None, :]  # (NE, 1, T)
         NR = self.rot_flat.numel()
         Rpar = self._parent_rotations(Rw)
         u2 = _mv(Rk0, consts.a1[..., None])  # second axis in the parent body frame: Rp R1 a1
@@ -418,17 +450,22 @@ class JacobianPlan:
         centre = _mv(Rw, consts.tc[..., None]) + tw  # (B, 3, T) joint centres
         if origin is not None:
             centre = centre - origin
-        A = torch.stack((w1, w2, w3), 1).reshape(B * 3, 3, T).index_select(0, self.rot_flat) * fac[:NR]
-        Cc = centre.index_select(0, self.rot_body)
-        Q = A[:, _P1] * Cc[:, _P2] - A[:, _P2] * Cc[:, _P1]  # (NR, 3, T): axis x centre
-        Wb = self.S_rot @ A.reshape(NR, 3 * T)  # (Cf * nb, 3 T)
-        Ub = self.S_rot @ Q.reshape(NR, 3 * T)
+        W = torch.stack((w1, w2, w3), 1).reshape(B * 3, 3, T).index_select(0, self.rot_flat) * fac[:NR]
+        parts = [W, _cross(W, centre.index_select(0, self.rot_body))]
+        E = torch.cat(parts, 1)
         if self.tr_flat.numel():
-            tau = (Rpar[:, None] * consts.G[:, :, None, :, None]).sum(3).reshape(B * 3, 3, T)
-            D = tau.index_select(0, self.tr_flat) * fac[NR:]
-            Ub = Ub - self.S_tr @ D.reshape(-1, 3 * T)
-        Cf, nb = len(self.columns), self.n_marker_bodies
-        return Wb.reshape(Cf, nb, 3, T), Ub.reshape(Cf, nb, 3, T)
+            Gt = consts.G.reshape(B * 3, 3).index_select(0, self.tr_flat)  # (NT, 3) scaled axes, parent frame
+            tau = _mv(Rpar.index_select(0, self.tr_body), Gt[..., None]) * fac[NR:]
+            E = torch.cat((E, torch.cat((torch.zeros_like(tau), -tau), 1)), 0)
+        return E
+
+    def _body_jacobians(self, consts: KinematicConstants, q: Tensor, Hw: Tensor, aux) -> Tensor:
+        """``Zb (Cf, nb, 6, T)``: per column and marker body, the angular part (rows 0-2) and the
+        offset part (rows 3-5) of the marker Jacobian, ``dp/dq = W x p - U``: the entries summed
+        over the joints above the body (one matrix product)."""
+        E = self._entry_vectors(consts, q, Hw, aux)
+        T = E.shape[-1]
+        return (self.S @ E.reshape(E.shape[0], 6 * T)).reshape(len(self.columns), self.n_marker_bodies, 6, T)
 
     def evaluate(
         self,
@@ -447,9 +484,10 @@ class JacobianPlan:
         dp_ds = self._scale_derivatives(model, consts, Hw, aux[3]) if scales else None
         if not jacobian:
             return FrameKinematics(p.permute(2, 0, 1), None, R_markers, H, dp_ds)
-        Wb, Ub = self._body_jacobians(consts, q, Hw, aux)
-        stack = torch.stack((Wb[:, :, _P1], Wb[:, :, _P2], Ub), 0).index_select(2, self.marker_bm)  # (3, Cf, M, 3, T)
-        J = stack[0] * p[:, _P2] - stack[1] * p[:, _P1] - stack[2]  # (Cf, M, 3, T)
+        Zm = self._body_jacobians(consts, q, Hw, aux).index_select(1, self.marker_bm)  # (Cf, M, 6, T)
+        Cf, M, _, T = Zm.shape
+        Wm = Zm[:, :, :3].reshape(Cf * M, 3, T)
+        J = (_cross(Wm, p.repeat(Cf, 1, 1)) - Zm[:, :, 3:].reshape(Cf * M, 3, T)).reshape(Cf, M, 3, T)
         if weights is not None:
             J = J * weights.t()[:, None, :]
         return FrameKinematics(p.permute(2, 0, 1), J.permute(3, 1, 2, 0), R_markers, H, dp_ds)
@@ -492,52 +530,47 @@ class JacobianPlan:
         return D.permute(4, 0, 3, 1, 2)  # (T, M, 3 xyz, B, 3 k)
 
     def normal_equations(
-        self, model: Model, consts: KinematicConstants, q: Tensor, X: Tensor, weights: Tensor
+        self, model: Model, consts: KinematicConstants, q: Tensor, targets: MarkerTargets
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Gauss-Newton normal equations of the weighted marker residuals
         ``r_m = w_m (p_m(q) - X_m)``, without forming the per-marker Jacobian.
 
-        ``q (T, C)``, ``X (T, M, 3)``, ``weights (T, M)``. Returns ``cost (T,)`` (sum of squared
-        residuals), ``A (T, Cf, Cf) = J^T J``, ``g (T, Cf) = J^T r`` and the marker positions
-        ``p (T, M, 3)``. Markers on one body share
-        its ``Wb, Ub``: with ``dp_m = Wb x p_m - Ub = -[S(p_m), I] [Wb; Ub]``, the sums over a
-        body's markers reduce to its weighted moments ``sum w^2``, ``sum w^2 p``,
-        ``sum w^2 (|p|^2 I - p p^T)``, ``sum w r`` and ``sum w r x p`` (positions taken about the
-        root body's origin to keep them small).
+        ``q (T, C)``; ``targets``: the measured markers (:class:`MarkerTargets`, ``T`` frames).
+        Returns ``cost (T,)`` (sum of squared residuals), ``A (T, Cf, Cf) = J^T J``,
+        ``g (T, Cf) = J^T r`` and the marker positions ``p (T, M, 3)``.
+
+        Entry ``e`` (a joint slot driven by a column) moves every marker below its joint by
+        ``dp_m = -[S(p_m), I] E_e`` (:meth:`_entry_vectors`; positions about the root body's
+        origin to keep them small). Summed over those markers, ``E_e1^T (sum_m w^2 [S(p), I]^T
+        [S(p), I]) E_e2`` needs only the weighted moments ``sum w^2``, ``sum w^2 p``,
+        ``sum w^2 p p^T`` of the markers below the deeper of two entries on one chain (other
+        pairs move no common marker), and ``J^T r`` the moments ``sum w r``, ``sum w r x p``.
         """
-        Hw, Hm, p, aux = self._forward(model, consts, q)
+        Hw, _, p, aux = self._forward(model, consts, q)
         origin = Hw[0, :, 3]  # (3, T): the first root body's origin
-        Wb, Ub = self._body_jacobians(consts, q, Hw, aux, origin)
-        wt = weights.t()  # (M, T)
-        r = (p - X.permute(1, 2, 0)) * wt[:, None]  # (M, 3, T)
+        E = self._entry_vectors(consts, q, Hw, aux, origin)  # (NE, 6, T)
+        M, T, Cf = p.shape[0], q.shape[0], len(self.columns)
+        w = targets.w
+        r = (p - targets.X) * w[:, None]  # (M, 3, T)
         cost = (r * r).sum((0, 1))
-        pr = p - origin  # (M, 3, T)
-        w2 = wt * wt
-        nb = self.n_marker_bodies
-        per_marker = torch.cat(
-            (
-                w2[:, None],  # a
-                w2[:, None] * pr,  # c
-                (w2[:, None, None] * (pr[:, :, None] * pr[:, None, :])).reshape(-1, 9, pr.shape[-1]),  # sum w^2 p p^T
-                wt[:, None] * r,  # rho
-                wt[:, None] * (r[:, _P1] * pr[:, _P2] - r[:, _P2] * pr[:, _P1]),  # phi = w r x p
-            ),
-            1,
-        )  # (M, 19, T)
-        mom = per_marker.new_zeros(nb, 19, per_marker.shape[-1]).index_add(0, self.marker_bm, per_marker)
-        T, Cf = q.shape[0], len(self.columns)
-        a, c, ppT = mom[:, :1], mom[:, 1:4], mom[:, 4:13].reshape(nb, 3, 3, -1)
-        eye = torch.eye(3, dtype=q.dtype, device=q.device)[..., None]
-        Mpp = (ppT[:, 0, 0] + ppT[:, 1, 1] + ppT[:, 2, 2])[:, None, None] * eye - ppT  # (nb, 3, 3, T)
-        # N Z for Z = [Wb; Ub] and N = [[Mpp, -S(c)], [S(c), a I]], column by column of the 3 x 3 blocks
-        top = sum(Mpp[:, :, j] * Wb[:, :, None, j] for j in range(3)) - _cross_b(c, Ub)
-        bot = _cross_b(c, Wb) + a * Ub
-        f = torch.cat((mom[:, 16:19], mom[:, 13:16]), 1)  # (nb, 6, T): [phi; rho]
-        # frames to the front by one 2-D transpose each: (T, rows, nb 6) matrices for one bmm
-        NZf = torch.cat((torch.cat((top, bot), 2), -f[None]), 0).reshape(-1, T).t().contiguous().reshape(T, Cf + 1, nb * 6)
-        Z = torch.cat((Wb, Ub), 2).permute(3, 1, 2, 0).reshape(T, nb * 6, Cf)
-        out = _bmm(NZf, Z)  # (T, Cf + 1, Cf) = [J^T J; (J^T r)^T] (N is symmetric)
-        A, g = out[:, :Cf], out[:, Cf]
+        pr = p - origin
+        w2 = w * w
+        w2p = w2[:, None] * pr
+        wr = w[:, None] * r
+        per_marker = torch.cat((w2[:, None], w2p, (w2p[:, :, None] * pr[:, None]).reshape(M, 9, T), wr, _cross(wr, pr)), 1)
+        # moments of the markers below each entry's joint: (NE, 19, T)
+        mom = (self.ent_markers @ per_marker.reshape(M, 19 * T)).reshape(-1, 19, T)
+        a, c, ppT, rho, phi = mom[:, :1], mom[:, 1:4], mom[:, 4:13].reshape(-1, 3, 3, T), mom[:, 13:16], mom[:, 16:19]
+        Wv, Uv = E[:, :3], E[:, 3:]
+        # N E with N = [[|p|^2 I - p p^T, -S(c)], [S(c), a I]] per entry
+        trace = ppT[:, 0, 0] + ppT[:, 1, 1] + ppT[:, 2, 2]
+        top = trace[:, None] * Wv - (ppT * Wv[:, None]).sum(2) - _cross(c, Uv)
+        NE_ = torch.cat((top, _cross(c, Wv) + a * Uv), 1)  # (NE, 6, T)
+        dots = (E.index_select(0, self.pair_lo) * NE_.index_select(0, self.pair_hi)).sum(1) * self.pair_w[:, None]
+        U = dots.new_zeros(Cf * Cf, T).index_add_(0, self.pair_at, dots).reshape(Cf, Cf, T)
+        A = (U + U.transpose(0, 1)).permute(2, 0, 1).contiguous()
+        ge = -(Wv * phi + Uv * rho).sum(1)  # (NE, T)
+        g = ge.new_zeros(Cf, T).index_add_(0, self.ent_col, ge).t()
         return cost, A, g, p.permute(2, 0, 1)
 
 
