@@ -461,7 +461,21 @@ def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult
 
 
 def solve_gn(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: GNOptions = GNOptions()) -> GNResult:
-    """Minimise :func:`kinfunc.ik.problem.objective` from ``Z0 (T, Cf)``, ``theta0 (K, P)``."""
+    """Minimise :func:`kinfunc.ik.problem.objective` from ``Z0 (T, Cf)``, ``theta0 (K, P)``.
+
+    Jacobians are analytic, so no autograd is needed: the solve runs in inference mode (no
+    autograd bookkeeping per op), or under ``no_grad`` for models with couplers reading other
+    couplers' outputs (their derivatives use forward mode, which inference mode disables). The
+    returned tensors are ordinary ones."""
+    topo = problem.model.topology
+    nested = any(i >= topo.n_coordinates for g in topo.coupler_groups for i in g.inputs)
+    with torch.no_grad() if nested else torch.inference_mode():
+        res = _solve_gn(problem, Z0, theta0, opts)
+    copy = lambda x: None if x is None else x.clone()  # noqa: E731
+    return dataclasses.replace(res, Z=copy(res.Z), theta=copy(res.theta), positions=copy(res.positions))
+
+
+def _solve_gn(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: GNOptions) -> GNResult:
     p = problem
     lo, hi = p.z_lo, p.z_hi
     Z = torch.clamp(Z0, lo, hi)
