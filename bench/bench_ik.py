@@ -2,18 +2,24 @@
 
 Usage::
 
-    python bench/bench_ik.py [--repeats 5] [--kf-repeats 20] [--threads 1] [--dtypes float64 float32] [--out bench/results/ik.json]
+    python bench/bench_ik.py [--repeats 10] [--kf-repeats 40] [--threads 1] [--dtypes float64 float32]
+                             [--default-allocator] [--out bench/results/ik.json]
 
 Cases: Gait2392 (``subject01_simbody.osim``, 23 coordinates, 121 frames) and Gait10dof
 (``subject01.osim``, 10 coordinates, 151 frames) from the shared data, with their IK setup files
-(marker weights, coordinate tasks, time range). For each: kinfunc's ``kf.ik.solve`` in each of ``--dtypes`` timed cold
-(first call of the process for that model and dtype: includes first-call overheads) and warm (median of
-``--kf-repeats`` further calls: a solve takes tens of milliseconds, so a Python garbage-collector
-pass or a burst of page faults moves a median of 5 by 20-40 %), and OpenSim's IK tool (setup file, outputs to a temporary folder;
-``tool.run()`` timed, median of ``--repeats``; OpenSim's own timing of its frame loop, which
-excludes its model set-up, is read from its log (ms, or whole s above 1 s), captured while it runs). Both results are scored with
-the same objective (:func:`kinfunc.ik.setup_objective`) and mean marker RMS. torch threads
-``--threads`` (OpenSim's IK is single-threaded). Prints a table and writes JSON to ``--out``.
+(marker weights, coordinate tasks, time range). For each: kinfunc's ``kf.ik.solve`` in each of
+``--dtypes``, timed cold (first call of the process for that model and dtype: includes
+first-call overheads) and warm (median of ``--kf-repeats`` further calls: a solve takes tens of
+milliseconds, so a Python garbage-collector pass or a burst of page faults moves a median of 5
+by 20-40 %), and OpenSim's IK tool (setup file, outputs to a temporary folder; ``tool.run()``
+timed, median of ``--repeats``; OpenSim's own timing of its frame loop, which excludes its model
+set-up, is read from its log (ms, or whole s above 1 s), captured while it runs). The timed runs
+are interleaved - one OpenSim run, then its share of kinfunc solves, ``--repeats`` times - so
+that both engines see the same machine: wall times on a shared VM drift by 30 % within minutes.
+Both results are scored with the same objective (:func:`kinfunc.ik.setup_objective`) and mean
+marker RMS. torch threads ``--threads`` (OpenSim's IK is single-threaded). The process runs with
+:func:`kinfunc.retain_freed_memory` (both engines; ``--default-allocator`` to leave glibc's
+defaults). Prints a table and writes JSON to ``--out``.
 """
 
 from __future__ import annotations
@@ -69,57 +75,66 @@ def _run_capturing(fn):
         return value, f.read().decode(errors="replace")
 
 
-def run_opensim(osim, folder, model_file, setup_file, trc, repeats):
-    times, loops, mot = [], [], None
-    for _ in range(repeats):
-        tmp = tempfile.mkdtemp(prefix="kf_bench_ik_")
-        tool = osim.InverseKinematicsTool(str(folder / setup_file))
-        model = osim.Model(str(folder / model_file))  # keep a reference: the tool does not own it
-        tool.setModel(model)
-        tool.setMarkerDataFileName(str(folder / trc))
-        tool.set_results_directory(tmp)
-        mot = os.path.join(tmp, "ik.mot")
-        tool.setOutputMotionFileName(mot)
-        t0 = time.perf_counter()
-        ok, log = _run_capturing(tool.run)
-        times.append(time.perf_counter() - t0)
-        if not ok:
-            raise RuntimeError("OpenSim IK failed")
-        loops.append(_opensim_loop_s(log))
-    errs = [f for f in os.listdir(os.path.dirname(mot)) if f.endswith("marker_errors.sto")]
-    return times, loops, mot, os.path.join(os.path.dirname(mot), errs[0]) if errs else None
+def run_opensim_once(osim, folder, model_file, setup_file, trc):
+    """One OpenSim IK run: ``(run() wall s, its logged frame-loop s, .mot path, marker-error .sto path)``."""
+    tmp = tempfile.mkdtemp(prefix="kf_bench_ik_")
+    tool = osim.InverseKinematicsTool(str(folder / setup_file))
+    model = osim.Model(str(folder / model_file))  # keep a reference: the tool does not own it
+    tool.setModel(model)
+    tool.setMarkerDataFileName(str(folder / trc))
+    tool.set_results_directory(tmp)
+    mot = os.path.join(tmp, "ik.mot")
+    tool.setOutputMotionFileName(mot)
+    t0 = time.perf_counter()
+    ok, log = _run_capturing(tool.run)
+    wall = time.perf_counter() - t0
+    if not ok:
+        raise RuntimeError("OpenSim IK failed")
+    errs = [f for f in os.listdir(tmp) if f.endswith("marker_errors.sto")]
+    return wall, _opensim_loop_s(log), mot, os.path.join(tmp, errs[0]) if errs else None
 
 
 def case(name, args, osim):
+    """One case. Timed rounds interleave the engines (one OpenSim run, then ``--kf-repeats /
+    --repeats`` kinfunc solves per dtype) so that both see the same state of the machine."""
     folder, model_file, setup_file, trc = CASES[name]
     folder = DATA / folder
     setup = load_ik_setup(folder / setup_file)
     trial = load_trc(folder / trc)
     m64 = load_osim(folder / model_file)
     out = {"frames": None, "coordinates": m64.topology.n_coordinates, "kinfunc": {}}
-    for dname in args.dtypes:
-        dtype = getattr(torch, dname)
-        model = load_osim(folder / model_file, dtype=dtype)
+    models = {d: load_osim(folder / model_file, dtype=getattr(torch, d)) for d in args.dtypes}
+    solve = lambda d: kf.ik.solve(models[d], trial, setup=setup, dtype=getattr(torch, d))  # noqa: E731
+    cold, last, warm = {}, {}, {d: [] for d in args.dtypes}
+    for d in args.dtypes:
         t0 = time.perf_counter()
-        res = kf.ik.solve(model, trial, setup=setup, dtype=dtype)
-        cold = time.perf_counter() - t0
-        warm = []
-        for _ in range(args.kf_repeats):
-            t0 = time.perf_counter()
-            res = kf.ik.solve(model, trial, setup=setup, dtype=dtype)
-            warm.append(time.perf_counter() - t0)
+        last[d] = solve(d)
+        cold[d] = time.perf_counter() - t0
+    times, loops, mot, sto = [], [], None, None
+    per_round = max(1, round(args.kf_repeats / args.repeats))
+    for _ in range(args.repeats):
+        if osim is not None:
+            wall, loop, mot, sto = run_opensim_once(osim, folder, model_file, setup_file, trc)
+            times.append(wall)
+            loops.append(loop)
+        for d in args.dtypes:
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                last[d] = solve(d)
+                warm[d].append(time.perf_counter() - t0)
+    for d in args.dtypes:
+        res = last[d]
         out["frames"] = int(res.q.shape[0])
         out["markers_used"] = len(res.marker_names)
-        out["kinfunc"][dname] = {
-            "cold_s": cold,
-            "warm_s_median": statistics.median(warm),
-            "warm_s_all": warm,
+        out["kinfunc"][d] = {
+            "cold_s": cold[d],
+            "warm_s_median": statistics.median(warm[d]),
+            "warm_s_all": warm[d],
             "iterations": res.iterations,
             "objective": kf.ik.setup_objective(m64, setup, trial, res.time.double(), res.q.to(torch.float64)),
             "mean_marker_rms_mm": 1e3 * float(res.marker_rms.double().nanmean()),
         }
     if osim is not None:
-        times, loops, mot, sto = run_opensim(osim, folder, model_file, setup_file, trc, args.repeats)
         q_os = read_mot(mot, model=m64)
         o = {
             "run_s_median": statistics.median(times),
@@ -143,17 +158,23 @@ def case(name, args, osim):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=5, help="timed OpenSim runs")
-    ap.add_argument("--kf-repeats", type=int, default=20, help="timed warm kinfunc solves")
+    ap.add_argument("--repeats", type=int, default=10, help="timed OpenSim runs (rounds)")
+    ap.add_argument("--kf-repeats", type=int, default=40, help="timed warm kinfunc solves (spread over the rounds)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--dtypes", nargs="*", default=["float64", "float32"], choices=("float64", "float32"))
     ap.add_argument("--cases", nargs="*", default=list(CASES))
     ap.add_argument("--no-opensim", action="store_true")
+    ap.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="leave glibc malloc at its defaults (else kinfunc.retain_freed_memory() for the whole process, both engines)",
+    )
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "ik.json"))
     args = ap.parse_args()
     if not DATA.exists():
         sys.exit(f"shared data not found at {DATA} (set KINFUNC_SHARED_DATA)")
     torch.set_num_threads(args.threads)
+    retained = False if args.default_allocator else kf.retain_freed_memory()
     osim = None
     if not args.no_opensim:
         try:
@@ -174,7 +195,8 @@ def main() -> None:
             "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(),
             "opensim_repeats": args.repeats,
-            "kinfunc_warm_repeats": args.kf_repeats,
+            "kinfunc_warm_repeats": max(1, round(args.kf_repeats / args.repeats)) * args.repeats,
+            "retain_freed_memory": retained,
             "opensim": getattr(osim, "__version__", None) if osim else None,
         },
         "cases": {n: case(n, args, osim) for n in args.cases},

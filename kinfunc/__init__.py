@@ -5,6 +5,7 @@ Conventions: SI units (metres, radians); Y up, X forward; column vectors; poses 
 frame orientations are body-fixed XYZ Euler angles.
 """
 from . import filters, functions, ik, io, markersets, models, transforms
+from .allocator import retain_freed_memory
 from ._pytree import tree_map
 from .compiled import CompiledFK, compile_fk
 from .fk import Poses, fk, marker_positions
@@ -46,6 +47,7 @@ __all__ = [
     "marker_positions",
     "markersets",
     "models",
+    "retain_freed_memory",
     "transforms",
     "tree_map",
 ]

@@ -470,6 +470,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise CLIError(f"--device {dev}: CUDA is not available in this torch build/machine; use --device cpu")
         threads = args.threads or int(os.environ.get("KINFUNC_THREADS", "1"))
         torch.set_num_threads(max(1, threads))
+        from .allocator import retain_freed_memory
+
+        retain_freed_memory()  # this process is ours: keep freed memory for reuse (see kinfunc.allocator)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         _say("interrupted")
