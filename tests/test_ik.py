@@ -15,7 +15,7 @@ from kinfunc import functions as F
 from kinfunc.ik import CoordinateTask, IKError, IKSetup
 from kinfunc.ik.gn import frame_jacobians, frame_jacobians_autodiff
 from kinfunc.ik.init import initial_q, kabsch, rigid_root_fit, root_coordinates
-from kinfunc.ik.jacobian import marker_jacobian
+from kinfunc.ik.jacobian import JacobianPlan, marker_jacobian
 from kinfunc.ik.problem import expand_q, frame_residual, objective
 from kinfunc.ik.solve import build_problem
 from kinfunc.ik.synthetic import gait_motion, perturbed_model, rom_motion, synthetic_trial
@@ -561,3 +561,26 @@ def test_from_file_coordinate_task_is_refused_not_ignored():
     setup = IKSetup(coordinate_tasks={"knee_angle_r": CoordinateTask(1.0, None, from_file=True)}, coordinate_file="x.mot")
     with pytest.raises(IKError, match="from_file"):
         kf.ik.solve(model, trial, setup=setup)
+
+
+def test_plan_and_joint_constants_are_reused_only_while_valid():
+    """Plans are shared per (topology, columns, dtype, device); joint constants are reused for the
+    same joint tensors, recomputed after an in-place change, and never reused while recording a graph."""
+    model = chain_model()
+    plan = JacobianPlan.build(model, [0, 2, 4])
+    assert JacobianPlan.build(model.with_markers(model.marker_names), (0, 2, 4)) is plan  # equal topology
+    assert JacobianPlan.build(model.with_markers(model.marker_names[:3]), (0, 2, 4)) is not plan
+    assert JacobianPlan.build(model, [0, 2]) is not plan
+    with torch.no_grad():
+        c1 = plan.constants(model)
+        assert plan.constants(model.with_markers(model.marker_names)).Rk0 is c1.Rk0
+        model.child_location[1, 0] += 0.01  # in place: bumps the tensor's version
+        c2 = plan.constants(model)
+        assert c2.tc is not c1.tc
+        torch.testing.assert_close(c2.tc, plan._compute_constants(model).tc, rtol=0, atol=0)
+    loc = model.parent_location.clone().requires_grad_(True)
+    m2 = model.replace(parent_location=loc)
+    c3 = plan.constants(m2)
+    assert c3.tp.requires_grad and plan.constants(m2).tp is not c3.tp
+    c3.tp.sum().backward()
+    assert loc.grad is not None and float(loc.grad.abs().sum()) > 0

@@ -20,8 +20,10 @@ factors, and Gauss-Newton normal equations from per-body marker moments
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
+import weakref
 from typing import Any, NamedTuple, Optional, Sequence
 
 import torch
@@ -191,12 +193,16 @@ class JacobianPlan:
     @classmethod
     def build(cls, model: Model, columns: Optional[Sequence[int]] = None) -> "JacobianPlan":
         """Plan for ``model``'s topology; ``columns``: coordinate indices of the Jacobian's columns
-        (default all, in order)."""
-        topo = model.topology
-        C, B = topo.n_coordinates, topo.n_bodies
+        (default all, in order). A plan depends only on the (hashable) topology, the columns,
+        the dtype and the device, so the last few are kept and reused."""
+        C = model.topology.n_coordinates
         columns = tuple(range(C)) if columns is None else tuple(int(c) for c in columns)
+        return _cached_plan(cls, model.topology, columns, model.dtype, model.device)
+
+    @classmethod
+    def _build(cls, topo: Any, columns: tuple[int, ...], dtype: torch.dtype, dev: torch.device) -> "JacobianPlan":
+        C, B = topo.n_coordinates, topo.n_bodies
         col_of = {c: k for k, c in enumerate(columns)}
-        dev = model.device
         lt = lambda x: torch.tensor(list(x), dtype=torch.long, device=dev)  # noqa: E731
         # tree levels: bodies stored level by level; parents of level k lie in level k - 1
         order = [b for lvl in topo.levels for b in lvl]
@@ -262,7 +268,7 @@ class JacobianPlan:
                 b1, b2 = o1 // 6, o2 // 6
                 if (b1 == b2 and e1 <= e2) or (b1 != b2 and b1 in body_chain[b2]):
                     pairs.append((e1, e2, c1 * Cf + c2, 0.5 if e1 == e2 else 1.0))
-        ft = lambda x: torch.tensor(list(x), dtype=model.dtype, device=dev)  # noqa: E731
+        ft = lambda x: torch.tensor(list(x), dtype=dtype, device=dev)  # noqa: E731
         return cls(
             topology=topo,
             columns=columns,
@@ -282,7 +288,7 @@ class JacobianPlan:
             ent_out=lt(e[2] for e in rot + tr),
             ent_dep=lt(e[3] for e in rot + tr),
             tr_body=lt(o // 6 for o, _, _, _ in tr),
-            S=torch.tensor(S, dtype=model.dtype, device=dev).reshape(Cf * len(mbodies), len(ents)),
+            S=torch.tensor(S, dtype=dtype, device=dev).reshape(Cf * len(mbodies), len(ents)),
             ent_markers=ft(ent_markers).reshape(len(ents), len(marker_chains)),
             ent_col=lt(c for _, c, _, _ in ents),
             pair_lo=lt(x[0] for x in pairs),
@@ -324,7 +330,43 @@ class JacobianPlan:
         return lt(nxt), ft(onpath), ft(self_), lt(ys)
 
     def constants(self, model: Model) -> KinematicConstants:
-        """Model-dependent constants (differentiable in the model's leaves)."""
+        """Model-dependent constants (differentiable in the model's leaves).
+
+        Everything but the marker offsets depends only on the joint tensors, which stay the same
+        objects when a model is converted to its own dtype or restricted to some markers: that
+        part is kept for the last few joint-tensor sets (keyed on their identity and version)
+        unless an autograd graph is being recorded, so that many trials solved with one model
+        compute it once."""
+        joint = self._joint_constants(model)
+        s_body = model.global_scale * model.body_scales
+        off = model.marker_offsets * s_body[list(model.topology.marker_bodies)]
+        return joint._replace(off=torch.cat((off, torch.ones_like(off[:, :1])), -1))
+
+    def _joint_constants(self, model: Model) -> KinematicConstants:
+        leaves = [
+            model.parent_location,
+            model.parent_orientation,
+            model.child_location,
+            model.child_orientation,
+            model.axes,
+            model.body_scales,
+            model.global_scale,
+            *(t for grp in model.slot_params + model.coupler_params for t in grp),
+        ]
+        if any(t.is_inference() for t in leaves) or (torch.is_grad_enabled() and any(t.requires_grad for t in leaves)):
+            return self._compute_constants(model)
+        key = (id(self), torch.is_inference_mode_enabled(), tuple((id(t), t._version) for t in leaves))
+        hit = _JOINT_CONSTANTS.get(key)
+        if hit is not None and hit[0]() is self and all(r() is t for r, t in zip(hit[1], leaves)):
+            _JOINT_CONSTANTS.move_to_end(key)
+            return hit[2]
+        value = self._compute_constants(model)
+        _JOINT_CONSTANTS[key] = (weakref.ref(self), [weakref.ref(t) for t in leaves], value)
+        while len(_JOINT_CONSTANTS) > 8:
+            _JOINT_CONSTANTS.popitem(last=False)
+        return value
+
+    def _compute_constants(self, model: Model) -> KinematicConstants:
         topo = model.topology
         o = self.order
         s_body, s_parent = effective_scales(model)
@@ -347,8 +389,6 @@ class JacobianPlan:
         Gu = (Rp[:, None] @ axes[:, 3:, :, None])[..., 0]  # (B, 3, 3): unit translation axes, parent frame
         rp = lambda v: (Rp @ v[..., None])[..., 0]  # noqa: E731
         u3 = (RcT.transpose(-1, -2) @ a2[..., None])[..., 0]
-        mb = list(topo.marker_bodies)
-        off = model.marker_offsets * s_body[mb]
         const = [(g, p) for g, p in zip(topo.slot_groups, model.slot_params) if g.key[0] is F.FnKind.CONSTANT]
         v_const = torch.zeros(topo.n_bodies * 6, dtype=model.dtype, device=model.device)
         pos = list(range(topo.n_bodies)) if self.order_inv is None else self.order_inv.tolist()
@@ -374,7 +414,7 @@ class JacobianPlan:
             u1=rp(a0)[o],
             a1=a1[o],
             u3=u3[o],
-            off=torch.cat((off, torch.ones_like(off[:, :1])), -1),
+            off=u3.new_zeros(0, 4),  # per model: set by constants()
         )
 
     def _forward(self, model: Model, consts: KinematicConstants, q: Tensor):
@@ -572,6 +612,15 @@ class JacobianPlan:
         ge = -(Wv * phi + Uv * rho).sum(1)  # (NE, T)
         g = ge.new_zeros(Cf, T).index_add_(0, self.ent_col, ge).t()
         return cost, A, g, p.permute(2, 0, 1)
+
+
+# joint constants of the last few models: key -> (plan ref, joint tensor refs, KinematicConstants)
+_JOINT_CONSTANTS: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_plan(cls, topo, columns, dtype, device) -> JacobianPlan:
+    return cls._build(topo, columns, dtype, device)
 
 
 def marker_jacobian(model: Model, q: Tensor) -> tuple[Tensor, Tensor]:
