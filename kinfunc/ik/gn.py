@@ -378,6 +378,22 @@ def _frame_subset(problem: IKProblem, idx: Tensor) -> IKProblem:
     )
 
 
+def _damped_step(A: Tensor, g: Tensor, held: Tensor, mu: Tensor) -> Tensor:
+    """Per-frame Marquardt step ``-(A + mu diag(A))^-1 g`` ``(n, Cf)`` for ``A (n, Cf, Cf)``,
+    ``g (n, Cf)``, damping ``mu (n,)``; coordinates where ``held (n, Cf)`` do not move."""
+    damp = mu[:, None] * (torch.diagonal(A, dim1=-2, dim2=-1) + 1e-9)
+    if bool(held.any()):
+        keep = (~held).to(A.dtype)
+        A = A * (keep[:, :, None] * keep[:, None, :])
+        damp = damp * keep + (1.0 - keep)  # a held coordinate: identity row, zero gradient
+        g = g * keep
+    Ad = A + torch.diag_embed(damp)
+    L, info = torch.linalg.cholesky_ex(Ad)
+    if bool(info.any()):  # not positive definite at this precision: a little more damping
+        L = torch.linalg.cholesky(Ad + 1e-8 * torch.diag_embed(Ad.diagonal(dim1=-2, dim2=-1).abs().amax(-1, keepdim=True).expand_as(g) + 1.0))
+    return torch.cholesky_solve(-g[..., None], L)[..., 0]
+
+
 def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult:
     """Independent frames (no shared parameters, no smoothness): every frame is its own
     Levenberg-Marquardt problem with its own damping and acceptance, all solved in one batch.
@@ -413,16 +429,15 @@ def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult
         ca = cost if active is None else cost.index_select(0, active)
         mua = mu if active is None else mu.index_select(0, active)
         # active set: on a bound with the descent direction pointing out
-        keep = (~(((Za <= lo) & (g > 0)) | ((Za >= hi) & (g < 0)))).to(Z.dtype)
-        dz, _ = _Linear(sub, A, None, None, g, None, keep, mua, None).solve(opts)
-        push = (((Za <= lo) & (dz < 0)) | ((Za >= hi) & (dz > 0))) & (keep > 0)
+        held = ((Za <= lo) & (g > 0)) | ((Za >= hi) & (g < 0))
+        dz = _damped_step(A, g, held, mua)
+        push = (((Za <= lo) & (dz < 0)) | ((Za >= hi) & (dz > 0))) & ~held
         if bool(push.any()):  # held coordinates the step would push further out: re-solve without them
-            keep = keep * (~push).to(Z.dtype)
-            dz, _ = _Linear(sub, A, None, None, g, None, keep, mua, None).solve(opts)
+            dz = _damped_step(A, g, held | push, mua)
         Zn = torch.clamp(Za + dz, lo, hi)
         dd = Zn - Za
         # decrease predicted by the undamped linear model: -(2 g.d + d^T A d)
-        pred = -(2.0 * (g * dd).sum(-1) + (dd[:, :, None] * A * dd[:, None, :]).sum((1, 2)))
+        pred = -(dd * (2.0 * g + (A @ dd[..., None])[..., 0])).sum(-1)
         scale = ca.clamp_min(torch.finfo(ca.dtype).tiny)  # each frame against its own cost
         quiet = (pred <= 0.1 * opts.ftol * scale) | (ca < 1e-30)  # nothing left to gain
         if bool(quiet.any()):
