@@ -82,11 +82,10 @@ def _mv(A: Tensor, v: Tensor) -> Tensor:
     return (A * v[..., None, :, :]).sum(-2)
 
 
-def _cross(a: Tensor, b: Tensor) -> Tensor:
-    """``a x b`` along dim 1 for ``a, b (N, 3, T)`` (one may have ``N = 1``) -> ``(N, 3, T)``."""
-    a0, a1, a2 = a.unbind(1)
-    b0, b1, b2 = b.unbind(1)
-    return torch.stack((a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0), 1)
+def _cross(a: Tensor, b: Tensor, dim: int = 1) -> Tensor:
+    """``a x b`` along ``dim`` (size 3) for broadcastable ``a``, ``b``: with the components
+    rotated by one and by two places, ``(a x b) = a[1,2,0] * b[2,0,1] - a[2,0,1] * b[1,2,0]``."""
+    return torch.roll(a, -1, dim) * torch.roll(b, -2, dim) - torch.roll(a, -2, dim) * torch.roll(b, -1, dim)
 
 
 class MarkerTargets(NamedTuple):
@@ -604,8 +603,9 @@ class JacobianPlan:
         Wv, Uv = E[:, :3], E[:, 3:]
         # N E with N = [[|p|^2 I - p p^T, -S(c)], [S(c), a I]] per entry
         trace = ppT[:, 0, 0] + ppT[:, 1, 1] + ppT[:, 2, 2]
-        top = trace[:, None] * Wv - (ppT * Wv[:, None]).sum(2) - _cross(c, Uv)
-        NE_ = torch.cat((top, _cross(c, Wv) + a * Uv), 1)  # (NE, 6, T)
+        cE = _cross(c[:, None], E.reshape(-1, 2, 3, T), dim=2)  # (NE, 2, 3, T): c x w, c x u
+        top = trace[:, None] * Wv - (ppT * Wv[:, None]).sum(2) - cE[:, 1]
+        NE_ = torch.cat((top, cE[:, 0] + a * Uv), 1)  # (NE, 6, T)
         dots = (E.index_select(0, self.pair_lo) * NE_.index_select(0, self.pair_hi)).sum(1) * self.pair_w[:, None]
         U = dots.new_zeros(Cf * Cf, T).index_add_(0, self.pair_at, dots).reshape(Cf, Cf, T)
         A = (U + U.transpose(0, 1)).permute(2, 0, 1).contiguous()

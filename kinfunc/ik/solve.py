@@ -470,7 +470,9 @@ def solve(
     fit = tuple(fit)
     t_start = _time.perf_counter()
     problem, info = build_problem(model, trials, fit, setup, **options)
-    Z0 = _initial_z(problem, info, init, fit)
+    with torch.inference_mode():  # no gradients flow through the starting point
+        Z0 = _initial_z(problem, info, init, fit)
+    Z0 = Z0.clone()  # an ordinary tensor again (L-BFGS records a graph from it)
     theta0 = info["theta0"] if problem.n_theta else None
     chosen = "gn" if solver == "auto" else solver
     if "pose" not in fit:
