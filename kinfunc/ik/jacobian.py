@@ -142,6 +142,7 @@ class KinematicConstants(NamedTuple):
     a1: Tensor  # (B, 3): second rotation axis (unit), in the frame after the first rotation
     u3: Tensor  # (B, 3): third rotation axis in the child body frame
     off: Tensor  # (M, 4): scaled marker offsets, homogeneous
+    h_row: Tensor  # (1, 1, 4, 1): the last row [0, 0, 0, 1] of a 4 x 4 pose
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -414,6 +415,7 @@ class JacobianPlan:
             a1=a1[o],
             u3=u3[o],
             off=u3.new_zeros(0, 4),  # per model: set by constants()
+            h_row=torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=u3.dtype, device=u3.device).reshape(1, 1, 4, 1),
         )
 
     def _forward(self, model: Model, consts: KinematicConstants, q: Tensor):
@@ -449,17 +451,17 @@ class JacobianPlan:
         Rk = Rk.reshape(B, 3, 3, 3, T)
         R_loc = _mm(_mm(Rk[:, 0], Rk[:, 1]), Rk[:, 2])  # (B, 3, 3, T)
         t_loc = (consts.G[..., None] * vT[:, 3:, None, :]).sum(1) + consts.tp[..., None] - _mv(R_loc, consts.tc[..., None])
-        H_loc = torch.cat((R_loc, t_loc[:, :, None]), 2)  # (B, 3, 4, T): [R | t]
-        # compose down the tree: world pose of a level = parents' (level above) o local
+        # local poses as 4 x 4 [[R, t], [0, 1]] so that composing is one product per level
+        H_loc = torch.cat((torch.cat((R_loc, t_loc[:, :, None]), 2), consts.h_row.expand(B, 1, 4, T)), 1)
+        # compose down the tree: world pose [R | t] (3 x 4) of a level = parents' (level above) o local
         Hs = []
         for start, n, par in self.levels:
             Hl = H_loc[start : start + n]
-            if par is not None:
-                Hp = Hs[-1][par : par + 1] if isinstance(par, int) else Hs[-1].index_select(0, par)
-                Hw = (Hp[:, :, :3, None, :] * Hl[:, None, :, :, :]).sum(2)  # (n, 3, 4, T): [Rp R | Rp t]
-                Hw[:, :, 3] += Hp[:, :, 3]
-                Hl = Hw
-            Hs.append(Hl)
+            if par is None:
+                Hs.append(Hl[:, :3])
+                continue
+            Hp = Hs[-1][par : par + 1] if isinstance(par, int) else Hs[-1].index_select(0, par)
+            Hs.append((Hp[:, :, :, None, :] * Hl[:, None]).sum(2))  # (n, 3, 4, T)
         Hw = torch.cat(Hs, 0)  # (B, 3, 4, T), level order
         Hm = Hw.index_select(0, self.marker_pos)  # (M, 3, 4, T)
         p = (Hm * consts.off[:, None, :, None]).sum(2)  # (M, 3, T)
