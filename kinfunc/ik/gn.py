@@ -378,11 +378,11 @@ def _frame_subset(problem: IKProblem, idx: Tensor) -> IKProblem:
     )
 
 
-def _damped_step(A: Tensor, g: Tensor, held: Tensor, mu: Tensor) -> Tensor:
+def _damped_step(A: Tensor, g: Tensor, held: Optional[Tensor], mu: Tensor) -> Tensor:
     """Per-frame Marquardt step ``-(A + mu diag(A))^-1 g`` ``(n, Cf)`` for ``A (n, Cf, Cf)``,
     ``g (n, Cf)``, damping ``mu (n,)``; coordinates where ``held (n, Cf)`` do not move."""
     damp = mu[:, None] * (torch.diagonal(A, dim1=-2, dim2=-1) + 1e-9)
-    if bool(held.any()):
+    if held is not None and bool(held.any()):
         keep = (~held).to(A.dtype)
         A = A * (keep[:, :, None] * keep[:, None, :])
         damp = damp * keep + (1.0 - keep)  # a held coordinate: identity row, zero gradient
@@ -403,22 +403,22 @@ def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult
     even evaluated). Settled frames leave the batch, so later iterations cost only what is left.
     """
     lo, hi = p.z_lo, p.z_hi
+    bounded = bool(torch.isfinite(lo).any() | torch.isfinite(hi).any())
     Z = torch.clamp(Z0, lo, hi)
     T, Cf = Z.shape
     mu = torch.full((T,), opts.mu0, dtype=Z.dtype, device=Z.device)
-    targets = MarkerTargets.of(p.X, p.sqrt_w * p.present)  # of the active frames
+    # the measured markers of the active frames (everything else in the problem is per coordinate)
+    targets = MarkerTargets.of(p.X, p.sqrt_w * p.present)
     cost, A, g, P = frame_normal_equations(p, Z, consts, targets)  # A, g: of the active frames; P: all
     history = [float(cost.sum())]
     active = None  # None = all frames; else (n,) long
-    sub = p
 
     def leave(mask: Tensor):
         """Drop the frames where ``mask`` (over the active ones) from the batch; returns the
         positions that stay, for the caller's per-frame arrays."""
-        nonlocal active, sub, targets
+        nonlocal active, targets
         left = torch.nonzero(~mask).flatten()
         active = left if active is None else active.index_select(0, left)
-        sub = _frame_subset(p, active)
         targets = targets.frames(left)
         return left
 
@@ -429,12 +429,15 @@ def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult
         ca = cost if active is None else cost.index_select(0, active)
         mua = mu if active is None else mu.index_select(0, active)
         # active set: on a bound with the descent direction pointing out
-        held = ((Za <= lo) & (g > 0)) | ((Za >= hi) & (g < 0))
-        dz = _damped_step(A, g, held, mua)
-        push = (((Za <= lo) & (dz < 0)) | ((Za >= hi) & (dz > 0))) & ~held
-        if bool(push.any()):  # held coordinates the step would push further out: re-solve without them
-            dz = _damped_step(A, g, held | push, mua)
-        Zn = torch.clamp(Za + dz, lo, hi)
+        if bounded:
+            held = ((Za <= lo) & (g > 0)) | ((Za >= hi) & (g < 0))
+            dz = _damped_step(A, g, held, mua)
+            push = (((Za <= lo) & (dz < 0)) | ((Za >= hi) & (dz > 0))) & ~held
+            if bool(push.any()):  # held coordinates the step would push further out: re-solve without them
+                dz = _damped_step(A, g, held | push, mua)
+            Zn = torch.clamp(Za + dz, lo, hi)
+        else:
+            Zn = Za + _damped_step(A, g, None, mua)
         dd = Zn - Za
         # decrease predicted by the undamped linear model: -(2 g.d + d^T A d)
         pred = -(dd * (2.0 * g + (A @ dd[..., None])[..., 0])).sum(-1)
@@ -449,7 +452,7 @@ def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult
             Za, Zn, dd, ca, mua, scale, pred, A, g = (
                 x.index_select(0, left) for x in (Za, Zn, dd, ca, mua, scale, pred, A, g)
             )
-        cn, An, gn, Pn = frame_normal_equations(sub, Zn, consts, targets)
+        cn, An, gn, Pn = frame_normal_equations(p, Zn, consts, targets)
         acc = cn < ca
         rel = torch.where(acc, (ca - cn) / scale, torch.zeros_like(ca))
         # a rejected step that promised less than ftol: converged at this precision (float32 noise)

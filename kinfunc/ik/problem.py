@@ -126,6 +126,8 @@ def unpack_model(problem: IKProblem, theta: Optional[Tensor]) -> Model:
 
 def expand_q(problem: IKProblem, z: Tensor) -> Tensor:
     """Full coordinates ``(..., C)`` from free ones ``z (..., Cf)`` (locked ones from ``q_fixed``)."""
+    if z.shape[-1] == problem.q_fixed.shape[-1]:  # nothing locked: the free coordinates are all, in order
+        return z
     return torch.where(problem.coord_free, z[..., problem.coord_pos], problem.q_fixed)
 
 
