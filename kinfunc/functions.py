@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Union
+import math
+from typing import Sequence, Union
 
 import torch
 from torch import Tensor
@@ -45,6 +46,7 @@ __all__ = [
     "derivative",
     "value_and_derivative",
     "coefficients",
+    "stack_tables",
     "spline_coefficients",
 ]
 
@@ -213,6 +215,22 @@ def coefficients(key: tuple, params: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         pieces = torch.stack((xk[:, :-1], yk[:, :-1], b[:, :-1], c[:, :-1], d[:, :-1]), -1)
         return (xk, torch.cat((first, pieces, last), 1))
     return params
+
+
+def stack_tables(coeffs: Sequence[tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
+    """One :func:`coefficients` result for several spline groups (any knot counts) so that
+    :func:`value_and_derivative` evaluates all their splines in one pass: knots ``(n, K)`` padded
+    to the largest ``K`` with ``+inf`` (no input lies above them) and tables with copies of the
+    last piece. A single entry (any kind) is returned as is."""
+    if len(coeffs) == 1:
+        return coeffs[0]
+    K = max(x.shape[1] for x, _ in coeffs)
+    xs, tables = [], []
+    for x, table in coeffs:
+        pad = K - x.shape[1]
+        xs.append(torch.cat((x, x.new_full((x.shape[0], pad), math.inf)), 1))
+        tables.append(torch.cat((table, table[:, -1:].expand(-1, pad, -1)), 1))
+    return torch.cat(xs, 0), torch.cat(tables, 0)
 
 
 def evaluate(key: tuple, params: tuple[Tensor, ...], u: Tensor) -> Tensor:

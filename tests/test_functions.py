@@ -146,3 +146,23 @@ def test_value_and_derivative_equal_evaluate_and_autodiff(kn, end, extra):
             torch.testing.assert_close(val, F.evaluate(key, params, U), atol=1e-12, rtol=1e-12)
             ref = torch.func.vmap(jacfwd(lambda r: F.evaluate(key, params, r[None])[0]))(U).diagonal(dim1=-2, dim2=-1)
             torch.testing.assert_close(der, ref, atol=1e-9, rtol=1e-9)
+
+
+@given(knots(kmin=2, kmax=5), knots(kmin=6, kmax=9), st.sampled_from(list(F.SplineEnd)), st.floats(-3, 3, **finite))
+def test_stacked_spline_tables_equal_separate_groups(a, b, end, u):
+    """Splines of different knot counts evaluated in one pass (padded tables) give each group's
+    own values and slopes, inside the knots and on the linear continuations outside."""
+    groups = [F.Spline(*a, end), F.Spline(*b, end)]
+    coeffs = []
+    separate = []
+    U = torch.tensor([[u], [u - 1.5], [u + 1.5]], dtype=f64)
+    for fn in groups:
+        key = F.group_key(fn)
+        params = F.group_params(key, [fn], f64)
+        coeffs.append(F.coefficients(key, params))
+        separate.append(F.value_and_derivative(key, params, U))
+    key = F.group_key(groups[0])
+    val, der = F.value_and_derivative(key, None, U.expand(3, 2).contiguous(), F.stack_tables(coeffs))
+    for k, (v, d) in enumerate(separate):
+        torch.testing.assert_close(val[:, k : k + 1], v, rtol=0, atol=1e-12)
+        torch.testing.assert_close(der[:, k : k + 1], d, rtol=0, atol=1e-12)

@@ -128,7 +128,7 @@ class KinematicConstants(NamedTuple):
     """What :meth:`JacobianPlan.evaluate` needs from the model's leaves, computed once per model
     (:meth:`JacobianPlan.constants`). Body-indexed tensors are in the plan's level order."""
 
-    slot_coeffs: tuple  # per slot group: kinfunc.functions.coefficients
+    slot_coeffs: tuple  # per evaluation unit: kinfunc.functions.coefficients (spline units: stack_tables)
     coupler_coeffs: tuple  # per coupler group
     v_const: Tensor  # (B * 6,): values of slots driven by constant functions (0 elsewhere)
     Rk0: Tensor  # (B * 3, 3, 3): each rotation slot's factor at its constant value (Rp / Rc^T folded in)
@@ -166,7 +166,8 @@ class JacobianPlan:
     order: Tensor  # (B,) long: body at each level-order position
     levels: tuple  # per tree level: (start, size, parent positions in the level above (LongTensor) or an int if one parent)
     order_inv: Optional[Tensor]  # (B,) long: level position of each body (None if identity)
-    slot_inputs: tuple  # per non-constant slot group: LongTensor of its inputs into [q, dependents]
+    slot_units: tuple  # slot groups evaluated together: each non-constant non-spline group, then all spline groups
+    slot_inputs: tuple  # per unit: LongTensor of its inputs into [q, dependents]
     slot_where: Tensor  # (B * 6,) long: level-order flat slot -> column of cat(group values..., 0)
     rot_var: Tensor  # (V,) long: position * 3 + slot of each rotation slot driven by a non-constant function
     rot_var_col: Tensor  # (V,) long: its column in the flat slot values (position * 6 + slot)
@@ -225,12 +226,17 @@ class JacobianPlan:
                 col += 1
         n_dep = col
         # entries: (level-order flat slot, coordinate column, slot-derivative column, coupler column)
+        # evaluation units: each non-constant, non-spline group alone; all spline groups together
+        # (their tables padded to one knot count: one lookup for every spline)
+        kinds = [g.key[0] for g in topo.slot_groups]
+        units = [(k,) for k, kind in enumerate(kinds) if kind not in (F.FnKind.CONSTANT, F.FnKind.SPLINE)]
+        splines = tuple(k for k, kind in enumerate(kinds) if kind is F.FnKind.SPLINE)
+        units += [splines] if splines else []
         entries, slot_inputs, where, col = [], [], [None] * (B * 6), 0
-        for g in topo.slot_groups:
-            if g.key[0] is F.FnKind.CONSTANT:
-                continue
-            slot_inputs.append(lt(g.inputs))
-            for o, i in zip(g.outputs, g.inputs):
+        for unit in units:
+            gs = [topo.slot_groups[k] for k in unit]
+            slot_inputs.append(lt(i for g in gs for i in g.inputs))
+            for o, i in ((o, i) for g in gs for o, i in zip(g.outputs, g.inputs)):
                 flat = pos[o // 6] * 6 + o % 6
                 where[flat] = col
                 coord, dcol = (i, n_dep) if i < C else dep_src[i - C]
@@ -275,6 +281,7 @@ class JacobianPlan:
             order=lt(order),
             levels=tuple(levels),
             order_inv=None if order == list(range(B)) else lt(pos[b] for b in range(B)),
+            slot_units=tuple(units),
             slot_inputs=tuple(slot_inputs),
             slot_where=lt(where),
             rot_var=lt((f // 6) * 3 + f % 6 for f in varying),
@@ -400,7 +407,8 @@ class JacobianPlan:
         Rk0 = Ef[:, 0] + torch.sin(vc) * Ef[:, 1] + (1.0 - torch.cos(vc)) * Ef[:, 2]
         return KinematicConstants(
             slot_coeffs=tuple(
-                F.coefficients(g.key, p) for g, p in zip(topo.slot_groups, model.slot_params) if g.key[0] is not F.FnKind.CONSTANT
+                F.stack_tables([F.coefficients(topo.slot_groups[k].key, model.slot_params[k]) for k in unit])
+                for unit in self.slot_units
             ),
             coupler_coeffs=tuple(F.coefficients(g.key, p) for g, p in zip(topo.coupler_groups, model.coupler_params)),
             v_const=v_const,
@@ -435,9 +443,9 @@ class JacobianPlan:
                 cders.append(der)
             full = torch.cat([q, torch.cat(cv, 1).index_select(1, self.dep_where)], 1)
         vals, ders = [], []
-        groups = [(g, prm) for g, prm in zip(topo.slot_groups, model.slot_params) if g.key[0] is not F.FnKind.CONSTANT]
-        for (g, prm), cf, inp in zip(groups, consts.slot_coeffs, self.slot_inputs):
-            val, der = F.value_and_derivative(g.key, prm, full.index_select(1, inp), cf)
+        for unit, cf, inp in zip(self.slot_units, consts.slot_coeffs, self.slot_inputs):
+            key, prm = topo.slot_groups[unit[0]].key, model.slot_params[unit[0]]  # (a spline unit: cf has them all)
+            val, der = F.value_and_derivative(key, prm, full.index_select(1, inp), cf)
             vals.append(val)
             ders.append(der)
         v = torch.cat(vals + [q.new_zeros(T, 1)], 1).index_select(1, self.slot_where) + consts.v_const
