@@ -4,8 +4,8 @@ Per iteration:
 
 1. per-frame residual Jacobians ``J_z (T, R, Cf)`` and ``J_theta (T, R, P)`` in closed form
    (:class:`kinfunc.ik.jacobian.JacobianPlan`, one batched pass; ``vmap(jacfwd)`` is the test
-   reference). Pose-only fits skip ``J`` and build ``J^T J``, ``J^T r`` from per-body marker
-   moments (:func:`frame_normal_equations`);
+   reference). Pose-only fits skip ``J`` and build ``J^T J``, ``J^T r`` from the moments of the
+   markers below each joint entry (:func:`frame_normal_equations`);
 2. per-frame normal-equation blocks ``A_t = J_z^T J_z (T, Cf, Cf)``, ``B_t = J_z^T J_theta``,
    damped (Marquardt: ``A + mu diag(A)``) and factorised in one batched Cholesky;
 3. the shared parameters by the Schur complement of the frame blocks

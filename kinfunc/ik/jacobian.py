@@ -14,8 +14,8 @@ Everything is batched over frames; the reference is ``torch.func.jacrev``/``jacf
 :class:`JacobianPlan` does this for many frames with everything that does not depend on ``q``
 worked out once: frames-last storage (``(bodies, 3, 3, T)``), bodies by tree level, one GEMM per
 kind of joint slot for the sums over ancestors, closed-form derivatives w.r.t. body scale
-factors, and Gauss-Newton normal equations from per-body marker moments
-(:meth:`JacobianPlan.normal_equations`) that never form the per-marker Jacobian.
+factors, and Gauss-Newton normal equations from the moments of the markers below each joint
+entry (:meth:`JacobianPlan.normal_equations`) that never form the per-marker Jacobian.
 """
 
 from __future__ import annotations
