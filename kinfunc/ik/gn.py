@@ -267,18 +267,12 @@ class _Linear:
         T, Cf = gz.shape
         self.T, self.Cf = T, Cf
         self.keep = keep  # (T, Cf) 1 = free for this step, 0 = held on a bound
-        kk = keep[:, :, None] * keep[:, None, :]
-        diagA = torch.diagonal(A, dim1=-2, dim2=-1)
-        dampz = mu[:, None] * (diagA + 1e-9) if mu.ndim == 1 else mu * (diagA + 1e-9)
-        self.Ad = A * kk + torch.diag_embed(1.0 - keep) + torch.diag_embed(dampz * keep)
+        self.Ad = _damped(A, keep, mu)
         self.smooth = problem.smooth_sqrt_w > 0 and T >= 3
         if self.smooth:
             self._build_pairs(band)
         else:
-            self.L, info = torch.linalg.cholesky_ex(self.Ad)
-            if bool((info != 0).any()):
-                eye = torch.eye(Cf, dtype=A.dtype, device=A.device)
-                self.L = torch.linalg.cholesky(self.Ad + 1e-8 * eye * (diagA.abs().amax(-1) + 1)[:, None, None])
+            self.L = _cholesky(self.Ad)
         self.gz = gz * keep
         self.has_theta = B is not None
         if self.has_theta:
@@ -378,20 +372,34 @@ def _frame_subset(problem: IKProblem, idx: Tensor) -> IKProblem:
     )
 
 
+def _damped(A: Tensor, keep: Optional[Tensor], mu: Tensor) -> Tensor:
+    """Marquardt-damped frame blocks ``A + mu diag(A)`` ``(n, Cf, Cf)``; ``mu`` per frame ``(n,)``
+    or one value. Coordinates where ``keep (n, Cf)`` is 0 (held on a bound) get an identity row
+    and column, so a step leaves them where they are (``None``: all free)."""
+    mu = mu[:, None] if mu.ndim == 1 else mu
+    damp = mu * (torch.diagonal(A, dim1=-2, dim2=-1) + 1e-9)
+    if keep is not None:
+        A = A * (keep[:, :, None] * keep[:, None, :])
+        damp = damp * keep + (1.0 - keep)
+    return A + torch.diag_embed(damp)
+
+
+def _cholesky(Ad: Tensor) -> Tensor:
+    """Batched Cholesky factor of ``Ad (n, Cf, Cf)``; where it is not positive definite at this
+    precision, with a little more on the diagonal."""
+    L, info = torch.linalg.cholesky_ex(Ad)
+    if bool(info.any()):
+        jitter = 1e-8 * (Ad.diagonal(dim1=-2, dim2=-1).abs().amax(-1, keepdim=True) + 1.0)
+        L = torch.linalg.cholesky(Ad + torch.diag_embed(jitter.expand(-1, Ad.shape[-1])))
+    return L
+
+
 def _damped_step(A: Tensor, g: Tensor, held: Optional[Tensor], mu: Tensor) -> Tensor:
     """Per-frame Marquardt step ``-(A + mu diag(A))^-1 g`` ``(n, Cf)`` for ``A (n, Cf, Cf)``,
     ``g (n, Cf)``, damping ``mu (n,)``; coordinates where ``held (n, Cf)`` do not move."""
-    damp = mu[:, None] * (torch.diagonal(A, dim1=-2, dim2=-1) + 1e-9)
-    if held is not None and bool(held.any()):
-        keep = (~held).to(A.dtype)
-        A = A * (keep[:, :, None] * keep[:, None, :])
-        damp = damp * keep + (1.0 - keep)  # a held coordinate: identity row, zero gradient
-        g = g * keep
-    Ad = A + torch.diag_embed(damp)
-    L, info = torch.linalg.cholesky_ex(Ad)
-    if bool(info.any()):  # not positive definite at this precision: a little more damping
-        L = torch.linalg.cholesky(Ad + 1e-8 * torch.diag_embed(Ad.diagonal(dim1=-2, dim2=-1).abs().amax(-1, keepdim=True).expand_as(g) + 1.0))
-    return torch.cholesky_solve(-g[..., None], L)[..., 0]
+    keep = (~held).to(A.dtype) if held is not None and bool(held.any()) else None
+    L = _cholesky(_damped(A, keep, mu))
+    return torch.cholesky_solve(-(g if keep is None else g * keep)[..., None], L)[..., 0]
 
 
 def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult:

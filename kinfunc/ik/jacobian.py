@@ -500,8 +500,7 @@ class JacobianPlan:
         if origin is not None:
             centre = centre - origin
         W = torch.stack((w1, w2, w3), 1).reshape(B * 3, 3, T).index_select(0, self.rot_flat) * fac[:NR]
-        parts = [W, _cross(W, centre.index_select(0, self.rot_body))]
-        E = torch.cat(parts, 1)
+        E = torch.cat((W, _cross(W, centre.index_select(0, self.rot_body))), 1)
         if self.tr_flat.numel():
             Gt = consts.G.reshape(B * 3, 3).index_select(0, self.tr_flat)  # (NT, 3) scaled axes, parent frame
             tau = _mv(Rpar.index_select(0, self.tr_body), Gt[..., None]) * fac[NR:]
@@ -534,9 +533,7 @@ class JacobianPlan:
         if not jacobian:
             return FrameKinematics(p.permute(2, 0, 1), None, R_markers, H, dp_ds)
         Zm = self._body_jacobians(consts, q, Hw, aux).index_select(1, self.marker_bm)  # (Cf, M, 6, T)
-        Cf, M, _, T = Zm.shape
-        Wm = Zm[:, :, :3].reshape(Cf * M, 3, T)
-        J = (_cross(Wm, p.repeat(Cf, 1, 1)) - Zm[:, :, 3:].reshape(Cf * M, 3, T)).reshape(Cf, M, 3, T)
+        J = _cross(Zm[:, :, :3], p[None], dim=2) - Zm[:, :, 3:]  # (Cf, M, 3, T)
         if weights is not None:
             J = J * weights.t()[:, None, :]
         return FrameKinematics(p.permute(2, 0, 1), J.permute(3, 1, 2, 0), R_markers, H, dp_ds)
