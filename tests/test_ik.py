@@ -341,6 +341,24 @@ def test_exact_pose_recovery_noise_free():
     assert res.q.shape == (40, 18) and res.marker_error.shape == (40, 18) and res.time.shape == (40,)
 
 
+def test_frame_solver_reports_its_own_poses_and_converges():
+    """Independent frames (noise, gaps, no smoothness): last steps are taken unchecked and
+    verified at the end, so the reported objective, marker errors and history must belong to
+    the returned poses, and stopping early must not cost accuracy against a much tighter solve."""
+    model = kf.models.lower_body("cmu", dtype=f64)
+    q = gait_motion(model, 60)
+    trial = synthetic_trial(model, q, noise=0.005, gaps=0.2, seed=3)
+    res = kf.ik.solve(model, trial, limits="none")
+    assert res.converged and res.solver == "gn"
+    assert res.objective == pytest.approx(kf.ik.setup_objective(model, IKSetup(), trial, res.time, res.q), rel=1e-12)
+    d = torch.linalg.vector_norm(kf.marker_positions(model, res.q) - trial.xyz, dim=-1)
+    torch.testing.assert_close(res.marker_error, d, rtol=0, atol=1e-12, equal_nan=True)
+    assert all(b <= a for a, b in zip(res.history, res.history[1:]))
+    assert res.history[-1] == pytest.approx(res.objective, rel=1e-15)
+    tight = kf.ik.solve(model, trial, limits="none", gn_options=kf.ik.GNOptions(ftol=1e-14, max_iter=200))
+    assert tight.objective <= res.objective <= tight.objective * (1 + 1e-7)
+
+
 def test_pose_recovery_with_noise_and_gaps():
     """5 mm noise per axis, 20 % gaps, CMU markers: ≤ 1° RMS with temporal smoothness."""
     model = kf.models.lower_body("cmu", dtype=f64)

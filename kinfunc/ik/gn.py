@@ -173,13 +173,7 @@ def frame_normal_equations(
     ``(T, 3 M, Cf)`` Jacobian. ``targets``: the problem's markers as
     :class:`~kinfunc.ik.jacobian.MarkerTargets` when already made."""
     p_ = problem
-    model = p_.model
-    q = expand_q(p_, Z)
-    plan = p_.plan if p_.plan is not None else JacobianPlan.build(model, p_.free_index.tolist())
-    if consts is None:
-        consts = plan.constants(model)
-    if targets is None:
-        targets = MarkerTargets.of(p_.X, p_.sqrt_w * p_.present)
+    model, q, plan, consts, targets = _pose_pieces(p_, Z, consts, targets)
     cost, A, g, pos = plan.normal_equations(model, consts, q, targets)
     extra = _task_limit_rows(p_, model, q, Z)
     if extra is not None:
@@ -189,6 +183,34 @@ def frame_normal_equations(
         A = A + Jt @ J
         g = g + (Jt @ r[..., None])[..., 0]
     return cost, A, g, pos
+
+
+def frame_costs(
+    problem: IKProblem,
+    Z: Tensor,
+    consts: Optional[KinematicConstants] = None,
+    targets: Optional[MarkerTargets] = None,
+):
+    """The ``cost (T,)`` and marker positions ``(T, M, 3)`` of :func:`frame_normal_equations`
+    at ``Z (T, Cf)`` without any derivatives (one forward pass)."""
+    model, q, plan, consts, targets = _pose_pieces(problem, Z, consts, targets)
+    cost, pos = plan.marker_costs(model, consts, q, targets)
+    extra = _task_limit_rows(problem, model, q, Z)
+    if extra is not None:
+        cost = cost + (extra[0] * extra[0]).sum(-1)
+    return cost, pos
+
+
+def _pose_pieces(p_: IKProblem, Z: Tensor, consts, targets):
+    """What a pose-only evaluation at ``Z (T, Cf)`` needs: the model, ``q (T, C)``, the plan, its
+    constants and the :class:`MarkerTargets` (``consts`` and ``targets`` made when ``None``)."""
+    model = p_.model
+    plan = p_.plan if p_.plan is not None else JacobianPlan.build(model, p_.free_index.tolist())
+    if consts is None:
+        consts = plan.constants(model)
+    if targets is None:
+        targets = MarkerTargets.of(p_.X, p_.sqrt_w * p_.present)
+    return model, expand_q(p_, Z), plan, consts, targets
 
 
 def _smooth_op(problem: IKProblem, V: Tensor) -> Tensor:
@@ -407,19 +429,22 @@ def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult
     Levenberg-Marquardt problem with its own damping and acceptance, all solved in one batch.
 
     A frame is settled when its accepted step decreased its cost by less than ``ftol``
-    (relative), or when the next step's predicted decrease is that small (then the step is not
-    even evaluated). Settled frames leave the batch, so later iterations cost only what is left.
+    (relative), or when its next step is predicted to gain less than that: such a last step is
+    taken without new derivatives and checked at the end, for all frames at once, by one
+    forward pass (kept only where it lowers the cost). Settled frames leave the batch, so later
+    iterations cost only what is left.
     """
     lo, hi = p.z_lo, p.z_hi
     bounded = bool(torch.isfinite(lo).any() | torch.isfinite(hi).any())
     Z = torch.clamp(Z0, lo, hi)
     T, Cf = Z.shape
     mu = torch.full((T,), opts.mu0, dtype=Z.dtype, device=Z.device)
-    # the measured markers of the active frames (everything else in the problem is per coordinate)
-    targets = MarkerTargets.of(p.X, p.sqrt_w * p.present)
+    # the measured markers of all frames, and of the active ones
+    targets_all = targets = MarkerTargets.of(p.X, p.sqrt_w * p.present)
     cost, A, g, P = frame_normal_equations(p, Z, consts, targets)  # A, g: of the active frames; P: all
     history = [float(cost.sum())]
     active = None  # None = all frames; else (n,) long
+    last_steps = []  # (frames (k,), their unchecked last step Z (k, Cf))
 
     def leave(mask: Tensor):
         """Drop the frames where ``mask`` (over the active ones) from the batch; returns the
@@ -450,13 +475,14 @@ def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult
         # decrease predicted by the undamped linear model: -(2 g.d + d^T A d)
         pred = -(dd * (2.0 * g + (A @ dd[..., None])[..., 0])).sum(-1)
         scale = ca.clamp_min(torch.finfo(ca.dtype).tiny)  # each frame against its own cost
-        quiet = (pred <= 0.1 * opts.ftol * scale) | (ca < 1e-30)  # nothing left to gain
-        if bool(quiet.any()):
-            if bool(quiet.all()):
+        last = (pred <= 3.0 * opts.ftol * scale) | (ca < 1e-30)  # this step gains too little to go on after it
+        if bool(last.any()):
+            idx = torch.nonzero(last).flatten()
+            last_steps.append((idx if active is None else active.index_select(0, idx), Zn.index_select(0, idx)))
+            if bool(last.all()):
                 converged = True
-                history.append(float(cost.sum()))
                 break
-            left = leave(quiet)
+            left = leave(last)
             Za, Zn, dd, ca, mua, scale, pred, A, g = (
                 x.index_select(0, left) for x in (Za, Zn, dd, ca, mua, scale, pred, A, g)
             )
@@ -483,6 +509,15 @@ def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult
         if bool(settled.any()):  # converged frames leave the batch
             left = leave(settled)
             A, g = A.index_select(0, left), g.index_select(0, left)
+    if last_steps:  # the unchecked last steps: kept where they lower the cost
+        idx = torch.cat([i for i, _ in last_steps])
+        Zl = torch.cat([z for _, z in last_steps])
+        cl, Pl = frame_costs(p, Zl, consts, targets_all.frames(idx))
+        keep = cl < cost.index_select(0, idx)
+        Z = Z.index_copy(0, idx, torch.where(keep[:, None], Zl, Z.index_select(0, idx)))
+        cost = cost.index_copy(0, idx, torch.where(keep, cl, cost.index_select(0, idx)))
+        P = P.index_copy(0, idx, torch.where(keep[:, None, None], Pl, P.index_select(0, idx)))
+        history.append(float(cost.sum()))
     return GNResult(Z, None, float(cost.sum()), it, converged, history, P)
 
 

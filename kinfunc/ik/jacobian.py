@@ -575,6 +575,14 @@ class JacobianPlan:
             D = D.index_select(1, self.order_inv)
         return D.permute(4, 0, 3, 1, 2)  # (T, M, 3 xyz, B, 3 k)
 
+    def marker_costs(
+        self, model: Model, consts: KinematicConstants, q: Tensor, targets: MarkerTargets
+    ) -> tuple[Tensor, Tensor]:
+        """The forward pass of :meth:`normal_equations` alone: ``cost (T,)`` (sum of squared
+        weighted marker residuals) and marker positions ``p (T, M, 3)`` at ``q (T, C)``."""
+        p = self._forward(model, consts, q)[2]
+        return _residuals(p, targets)[1], p.permute(2, 0, 1)
+
     def normal_equations(
         self, model: Model, consts: KinematicConstants, q: Tensor, targets: MarkerTargets
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -597,8 +605,7 @@ class JacobianPlan:
         E = self._entry_vectors(consts, q, Hw, aux, origin)  # (NE, 6, T)
         M, T, Cf = p.shape[0], q.shape[0], len(self.columns)
         w = targets.w
-        r = (p - targets.X) * w[:, None]  # (M, 3, T)
-        cost = (r * r).sum((0, 1))
+        r, cost = _residuals(p, targets)
         pr = p - origin
         w2 = w * w
         w2p = w2[:, None] * pr
@@ -619,6 +626,13 @@ class JacobianPlan:
         ge = -(Wv * phi + Uv * rho).sum(1)  # (NE, T)
         g = ge.new_zeros(Cf, T).index_add_(0, self.ent_col, ge).t()
         return cost, A, g, p.permute(2, 0, 1)
+
+
+def _residuals(p: Tensor, targets: MarkerTargets) -> tuple[Tensor, Tensor]:
+    """Weighted marker residuals ``r = w (p - X)`` ``(M, 3, T)`` of frames-last positions
+    ``p (M, 3, T)`` and their per-frame sum of squares ``(T,)``."""
+    r = (p - targets.X) * targets.w[:, None]
+    return r, (r * r).sum((0, 1))
 
 
 # joint constants of the last few models: key -> (plan ref, joint tensor refs, KinematicConstants)
