@@ -350,12 +350,31 @@ class Model:
         kw = dict(dtype=self.dtype, device=self.device)
         return torch.tensor(lo, **kw), torch.tensor(hi, **kw)
 
+    def joint_leaves(self) -> tuple[Tensor, ...]:
+        """Every leaf except the marker offsets: what the joints' kinematics depend on (joint
+        frames, axes, function and coupler parameters, scales)."""
+        return (
+            self.parent_location,
+            self.parent_orientation,
+            self.child_location,
+            self.child_orientation,
+            self.axes,
+            self.body_scales,
+            self.global_scale,
+            *(t for grp in self.slot_params + self.coupler_params for t in grp),
+        )
+
     def replace(self, **changes: Any) -> "Model":
         """A new model with some leaves replaced (shapes must match)."""
         return dataclasses.replace(self, **changes)
 
     def to(self, device: Any = None, dtype: Optional[torch.dtype] = None) -> "Model":
-        """A copy on ``device`` / in floating ``dtype`` (the original is untouched)."""
+        """A copy on ``device`` / in floating ``dtype`` (the original is untouched); the model
+        itself when every leaf is already there (models are immutable)."""
+        dev = None if device is None else torch.device(device)
+        leaves = (*self.joint_leaves(), self.marker_offsets)
+        if all((dtype is None or t.dtype == dtype) and (dev is None or t.device == dev) for t in leaves):
+            return self
         return tree_map(lambda x: x.to(device=device, dtype=dtype), self)
 
     def with_markers(self, names: Sequence[str]) -> "Model":

@@ -153,3 +153,15 @@ def test_lower_body_knee_flexion_moves_ankle_backwards():
     q3 = q.clone()
     q3[hip] = math.pi / 2
     assert float(kf.marker_positions(m, q3)[m.marker_names.index("RKNE")][0]) > 0.3  # thigh forward
+
+
+def test_to_returns_the_model_itself_only_when_every_leaf_is_already_there():
+    from kinfunc._pytree import tree_leaves
+
+    m = kf.models.lower_body("cmu", dtype=torch.float64)
+    assert m.to(dtype=torch.float64) is m and m.to(device="cpu") is m and m.to() is m
+    m32 = m.to(dtype=torch.float32)
+    assert m32 is not m and all(t.dtype == torch.float32 for t in tree_leaves(m32))
+    mixed = m.replace(global_scale=m.global_scale.float())  # one leaf off: converted, not returned as is
+    back = mixed.to(dtype=torch.float64)
+    assert back is not mixed and all(t.dtype == torch.float64 for t in tree_leaves(back))

@@ -350,16 +350,7 @@ class JacobianPlan:
         return joint._replace(off=torch.cat((off, torch.ones_like(off[:, :1])), -1))
 
     def _joint_constants(self, model: Model) -> KinematicConstants:
-        leaves = [
-            model.parent_location,
-            model.parent_orientation,
-            model.child_location,
-            model.child_orientation,
-            model.axes,
-            model.body_scales,
-            model.global_scale,
-            *(t for grp in model.slot_params + model.coupler_params for t in grp),
-        ]
+        leaves = model.joint_leaves()
         if any(t.is_inference() for t in leaves) or (torch.is_grad_enabled() and any(t.requires_grad for t in leaves)):
             return self._compute_constants(model)
         key = (id(self), torch.is_inference_mode_enabled(), tuple((id(t), t._version) for t in leaves))
