@@ -130,17 +130,15 @@ class KinematicConstants(NamedTuple):
 
     slot_coeffs: tuple  # per evaluation unit: kinfunc.functions.coefficients (spline units: stack_tables)
     coupler_coeffs: tuple  # per coupler group
-    v_const: Tensor  # (B * 6,): values of slots driven by constant functions (0 elsewhere)
-    Rk0: Tensor  # (B * 3, 3, 3): each rotation slot's factor at its constant value (Rp / Rc^T folded in)
-    Ev: Tensor  # (V, 3 terms, 3, 3): varying slots' factors = Ev0 + sin(v) Ev1 + (1 - cos(v)) Ev2
+    v_const: Tensor  # (B * 6, 1): values of slots driven by constant functions (0 elsewhere)
+    Ev: Tensor  # (V, 3 terms, 3, 3): varying rotation factors (constant neighbours absorbed) = Ev0 + sin(v) Ev1 + (1 - cos(v)) Ev2
+    Rconst: Tensor  # (nc, 3, 3): local rotation of each body without varying rotation slots
+    A: Tensor  # (NE, 3 terms, 3): each entry's axis (unit rotation axis or scaled translation axis) before its world rotation, A0 + sin(v0) A1 + (1 - cos(v0)) A2
     G: Tensor  # (B, 3, 3): scaled translation axis k in the parent body frame
     Gu: Tensor  # (B, 3, 3): unit translation axis k in the parent body frame
     Wtr: Tensor  # (B, 3 slots, 3 axes): d translation scale of slot k' / d parent scale along axis k
     tp: Tensor  # (B, 3): parent-side frame location (scaled)
     tc: Tensor  # (B, 3): child-side frame location (scaled)
-    u1: Tensor  # (B, 3): first rotation axis in the parent body frame
-    a1: Tensor  # (B, 3): second rotation axis (unit), in the frame after the first rotation
-    u3: Tensor  # (B, 3): third rotation axis in the child body frame
     off: Tensor  # (M, 4): scaled marker offsets, homogeneous
     h_row: Tensor  # (1, 1, 4, 1): the last row [0, 0, 0, 1] of a 4 x 4 pose
 
@@ -169,17 +167,24 @@ class JacobianPlan:
     slot_units: tuple  # slot groups evaluated together: each non-constant non-spline group, then all spline groups
     slot_inputs: tuple  # per unit: LongTensor of its inputs into [q, dependents]
     slot_where: Tensor  # (B * 6,) long: level-order flat slot -> column of cat(group values..., 0)
-    rot_var: Tensor  # (V,) long: position * 3 + slot of each rotation slot driven by a non-constant function
-    rot_var_col: Tensor  # (V,) long: its column in the flat slot values (position * 6 + slot)
+    rot_var: Tensor  # (V,) long: position * 3 + slot of each varying rotation slot (driven by a non-constant function), factor order
+    rot_var_col: Tensor  # (V,) long: its row in the slot values (position * 6 + slot)
+    n_factors: tuple  # (N1, N2, N3): bodies with at least 1, 2, 3 varying rotation slots; factor order = their 1st, 2nd, 3rd varying slots (bodies by count, most first)
+    fac_pre: Tensor  # (V, 2) long: constant slot factors absorbed before each varying factor (rows of [Rk0; I])
+    fac_post: Tensor  # (V, 2) long: ... and after it
+    const_slots: Tensor  # (nc, 3) long: the three slot factors of each body without varying rotation slots
+    rloc_order: Optional[Tensor]  # (B,) long: level position -> row of [varying bodies (by count); constant bodies] (None if identity)
     coupler_inputs: tuple  # per coupler group: LongTensor of its inputs into q
     dep_where: Tensor  # (D,) long: dependent -> column of cat(coupler values...)
     par_index: Tensor  # (B,) long: parent position + 1 (0 = ground) into [identity, world]
-    rot_flat: Tensor  # (NR,) long: position * 3 + slot of each rotation entry
-    rot_body: Tensor  # (NR,) long: position
-    tr_flat: Tensor  # (NT,) long: position * 3 + (slot - 3) of each translation entry
-    ent_out: Tensor  # (NR + NT,) long: index into the slot derivative columns
-    ent_dep: Tensor  # (NR + NT,) long: coupler derivative column (n_dep = none)
-    tr_body: Tensor  # (NT,) long: position
+    n_rot_entries: int  # NR: entries are rotation entries first, then NT translation entries
+    ent_out: Tensor  # (NR + NT,) long: index into the slot derivative rows
+    ent_dep: Tensor  # (NR + NT,) long: coupler derivative row (n_dep = none)
+    ent_axis: Tensor  # (NR + NT,) long: row of the axis table (KinematicConstants.A)
+    ent_src: Tensor  # (NR + NT,) long: row of [I; world rotations] turning the axis into the world frame (parent's, or own for a 3rd rotation slot)
+    ent_body: Tensor  # (NR + NT,) long: level position of the entry's body
+    ent_v0: Optional[Tensor]  # (NR + NT,) long: row of the body's first slot value, for 2nd-slot axes that turn with it (None if none do)
+    ent_rot: Tensor  # (NR + NT, 1, 1): 1 for rotation entries, 0 for translation entries
     S: Tensor  # (Cf * nb, NR + NT): entry e acts on column c of marker body bm
     ent_markers: Tensor  # (NR + NT, M): 1 where the marker's body is the entry's body or below it
     ent_col: Tensor  # (NR + NT,) long: Jacobian column of each entry
@@ -245,6 +250,25 @@ class JacobianPlan:
                 col += 1
         varying = [f for f in range(B * 6) if where[f] is not None and f % 6 < 3]
         where = [col if w is None else w for w in where]
+        # rotation factors: each body's varying slots, with the constant slot factors around
+        # them absorbed (constants); products only for bodies with more than one
+        vs = [[f % 6 for f in varying if f // 6 == b] for b in range(B)]
+        vb = sorted((b for b in range(B) if vs[b]), key=lambda b: -len(vs[b]))
+        cb = [b for b in range(B) if not vs[b]]
+        ident = B * 3  # row of the identity after the B * 3 constant slot factors
+        factors, pre, post = [], [], []
+        for i in range(3):
+            for b in vb:
+                if len(vs[b]) > i:
+                    k, nxt = vs[b][i], (vs[b][i + 1] if i + 1 < len(vs[b]) else 3)
+                    factors.append((b, k))
+                    before = [b * 3 + j for j in range(k)] if i == 0 else []
+                    after = [b * 3 + j for j in range(k + 1, nxt)]
+                    pre.append(before + [ident] * (2 - len(before)))
+                    post.append(after + [ident] * (2 - len(after)))
+        n_factors = tuple(sum(1 for b in vb if len(vs[b]) > i) for i in range(3))
+        row_of = {b: j for j, b in enumerate(vb + cb)}
+        rloc_order = [row_of[b] for b in range(B)]
         rot = [e for e in entries if e[0] % 6 < 3]
         tr = [e for e in entries if e[0] % 6 >= 3]
         mbodies = sorted(set(topo.marker_bodies))
@@ -275,6 +299,12 @@ class JacobianPlan:
                 if (b1 == b2 and e1 <= e2) or (b1 != b2 and b1 in body_chain[b2]):
                     pairs.append((e1, e2, c1 * Cf + c2, 0.5 if e1 == e2 else 1.0))
         ft = lambda x: torch.tensor(list(x), dtype=dtype, device=dev)  # noqa: E731
+        # entry axes: rows of the axis table (1st slots' axes, 2nd, 3rd, then translation axes)
+        # and the rotation taking them to the world (the parent's; the body's own for a 3rd slot)
+        axis_row = lambda o: (o % 6) * B + o // 6 if o % 6 < 3 else 3 * B + (o // 6) * 3 + o % 6 - 3  # noqa: E731
+        par_row = [pos[topo.parents[b]] + 1 if topo.parents[b] >= 0 else 0 for b in order]
+        src_row = lambda o: o // 6 + 1 if o % 6 == 2 else par_row[o // 6]  # noqa: E731
+        turning = any(o % 6 == 1 and 0 in vs[o // 6] for o, _, _, _ in rot)
         return cls(
             topology=topo,
             columns=columns,
@@ -284,17 +314,24 @@ class JacobianPlan:
             slot_units=tuple(units),
             slot_inputs=tuple(slot_inputs),
             slot_where=lt(where),
-            rot_var=lt((f // 6) * 3 + f % 6 for f in varying),
-            rot_var_col=lt(varying),
+            rot_var=lt(b * 3 + k for b, k in factors),
+            rot_var_col=lt(b * 6 + k for b, k in factors),
+            n_factors=n_factors,
+            fac_pre=lt(pre).reshape(-1, 2),
+            fac_post=lt(post).reshape(-1, 2),
+            const_slots=lt(b * 3 + k for b in cb for k in range(3)).reshape(-1, 3),
+            rloc_order=None if rloc_order == list(range(B)) else lt(rloc_order),
             coupler_inputs=tuple(lt(g.inputs) for g in topo.coupler_groups),
             dep_where=lt(dep_src[d][1] for d in range(n_dep)),
-            par_index=lt(pos[topo.parents[b]] + 1 if topo.parents[b] >= 0 else 0 for b in order),
-            rot_flat=lt((o // 6) * 3 + o % 6 for o, _, _, _ in rot),
-            rot_body=lt(o // 6 for o, _, _, _ in rot),
-            tr_flat=lt((o // 6) * 3 + o % 6 - 3 for o, _, _, _ in tr),
-            ent_out=lt(e[2] for e in rot + tr),
-            ent_dep=lt(e[3] for e in rot + tr),
-            tr_body=lt(o // 6 for o, _, _, _ in tr),
+            par_index=lt(par_row),
+            n_rot_entries=len(rot),
+            ent_out=lt(e[2] for e in ents),
+            ent_dep=lt(e[3] for e in ents),
+            ent_axis=lt(axis_row(e[0]) for e in ents),
+            ent_src=lt(src_row(e[0]) for e in ents),
+            ent_body=lt(e[0] // 6 for e in ents),
+            ent_v0=lt((e[0] // 6) * 6 for e in ents) if turning else None,
+            ent_rot=ft(1.0 if e[0] % 6 < 3 else 0.0 for e in ents).reshape(-1, 1, 1),
             S=torch.tensor(S, dtype=dtype, device=dev).reshape(Cf * len(mbodies), len(ents)),
             ent_markers=ft(ent_markers).reshape(len(ents), len(marker_chains)),
             ent_col=lt(c for _, c, _, _ in ents),
@@ -395,60 +432,80 @@ class JacobianPlan:
             v_const = v_const.index_add(0, torch.tensor(flat, device=v_const.device), value)
         vc = v_const.reshape(-1, 6)[:, :3].reshape(-1)[..., None, None]  # (B * 3, 1, 1) level order
         Ef = E[o].reshape(-1, 3, 3, 3)
-        Rk0 = Ef[:, 0] + torch.sin(vc) * Ef[:, 1] + (1.0 - torch.cos(vc)) * Ef[:, 2]
+        Rk0 = Ef[:, 0] + torch.sin(vc) * Ef[:, 1] + (1.0 - torch.cos(vc)) * Ef[:, 2]  # every slot at its constant value
+        CT = torch.cat((Rk0, eye[:1]), 0)  # ... and the identity
+        pre = CT[self.fac_pre[:, 0]] @ CT[self.fac_pre[:, 1]]
+        post = CT[self.fac_post[:, 0]] @ CT[self.fac_post[:, 1]]
+        cs = self.const_slots
+        # entry axes: 1st slot about u1 = Rp a0, 2nd about Rp R0(v0) a1, 3rd about u3 = Rc a2
+        # (child frame), translations along the scaled axes G (parent frame)
+        Ef0 = Ef.reshape(-1, 3, 3, 3, 3)[:, 0]  # (B, 3 terms, 3, 3): each first slot's factor, level order
+        varies = self.rot_var[self.rot_var % 3 == 0] // 3  # bodies whose first slot varies
+        turns = torch.zeros(topo.n_bodies, 1, 1, dtype=model.dtype, device=model.device).index_fill(0, varies, 1.0)
+        a1o = a1[o][..., None]
+        U2 = torch.stack((Rk0.reshape(-1, 3, 3, 3)[:, 0] @ a1o, turns * Ef0[:, 1] @ a1o, turns * Ef0[:, 2] @ a1o), 1)[..., 0]
+        G = (Gu * s_tr[..., None])[o]
+        one = lambda v: torch.stack((v, torch.zeros_like(v), torch.zeros_like(v)), 1)  # noqa: E731
+        A = torch.cat((one(rp(a0)[o]), U2, one(u3[o]), one(G.reshape(-1, 3))), 0)
         return KinematicConstants(
             slot_coeffs=tuple(
                 F.stack_tables([F.coefficients(topo.slot_groups[k].key, model.slot_params[k]) for k in unit])
                 for unit in self.slot_units
             ),
             coupler_coeffs=tuple(F.coefficients(g.key, p) for g, p in zip(topo.coupler_groups, model.coupler_params)),
-            v_const=v_const,
-            Rk0=Rk0,
-            Ev=Ef.index_select(0, self.rot_var),
-            G=(Gu * s_tr[..., None])[o],
+            v_const=v_const[:, None],
+            Ev=pre[:, None] @ Ef.index_select(0, self.rot_var) @ post[:, None],
+            Rconst=CT[cs[:, 0]] @ CT[cs[:, 1]] @ CT[cs[:, 2]],
+            A=A.index_select(0, self.ent_axis),
+            G=G,
             Gu=Gu[o],
             Wtr=translation_weights(model.axes, topo.unscaled_slots)[0][o],
             tp=(model.parent_location * s_parent)[o],
             tc=(model.child_location * s_body)[o],
-            u1=rp(a0)[o],
-            a1=a1[o],
-            u3=u3[o],
-            off=u3.new_zeros(0, 4),  # per model: set by constants()
-            h_row=torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=u3.dtype, device=u3.device).reshape(1, 1, 4, 1),
+            off=a0.new_zeros(0, 4),  # per model: set by constants()
+            h_row=torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=a0.dtype, device=a0.device).reshape(1, 1, 4, 1),
         )
 
     def _forward(self, model: Model, consts: KinematicConstants, q: Tensor):
         """One frames-last FK pass at ``q (T, C)``: world poses ``Hw (B, 3, 4, T)`` (level order),
         the marker bodies' poses ``Hm (M, 3, 4, T)``, marker positions ``p (M, 3, T)`` and what
-        the Jacobian reuses (first rotation factors, slot and coupler derivatives, slot values)."""
+        the Jacobian reuses (slot values ``v (B * 6, T)``, slot and coupler derivatives, ``vT``:
+        the slot values as ``(B, 6, T)``)."""
         topo = self.topology
         B = topo.n_bodies
         T = q.shape[0]
-        # joint functions and couplers: values and derivatives in one pass
-        full, cders = q, []
+        # joint functions and couplers, frames-last: values and derivatives in one pass each
+        qT = q.t()
+        full, cders = qT, []
         if topo.dependent_names:
             cv = []
             for g, prm, cf, inp in zip(topo.coupler_groups, model.coupler_params, consts.coupler_coeffs, self.coupler_inputs):
-                val, der = F.value_and_derivative(g.key, prm, q.index_select(1, inp), cf)
-                cv.append(val)
-                cders.append(der)
-            full = torch.cat([q, torch.cat(cv, 1).index_select(1, self.dep_where)], 1)
+                val, der = F.value_and_derivative(g.key, prm, qT.index_select(0, inp).t(), cf)
+                cv.append(val.t())
+                cders.append(der.t())
+            full = torch.cat([qT, torch.cat(cv, 0).index_select(0, self.dep_where)], 0)
         vals, ders = [], []
         for unit, cf, inp in zip(self.slot_units, consts.slot_coeffs, self.slot_inputs):
             key, prm = topo.slot_groups[unit[0]].key, model.slot_params[unit[0]]  # (a spline unit: cf has them all)
-            val, der = F.value_and_derivative(key, prm, full.index_select(1, inp), cf)
-            vals.append(val)
-            ders.append(der)
-        v = torch.cat(vals + [q.new_zeros(T, 1)], 1).index_select(1, self.slot_where) + consts.v_const
-        vT = v.t().reshape(B, 6, T)  # level order
-        # rotation factors: constant ones from the model, the varying ones from their angles
-        ang = v.index_select(1, self.rot_var_col).t()  # (V, T)
-        sn, cs = torch.sin(ang)[:, None, None], torch.cos(ang)[:, None, None]
+            val, der = F.value_and_derivative(key, prm, full.index_select(0, inp).t(), cf)
+            vals.append(val.t())
+            ders.append(der.t())
+        v = torch.cat(vals + [q.new_zeros(1, T)], 0).index_select(0, self.slot_where) + consts.v_const  # (B * 6, T)
+        vT = v.reshape(B, 6, T)  # level order
+        # local rotations: varying factors from their angles (constant slots absorbed), multiplied
+        # for bodies with several; constant for the rest
+        ang = v.index_select(0, self.rot_var_col)[:, None, None]  # (V, 1, 1, T)
         Ev = consts.Ev[..., None]
-        Rv = Ev[:, 0] + sn * Ev[:, 1] + (1.0 - cs) * Ev[:, 2]  # (V, 3, 3, T)
-        Rk = consts.Rk0[..., None].expand(-1, -1, -1, T).contiguous().index_copy_(0, self.rot_var, Rv)
-        Rk = Rk.reshape(B, 3, 3, 3, T)
-        R_loc = _mm(_mm(Rk[:, 0], Rk[:, 1]), Rk[:, 2])  # (B, 3, 3, T)
+        Rv = Ev[:, 0] + torch.sin(ang) * Ev[:, 1] + (1.0 - torch.cos(ang)) * Ev[:, 2]  # (V, 3, 3, T)
+        n1, n2, n3 = self.n_factors
+        R, at = Rv[:n1], n1
+        for n in (n2, n3):
+            if n:
+                R = torch.cat((_mm(R[:n], Rv[at : at + n]), R[n:]), 0)
+                at += n
+        if consts.Rconst.shape[0]:
+            R = torch.cat((R, consts.Rconst[..., None].expand(-1, -1, -1, T)), 0)
+        R_loc = R if self.rloc_order is None else R.index_select(0, self.rloc_order)  # (B, 3, 3, T)
         t_loc = (consts.G[..., None] * vT[:, 3:, None, :]).sum(1) + consts.tp[..., None] - _mv(R_loc, consts.tc[..., None])
         # local poses as 4 x 4 [[R, t], [0, 1]] so that composing is one product per level
         H_loc = torch.cat((torch.cat((R_loc, t_loc[:, :, None]), 2), consts.h_row.expand(B, 1, 4, T)), 1)
@@ -464,7 +521,7 @@ class JacobianPlan:
         Hw = torch.cat(Hs, 0)  # (B, 3, 4, T), level order
         Hm = Hw.index_select(0, self.marker_pos)  # (M, 3, 4, T)
         p = (Hm * consts.off[:, None, :, None]).sum(2)  # (M, 3, T)
-        return Hw, Hm, p, (Rk[:, 0], ders, cders, vT)
+        return Hw, Hm, p, (v, ders, cders, vT)
 
     def _entry_vectors(self, consts: KinematicConstants, q: Tensor, Hw: Tensor, aux, origin=None) -> Tensor:
         """``E (NE, 6, T)``: each entry's share ``[w; u]`` of the Jacobian of every marker below its
@@ -472,31 +529,25 @@ class JacobianPlan:
         (times the slot's derivative) through the joint centre ``c``, so ``u = w x (c - origin)``;
         a translation slot moves along its world axis ``tau`` (times the slot's derivative,
         ``w = 0``, ``u = -tau``). Rotation entries first, then translation entries."""
-        Rk0, ders, cders, _ = aux
-        B, T = Hw.shape[0], q.shape[0]
-        Rw, tw = Hw[:, :, :3], Hw[:, :, 3]
+        v, ders, cders, _ = aux
+        T = q.shape[0]
         # slot derivatives of the entries: d slot / d q (through a coupler if any)
-        ds = torch.cat(ders, -1) if ders else q.new_zeros(T, 0)
-        fac = ds.index_select(1, self.ent_out)
+        fac = (torch.cat(ders, 0) if ders else q.new_zeros(0, T)).index_select(0, self.ent_out)
         if cders:
-            fac = fac * torch.cat(cders + [q.new_ones(T, 1)], -1).index_select(1, self.ent_dep)
-        fac = fac.t()[:, None, :]  # (NE, 1, T)
-        NR = self.rot_flat.numel()
-        Rpar = self._parent_rotations(Rw)
-        u2 = _mv(Rk0, consts.a1[..., None])  # second axis in the parent body frame: Rp R1 a1
-        w1 = _mv(Rpar, consts.u1[..., None])
-        w2 = _mv(Rpar, u2)
-        w3 = _mv(Rw, consts.u3[..., None])
+            fac = fac * torch.cat(cders + [q.new_ones(1, T)], 0).index_select(0, self.ent_dep)
+        A = consts.A[..., None]  # (NE, 3 terms, 3, 1)
+        if self.ent_v0 is None:
+            axis = A[:, 0]
+        else:  # second-slot axes turn with the first slot's angle
+            v0 = v.index_select(0, self.ent_v0)[:, None]  # (NE, 1, T)
+            axis = A[:, 0] + torch.sin(v0) * A[:, 1] + (1.0 - torch.cos(v0)) * A[:, 2]
+        Rw, tw = Hw[:, :, :3], Hw[:, :, 3]
+        Wd = _mv(_with_ground(Rw).index_select(0, self.ent_src), axis) * fac[:, None]  # (NE, 3, T) world axes
         centre = _mv(Rw, consts.tc[..., None]) + tw  # (B, 3, T) joint centres
         if origin is not None:
             centre = centre - origin
-        W = torch.stack((w1, w2, w3), 1).reshape(B * 3, 3, T).index_select(0, self.rot_flat) * fac[:NR]
-        E = torch.cat((W, _cross(W, centre.index_select(0, self.rot_body))), 1)
-        if self.tr_flat.numel():
-            Gt = consts.G.reshape(B * 3, 3).index_select(0, self.tr_flat)  # (NT, 3) scaled axes, parent frame
-            tau = _mv(Rpar.index_select(0, self.tr_body), Gt[..., None]) * fac[NR:]
-            E = torch.cat((E, torch.cat((torch.zeros_like(tau), -tau), 1)), 0)
-        return E
+        top = Wd * self.ent_rot
+        return torch.cat((top, _cross(top, centre.index_select(0, self.ent_body)) - (Wd - top)), 1)
 
     def _body_jacobians(self, consts: KinematicConstants, q: Tensor, Hw: Tensor, aux) -> Tensor:
         """``Zb (Cf, nb, 6, T)``: per column and marker body, the angular part (rows 0-2) and the
@@ -532,8 +583,7 @@ class JacobianPlan:
     def _parent_rotations(self, Rw: Tensor) -> Tensor:
         """World rotation of each body's parent ``(B, 3, 3, T)`` (identity for ground) from the
         bodies' ``Rw (B, 3, 3, T)``, level order."""
-        eye = torch.eye(3, dtype=Rw.dtype, device=Rw.device)[..., None].expand(1, 3, 3, Rw.shape[-1])
-        return torch.cat((eye, Rw), 0).index_select(0, self.par_index)
+        return _with_ground(Rw).index_select(0, self.par_index)
 
     def _scale_derivatives(self, model: Model, consts: KinematicConstants, Hw: Tensor, vT: Tensor) -> Tensor:
         """``dp_m / d s_body[beta, k]`` ``(T, M, 3, B, 3)`` (model body order).
@@ -617,6 +667,12 @@ class JacobianPlan:
         ge = -(Wv * phi + Uv * rho).sum(1)  # (NE, T)
         g = ge.new_zeros(Cf, T).index_add_(0, self.ent_col, ge).t()
         return cost, A, g, p.permute(2, 0, 1)
+
+
+def _with_ground(Rw: Tensor) -> Tensor:
+    """``[I; Rw] (B + 1, 3, 3, T)``: the ground's rotation, then the bodies' ``Rw (B, 3, 3, T)``."""
+    eye = torch.eye(3, dtype=Rw.dtype, device=Rw.device)[..., None].expand(1, 3, 3, Rw.shape[-1])
+    return torch.cat((eye, Rw), 0)
 
 
 def _residuals(p: Tensor, targets: MarkerTargets) -> tuple[Tensor, Tensor]:
