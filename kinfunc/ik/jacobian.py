@@ -85,7 +85,14 @@ def _mv(A: Tensor, v: Tensor) -> Tensor:
 def _cross(a: Tensor, b: Tensor, dim: int = 1) -> Tensor:
     """``a x b`` along ``dim`` (size 3) for broadcastable ``a``, ``b``: with the components
     rotated by one and by two places, ``(a x b) = a[1,2,0] * b[2,0,1] - a[2,0,1] * b[1,2,0]``."""
-    return torch.roll(a, -1, dim) * torch.roll(b, -2, dim) - torch.roll(a, -2, dim) * torch.roll(b, -1, dim)
+    i1, i2 = _rotations(a.device)
+    return a.index_select(dim, i1) * b.index_select(dim, i2) - a.index_select(dim, i2) * b.index_select(dim, i1)
+
+
+@functools.lru_cache(maxsize=8)
+def _rotations(device: torch.device) -> tuple[Tensor, Tensor]:
+    """The component orders ``[1, 2, 0]`` and ``[2, 0, 1]`` on ``device`` (for :func:`_cross`)."""
+    return torch.tensor([1, 2, 0], device=device), torch.tensor([2, 0, 1], device=device)
 
 
 class MarkerTargets(NamedTuple):
@@ -131,15 +138,15 @@ class KinematicConstants(NamedTuple):
     slot_coeffs: tuple  # per evaluation unit: kinfunc.functions.coefficients (spline units: stack_tables)
     coupler_coeffs: tuple  # per coupler group
     v_const: Tensor  # (B * 6, 1): values of slots driven by constant functions (0 elsewhere)
-    Ev: Tensor  # (V, 3 terms, 3, 3): varying rotation factors (constant neighbours absorbed) = Ev0 + sin(v) Ev1 + (1 - cos(v)) Ev2
-    Rconst: Tensor  # (nc, 3, 3): local rotation of each body without varying rotation slots
-    A: Tensor  # (NE, 3 terms, 3): each entry's axis (unit rotation axis or scaled translation axis) before its world rotation, A0 + sin(v0) A1 + (1 - cos(v0)) A2
-    G: Tensor  # (B, 3, 3): scaled translation axis k in the parent body frame
+    Ev: Tensor  # (3 terms, V, 3, 3, 1): varying rotation factors (constant neighbours absorbed) = Ev0 + sin(v) Ev1 + (1 - cos(v)) Ev2
+    Rconst: Tensor  # (nc, 3, 3, 1): local rotation of each body without varying rotation slots
+    A: Tensor  # (3 terms, NE, 3, 1): each entry's axis (unit rotation axis or scaled translation axis) before its world rotation, A0 + sin(v0) A1 + (1 - cos(v0)) A2
+    G: Tensor  # (B, 3, 3, 1): scaled translation axis k in the parent body frame
     Gu: Tensor  # (B, 3, 3): unit translation axis k in the parent body frame
     Wtr: Tensor  # (B, 3 slots, 3 axes): d translation scale of slot k' / d parent scale along axis k
-    tp: Tensor  # (B, 3): parent-side frame location (scaled)
-    tc: Tensor  # (B, 3): child-side frame location (scaled)
-    off: Tensor  # (M, 4): scaled marker offsets, homogeneous
+    tp: Tensor  # (B, 3, 1): parent-side frame location (scaled)
+    tc: Tensor  # (B, 1, 3, 1): child-side frame location (scaled), as a row
+    off: Tensor  # (M, 1, 4, 1): scaled marker offsets, homogeneous, as rows
     h_row: Tensor  # (1, 1, 4, 1): the last row [0, 0, 0, 1] of a 4 x 4 pose
 
 
@@ -193,6 +200,7 @@ class JacobianPlan:
     pair_at: Tensor  # (P,) long: row * Cf + column of the pair in J^T J
     pair_w: Tensor  # (P,) 1/2 for an entry paired with itself, else 1 (J^T J = U + U^T)
     marker_bm: Tensor  # (M,) long: index into the distinct marker bodies
+    diag9: Tensor  # (3,) long: the diagonal of a flattened 3 x 3 matrix, [0, 4, 8]
     marker_pos: Tensor  # (M,) long: level position of each marker's body
     n_marker_bodies: int
 
@@ -340,6 +348,7 @@ class JacobianPlan:
             pair_at=lt(x[2] for x in pairs),
             pair_w=ft(x[3] for x in pairs),
             marker_bm=lt(mbodies.index(b) for b in topo.marker_bodies),
+            diag9=lt((0, 4, 8)),
             marker_pos=lt(pos[b] for b in topo.marker_bodies),
             n_marker_bodies=len(mbodies),
         )
@@ -384,7 +393,7 @@ class JacobianPlan:
         joint = self._joint_constants(model)
         s_body = model.global_scale * model.body_scales
         off = model.marker_offsets * s_body[list(model.topology.marker_bodies)]
-        return joint._replace(off=torch.cat((off, torch.ones_like(off[:, :1])), -1))
+        return joint._replace(off=torch.cat((off, torch.ones_like(off[:, :1])), -1)[:, None, :, None])
 
     def _joint_constants(self, model: Model) -> KinematicConstants:
         leaves = model.joint_leaves()
@@ -445,8 +454,8 @@ class JacobianPlan:
         a1o = a1[o][..., None]
         U2 = torch.stack((Rk0.reshape(-1, 3, 3, 3)[:, 0] @ a1o, turns * Ef0[:, 1] @ a1o, turns * Ef0[:, 2] @ a1o), 1)[..., 0]
         G = (Gu * s_tr[..., None])[o]
-        one = lambda v: torch.stack((v, torch.zeros_like(v), torch.zeros_like(v)), 1)  # noqa: E731
-        A = torch.cat((one(rp(a0)[o]), U2, one(u3[o]), one(G.reshape(-1, 3))), 0)
+        one = lambda v: torch.stack((v, torch.zeros_like(v), torch.zeros_like(v)), 0)  # noqa: E731
+        A = torch.cat((one(rp(a0)[o]), U2.transpose(0, 1), one(u3[o]), one(G.reshape(-1, 3))), 1)
         return KinematicConstants(
             slot_coeffs=tuple(
                 F.stack_tables([F.coefficients(topo.slot_groups[k].key, model.slot_params[k]) for k in unit])
@@ -454,15 +463,15 @@ class JacobianPlan:
             ),
             coupler_coeffs=tuple(F.coefficients(g.key, p) for g, p in zip(topo.coupler_groups, model.coupler_params)),
             v_const=v_const[:, None],
-            Ev=pre[:, None] @ Ef.index_select(0, self.rot_var) @ post[:, None],
-            Rconst=CT[cs[:, 0]] @ CT[cs[:, 1]] @ CT[cs[:, 2]],
-            A=A.index_select(0, self.ent_axis),
-            G=G,
+            Ev=(pre[:, None] @ Ef.index_select(0, self.rot_var) @ post[:, None]).transpose(0, 1)[..., None],
+            Rconst=(CT[cs[:, 0]] @ CT[cs[:, 1]] @ CT[cs[:, 2]])[..., None],
+            A=A.index_select(1, self.ent_axis)[..., None],
+            G=G[..., None],
             Gu=Gu[o],
             Wtr=translation_weights(model.axes, topo.unscaled_slots)[0][o],
-            tp=(model.parent_location * s_parent)[o],
-            tc=(model.child_location * s_body)[o],
-            off=a0.new_zeros(0, 4),  # per model: set by constants()
+            tp=(model.parent_location * s_parent)[o][..., None],
+            tc=(model.child_location * s_body)[o][:, None, :, None],
+            off=a0.new_zeros(0, 1, 4, 1),  # per model: set by constants()
             h_row=torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=a0.dtype, device=a0.device).reshape(1, 1, 4, 1),
         )
 
@@ -495,8 +504,8 @@ class JacobianPlan:
         # local rotations: varying factors from their angles (constant slots absorbed), multiplied
         # for bodies with several; constant for the rest
         ang = v.index_select(0, self.rot_var_col)[:, None, None]  # (V, 1, 1, T)
-        Ev = consts.Ev[..., None]
-        Rv = Ev[:, 0] + torch.sin(ang) * Ev[:, 1] + (1.0 - torch.cos(ang)) * Ev[:, 2]  # (V, 3, 3, T)
+        E0, E1, E2 = consts.Ev
+        Rv = E0 + torch.sin(ang) * E1 + (1.0 - torch.cos(ang)) * E2  # (V, 3, 3, T)
         n1, n2, n3 = self.n_factors
         R, at = Rv[:n1], n1
         for n in (n2, n3):
@@ -504,9 +513,9 @@ class JacobianPlan:
                 R = torch.cat((_mm(R[:n], Rv[at : at + n]), R[n:]), 0)
                 at += n
         if consts.Rconst.shape[0]:
-            R = torch.cat((R, consts.Rconst[..., None].expand(-1, -1, -1, T)), 0)
+            R = torch.cat((R, consts.Rconst.expand(-1, -1, -1, T)), 0)
         R_loc = R if self.rloc_order is None else R.index_select(0, self.rloc_order)  # (B, 3, 3, T)
-        t_loc = (consts.G[..., None] * vT[:, 3:, None, :]).sum(1) + consts.tp[..., None] - _mv(R_loc, consts.tc[..., None])
+        t_loc = (consts.G * vT[:, 3:, None, :]).sum(1) + consts.tp - (R_loc * consts.tc).sum(2)
         # local poses as 4 x 4 [[R, t], [0, 1]] so that composing is one product per level
         H_loc = torch.cat((torch.cat((R_loc, t_loc[:, :, None]), 2), consts.h_row.expand(B, 1, 4, T)), 1)
         # compose down the tree: world pose [R | t] (3 x 4) of a level = parents' (level above) o local
@@ -520,7 +529,7 @@ class JacobianPlan:
             Hs.append((Hp[:, :, :, None, :] * Hl[:, None]).sum(2))  # (n, 3, 4, T)
         Hw = torch.cat(Hs, 0)  # (B, 3, 4, T), level order
         Hm = Hw.index_select(0, self.marker_pos)  # (M, 3, 4, T)
-        p = (Hm * consts.off[:, None, :, None]).sum(2)  # (M, 3, T)
+        p = (Hm * consts.off).sum(2)  # (M, 3, T)
         return Hw, Hm, p, (v, ders, cders, vT)
 
     def _entry_vectors(self, consts: KinematicConstants, q: Tensor, Hw: Tensor, aux, origin=None) -> Tensor:
@@ -535,15 +544,15 @@ class JacobianPlan:
         fac = (torch.cat(ders, 0) if ders else q.new_zeros(0, T)).index_select(0, self.ent_out)
         if cders:
             fac = fac * torch.cat(cders + [q.new_ones(1, T)], 0).index_select(0, self.ent_dep)
-        A = consts.A[..., None]  # (NE, 3 terms, 3, 1)
+        A0, A1, A2 = consts.A  # each (NE, 3, 1)
         if self.ent_v0 is None:
-            axis = A[:, 0]
+            axis = A0
         else:  # second-slot axes turn with the first slot's angle
             v0 = v.index_select(0, self.ent_v0)[:, None]  # (NE, 1, T)
-            axis = A[:, 0] + torch.sin(v0) * A[:, 1] + (1.0 - torch.cos(v0)) * A[:, 2]
+            axis = A0 + torch.sin(v0) * A1 + (1.0 - torch.cos(v0)) * A2
         Rw, tw = Hw[:, :, :3], Hw[:, :, 3]
         Wd = _mv(_with_ground(Rw).index_select(0, self.ent_src), axis) * fac[:, None]  # (NE, 3, T) world axes
-        centre = _mv(Rw, consts.tc[..., None]) + tw  # (B, 3, T) joint centres
+        centre = (Rw * consts.tc).sum(2) + tw  # (B, 3, T) joint centres
         if origin is not None:
             centre = centre - origin
         top = Wd * self.ent_rot
@@ -654,13 +663,13 @@ class JacobianPlan:
         per_marker = torch.cat((w2[:, None], w2p, (w2p[:, :, None] * pr[:, None]).reshape(M, 9, T), wr, _cross(wr, pr)), 1)
         # moments of the markers below each entry's joint: (NE, 19, T)
         mom = (self.ent_markers @ per_marker.reshape(M, 19 * T)).reshape(-1, 19, T)
-        a, c, ppT, rho, phi = mom[:, :1], mom[:, 1:4], mom[:, 4:13].reshape(-1, 3, 3, T), mom[:, 13:16], mom[:, 16:19]
-        Wv, Uv = E[:, :3], E[:, 3:]
+        a, c, ppT, rho, phi = mom.split((1, 3, 9, 3, 3), 1)
+        Wv, Uv = E.split(3, 1)
         # N E with N = [[|p|^2 I - p p^T, -S(c)], [S(c), a I]] per entry
-        trace = ppT[:, 0, 0] + ppT[:, 1, 1] + ppT[:, 2, 2]
-        cE = _cross(c[:, None], E.reshape(-1, 2, 3, T), dim=2)  # (NE, 2, 3, T): c x w, c x u
-        top = trace[:, None] * Wv - (ppT * Wv[:, None]).sum(2) - cE[:, 1]
-        NE_ = torch.cat((top, cE[:, 0] + a * Uv), 1)  # (NE, 6, T)
+        trace = ppT.index_select(1, self.diag9).sum(1, keepdim=True)  # (NE, 1, T)
+        cw, cu = _cross(c[:, None], E.reshape(-1, 2, 3, T), dim=2).unbind(1)  # (NE, 3, T) each: c x w, c x u
+        top = trace * Wv - (ppT.reshape(-1, 3, 3, T) * Wv[:, None]).sum(2) - cu
+        NE_ = torch.cat((top, cw + a * Uv), 1)  # (NE, 6, T)
         dots = (E.index_select(0, self.pair_lo) * NE_.index_select(0, self.pair_hi)).sum(1) * self.pair_w[:, None]
         U = dots.new_zeros(Cf * Cf, T).index_add_(0, self.pair_at, dots).reshape(Cf, Cf, T)
         A = (U + U.transpose(0, 1)).permute(2, 0, 1).contiguous()
