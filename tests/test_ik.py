@@ -404,6 +404,32 @@ def test_frame_solver_reports_its_own_poses_and_converges():
     assert tight.objective <= res.objective <= tight.objective * (1 + 1e-7)
 
 
+def test_frame_solver_rejects_last_steps_that_do_not_lower_the_cost(monkeypatch):
+    """When the end-of-solve check finds a last step worse (forced here), the frame keeps its
+    previous pose, cost and marker positions."""
+    import kinfunc.ik.gn as gn
+
+    model = kf.models.lower_body("cmu", dtype=f64)
+    q = gait_motion(model, 30)
+    trial = synthetic_trial(model, q, noise=0.005, seed=8)
+    ref = kf.ik.solve(model, trial, limits="none")
+    calls = []
+    checked = gn.frame_costs
+
+    def worse(problem, Z, consts=None, targets=None):  # the check over all frames reports every step as worse
+        cost, pos = checked(problem, Z, consts, targets)
+        calls.append(Z.shape[0])
+        return (cost + 1.0 if len(calls) == 1 else cost), pos
+
+    monkeypatch.setattr(gn, "frame_costs", worse)
+    res = kf.ik.solve(model, trial, limits="none")
+    assert len(calls) == 2 and calls[0] == 30 and 0 < calls[1] <= 30  # the check, then positions at the kept poses
+    assert ref.objective <= res.objective  # the steps it threw away were improvements
+    assert res.objective == pytest.approx(kf.ik.setup_objective(model, IKSetup(), trial, res.time, res.q), rel=1e-12)
+    d = torch.linalg.vector_norm(kf.marker_positions(model, res.q) - trial.xyz, dim=-1)
+    torch.testing.assert_close(res.marker_error, d, rtol=0, atol=1e-12)
+
+
 def test_pose_recovery_with_noise_and_gaps():
     """5 mm noise per axis, 20 % gaps, CMU markers: ≤ 1° RMS with temporal smoothness."""
     model = kf.models.lower_body("cmu", dtype=f64)

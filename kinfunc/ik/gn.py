@@ -289,7 +289,7 @@ class _Linear:
         T, Cf = gz.shape
         self.T, self.Cf = T, Cf
         self.keep = keep  # (T, Cf) 1 = free for this step, 0 = held on a bound
-        self.Ad = _damped(A, keep, mu)
+        self.Ad = _damped(A, keep, mu)[0]
         self.smooth = problem.smooth_sqrt_w > 0 and T >= 3
         if self.smooth:
             self._build_pairs(band)
@@ -394,16 +394,17 @@ def _frame_subset(problem: IKProblem, idx: Tensor) -> IKProblem:
     )
 
 
-def _damped(A: Tensor, keep: Optional[Tensor], mu: Tensor) -> Tensor:
-    """Marquardt-damped frame blocks ``A + mu diag(A)`` ``(n, Cf, Cf)``; ``mu`` per frame ``(n,)``
-    or one value. Coordinates where ``keep (n, Cf)`` is 0 (held on a bound) get an identity row
-    and column, so a step leaves them where they are (``None``: all free)."""
+def _damped(A: Tensor, keep: Optional[Tensor], mu: Tensor) -> tuple[Tensor, Tensor]:
+    """Marquardt-damped frame blocks ``A + mu diag(A)`` ``(n, Cf, Cf)`` and the added diagonal
+    ``(n, Cf)``; ``mu`` per frame ``(n,)`` or one value. Coordinates where ``keep (n, Cf)`` is 0
+    (held on a bound) get an identity row and column, so a step leaves them where they are
+    (``None``: all free)."""
     mu = mu[:, None] if mu.ndim == 1 else mu
     damp = mu * (torch.diagonal(A, dim1=-2, dim2=-1) + 1e-9)
     if keep is not None:
         A = A * (keep[:, :, None] * keep[:, None, :])
         damp = damp * keep + (1.0 - keep)
-    return A + torch.diag_embed(damp)
+    return A + torch.diag_embed(damp), damp
 
 
 def _cholesky(Ad: Tensor) -> Tensor:
@@ -416,12 +417,13 @@ def _cholesky(Ad: Tensor) -> Tensor:
     return L
 
 
-def _damped_step(A: Tensor, g: Tensor, held: Optional[Tensor], mu: Tensor) -> Tensor:
-    """Per-frame Marquardt step ``-(A + mu diag(A))^-1 g`` ``(n, Cf)`` for ``A (n, Cf, Cf)``,
-    ``g (n, Cf)``, damping ``mu (n,)``; coordinates where ``held (n, Cf)`` do not move."""
+def _damped_step(A: Tensor, g: Tensor, held: Optional[Tensor], mu: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-frame Marquardt step ``d = -(A + mu diag(A))^-1 g`` ``(n, Cf)`` for ``A (n, Cf, Cf)``,
+    ``g (n, Cf)``, damping ``mu (n,)``; coordinates where ``held (n, Cf)`` do not move. Also
+    returns the added diagonal ``(n, Cf)``."""
     keep = (~held).to(A.dtype) if held is not None and bool(held.any()) else None
-    L = _cholesky(_damped(A, keep, mu))
-    return torch.cholesky_solve(-(g if keep is None else g * keep)[..., None], L)[..., 0]
+    Ad, damp = _damped(A, keep, mu)
+    return torch.cholesky_solve(-(g if keep is None else g * keep)[..., None], _cholesky(Ad))[..., 0], damp
 
 
 def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult:
@@ -429,94 +431,107 @@ def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult
     Levenberg-Marquardt problem with its own damping and acceptance, all solved in one batch.
 
     A frame is settled when its accepted step decreased its cost by less than ``ftol``
-    (relative), or when its next step is predicted to gain less than that: such a last step is
-    taken without new derivatives and checked at the end, for all frames at once, by one
-    forward pass (kept only where it lowers the cost). Settled frames leave the batch, so later
-    iterations cost only what is left.
+    (relative), or when its next step is predicted to gain less than a few ``ftol``: such a
+    last step is taken without new derivatives and checked at the end, for all frames at once,
+    by one forward pass (kept only where it lowers the cost). Settled frames leave the batch, so
+    later iterations cost only what is left.
     """
     lo, hi = p.z_lo, p.z_hi
     bounded = bool(torch.isfinite(lo).any() | torch.isfinite(hi).any())
     Z = torch.clamp(Z0, lo, hi)
-    T, Cf = Z.shape
-    mu = torch.full((T,), opts.mu0, dtype=Z.dtype, device=Z.device)
-    # the measured markers of all frames, and of the active ones
+    T = Z.shape[0]
     targets_all = targets = MarkerTargets.of(p.X, p.sqrt_w * p.present)
-    cost, A, g, P = frame_normal_equations(p, Z, consts, targets)  # A, g: of the active frames; P: all
-    history = [float(cost.sum())]
-    active = None  # None = all frames; else (n,) long
-    last_steps = []  # (frames (k,), their unchecked last step Z (k, Cf))
+    # the active frames: their indices (None = all), poses, costs, damping and normal equations
+    active, Za = None, Z
+    ca, A, g, _ = frame_normal_equations(p, Za, consts, targets)
+    mua = torch.full((T,), opts.mu0, dtype=Z.dtype, device=Z.device)
+    history = [float(ca.sum())]
+    left_cost = 0.0  # summed cost of the frames that left
+    out = []  # frames that left: (indices, poses, costs, unchecked last step or None)
+    tiny = torch.finfo(Z.dtype).tiny
 
-    def leave(mask: Tensor):
-        """Drop the frames where ``mask`` (over the active ones) from the batch; returns the
-        positions that stay, for the caller's per-frame arrays."""
-        nonlocal active, targets
-        left = torch.nonzero(~mask).flatten()
-        active = left if active is None else active.index_select(0, left)
-        targets = targets.frames(left)
-        return left
+    def leave(mask: Tensor, step: Optional[Tensor] = None) -> Tensor:
+        """Frames where ``mask`` (over the active ones) leave, with their last ``step`` poses if
+        given; returns the positions that stay."""
+        nonlocal active, targets, left_cost
+        go, stay = torch.nonzero(mask).flatten(), torch.nonzero(~mask).flatten()
+        gone = ca.index_select(0, go)
+        left_cost += float(gone.sum())
+        out.append((go if active is None else active.index_select(0, go), Za.index_select(0, go), gone,
+                    None if step is None else step.index_select(0, go)))
+        active = stay if active is None else active.index_select(0, stay)
+        targets = targets.frames(stay)
+        return stay
 
     converged = False
     it = 0
     for it in range(1, opts.max_iter + 1):
-        Za = Z if active is None else Z.index_select(0, active)
-        ca = cost if active is None else cost.index_select(0, active)
-        mua = mu if active is None else mu.index_select(0, active)
         # active set: on a bound with the descent direction pointing out
         if bounded:
             held = ((Za <= lo) & (g > 0)) | ((Za >= hi) & (g < 0))
-            dz = _damped_step(A, g, held, mua)
+            dz, _ = _damped_step(A, g, held, mua)
             push = (((Za <= lo) & (dz < 0)) | ((Za >= hi) & (dz > 0))) & ~held
             if bool(push.any()):  # held coordinates the step would push further out: re-solve without them
-                dz = _damped_step(A, g, held | push, mua)
+                dz, _ = _damped_step(A, g, held | push, mua)
             Zn = torch.clamp(Za + dz, lo, hi)
+            dd = Zn - Za
+            # decrease predicted by the undamped linear model: -(2 g.d + d^T A d)
+            pred = -(dd * (2.0 * g + (A @ dd[..., None])[..., 0])).sum(-1)
         else:
-            Zn = Za + _damped_step(A, g, None, mua)
-        dd = Zn - Za
-        # decrease predicted by the undamped linear model: -(2 g.d + d^T A d)
-        pred = -(dd * (2.0 * g + (A @ dd[..., None])[..., 0])).sum(-1)
-        scale = ca.clamp_min(torch.finfo(ca.dtype).tiny)  # each frame against its own cost
+            dd, damp = _damped_step(A, g, None, mua)
+            Zn = Za + dd
+            # the same, with (A + diag(damp)) d = -g
+            pred = (dd * (damp * dd - g)).sum(-1)
+        scale = ca.clamp_min(tiny)  # each frame against its own cost
         last = (pred <= 3.0 * opts.ftol * scale) | (ca < 1e-30)  # this step gains too little to go on after it
         if bool(last.any()):
-            idx = torch.nonzero(last).flatten()
-            last_steps.append((idx if active is None else active.index_select(0, idx), Zn.index_select(0, idx)))
-            if bool(last.all()):
+            all_last = bool(last.all())
+            stay = leave(last, Zn)
+            if all_last:
                 converged = True
                 break
-            left = leave(last)
             Za, Zn, dd, ca, mua, scale, pred, A, g = (
-                x.index_select(0, left) for x in (Za, Zn, dd, ca, mua, scale, pred, A, g)
+                x.index_select(0, stay) for x in (Za, Zn, dd, ca, mua, scale, pred, A, g)
             )
-        cn, An, gn, Pn = frame_normal_equations(p, Zn, consts, targets)
+        cn, An, gn, _ = frame_normal_equations(p, Zn, consts, targets)
         acc = cn < ca
-        rel = torch.where(acc, (ca - cn) / scale, torch.zeros_like(ca))
+        rel = (ca - cn) / scale
         # a rejected step that promised less than ftol: converged at this precision (float32 noise)
-        settled = (acc & ((rel < opts.ftol) | (dd.abs().amax(-1) < opts.xtol))) | (~acc & ((mua > 1e8) | (pred <= opts.ftol * scale)))
+        settled = torch.where(
+            acc, (rel < opts.ftol) | (dd.abs().amax(-1) < opts.xtol), (mua > 1e8) | (pred <= opts.ftol * scale)
+        )
         Za = torch.where(acc[:, None], Zn, Za)
         ca = torch.where(acc, cn, ca)
         mua = torch.where(acc, (mua / 3.0).clamp_min(1e-12), mua * 4.0)
-        if active is None:
-            Z, cost, mu = Za, ca, mua
-            P = torch.where(acc[:, None, None], Pn, P)
-        else:
-            Z, cost, mu = Z.index_copy(0, active, Za), cost.index_copy(0, active, ca), mu.index_copy(0, active, mua)
-            P = P.index_copy(0, active, torch.where(acc[:, None, None], Pn, P.index_select(0, active)))
-        history.append(float(cost.sum()))
+        history.append(left_cost + float(ca.sum()))
         if bool(settled.all()):
             converged = True
+            leave(settled)
             break
         A = torch.where(acc[:, None, None], An, A)
         g = torch.where(acc[:, None], gn, g)
         if bool(settled.any()):  # converged frames leave the batch
-            left = leave(settled)
-            A, g = A.index_select(0, left), g.index_select(0, left)
-    if last_steps:  # the unchecked last steps: kept where they lower the cost
-        idx = torch.cat([i for i, _ in last_steps])
-        Zl = torch.cat([z for _, z in last_steps])
-        cl, Pl = frame_costs(p, Zl, consts, targets_all.frames(idx))
-        keep = cl < cost.index_select(0, idx)
-        Z = Z.index_copy(0, idx, torch.where(keep[:, None], Zl, Z.index_select(0, idx)))
-        cost = cost.index_copy(0, idx, torch.where(keep, cl, cost.index_select(0, idx)))
-        P = P.index_copy(0, idx, torch.where(keep[:, None, None], Pl, P.index_select(0, idx)))
+            stay = leave(settled)
+            Za, ca, mua, A, g = (x.index_select(0, stay) for x in (Za, ca, mua, A, g))
+    if active is None or active.numel():  # out of iterations: the frames still active
+        leave(torch.ones_like(ca, dtype=torch.bool))
+    idx = torch.cat([o[0] for o in out])
+    Z = torch.empty_like(Z).index_copy_(0, idx, torch.cat([o[1] for o in out]))
+    cost = torch.empty_like(Z[:, 0]).index_copy_(0, idx, torch.cat([o[2] for o in out]))
+    # the unchecked last steps, and every frame's marker positions, from one forward pass
+    stepped = [o for o in out if o[3] is not None]
+    Zc = Z
+    if stepped:
+        Zc = Z.index_copy(0, torch.cat([o[0] for o in stepped]), torch.cat([o[3] for o in stepped]))
+    cc, P = frame_costs(p, Zc, consts, targets_all)
+    if stepped:
+        worse = cc >= cost
+        reject = worse & (Zc != Z).any(-1)
+        Z = torch.where(worse[:, None], Z, Zc)
+        cost = torch.where(worse, cost, cc)
+        if bool(reject.any()):  # positions where a last step was not kept
+            back = torch.nonzero(reject).flatten()
+            P = P.index_copy(0, back, frame_costs(p, Z.index_select(0, back), consts, targets_all.frames(back))[1])
         history.append(float(cost.sum()))
     return GNResult(Z, None, float(cost.sum()), it, converged, history, P)
 
