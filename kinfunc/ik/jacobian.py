@@ -631,7 +631,7 @@ class JacobianPlan:
         """The forward pass of :meth:`normal_equations` alone: ``cost (T,)`` (sum of squared
         weighted marker residuals) and marker positions ``p (T, M, 3)`` at ``q (T, C)``."""
         p = self._forward(model, consts, q)[2]
-        return _residuals(p, targets)[1], p.permute(2, 0, 1)
+        return _residuals(p, targets)[1], p.permute(2, 0, 1).contiguous()  # (contiguous: reductions over xyz are slow on the view)
 
     def normal_equations(
         self, model: Model, consts: KinematicConstants, q: Tensor, targets: MarkerTargets
