@@ -13,6 +13,7 @@ from torch import Tensor
 
 from .. import functions as F
 from .. import transforms as tf
+from .._joint_cache import cached_on_joints
 from ..fk import fk, marker_positions
 from ..model import Model
 
@@ -61,7 +62,7 @@ def rigid_root_fit(model: Model, X: Tensor, present: Tensor, q0: Tensor) -> tupl
     model at ``q0``).
     """
     topo = model.topology
-    on_root = torch.tensor([b == 0 for b in topo.marker_bodies], device=X.device)
+    root = [i for i, b in enumerate(topo.marker_bodies) if b == 0]
 
     def template():
         """Root pose at ``q0`` and every marker in the root frame there, ``R0^T (p - t0)``."""
@@ -69,18 +70,20 @@ def rigid_root_fit(model: Model, X: Tensor, present: Tensor, q0: Tensor) -> tupl
         return poses, (marker_positions(model, q0, poses) - poses.t[0]) @ poses.R[0]
 
     poses = None
-    if int(on_root.sum()) >= 3:
+    if len(root) >= 3:
         # root markers sit at their (scaled) offsets in the root frame: no FK for the fit itself
-        P = model.marker_offsets * (model.global_scale * model.body_scales[0])
+        ri = torch.tensor(root, device=X.device)
+        P = model.marker_offsets.index_select(0, ri) * (model.global_scale * model.body_scales[0])
+        Xr, wr = X.index_select(1, ri), present.index_select(1, ri)
     else:
-        on_root = torch.ones_like(on_root)
         poses, P = template()
-    w = present * on_root.to(present.dtype)
-    Xs = torch.where(w[..., None] > 0, X, torch.zeros_like(X))
-    R, t, ok = kabsch(P.expand(X.shape[0], -1, -1), Xs, w)
+        Xr, wr = X, present
+    R, t, ok = kabsch(P.expand(X.shape[0], -1, -1), torch.where(wr[..., None] > 0, Xr, torch.zeros_like(Xr)), wr)
     if bool(ok.all()):
         return R, t
     # fallbacks below use every marker's template and the root pose at q0
+    on_root = torch.tensor([b == 0 or len(root) < 3 for b in topo.marker_bodies], dtype=present.dtype, device=X.device)
+    w = present * on_root
     if poses is None:
         poses, P = template()
     R0, t0 = poses.R[0], poses.t[0]
@@ -118,6 +121,36 @@ def _root_slots(model: Model):
     return out
 
 
+def _root_frame(model: Model):
+    """What :func:`root_coordinates` needs from the model, or ``None`` when the root joint has no
+    closed form: ``(Qr, flip, Rp, Rc, tp, tc, A_inv, coords, slots, slope, icpt)``."""
+    slots = _root_slots(model)
+    linked = [(s, link) for s, link in enumerate(slots) if link is not None]
+    if model.topology.parents[0] != -1 or not linked or len({link[0] for _, link in linked}) != len(linked):
+        return None
+    axes = model.axes[0] / torch.linalg.vector_norm(model.axes[0], dim=-1, keepdim=True)  # (6, 3)
+    Qr = axes[:3].T  # columns = rotation axes
+    if float((Qr.T @ Qr - torch.eye(3, dtype=Qr.dtype, device=Qr.device)).abs().max()) > 1e-9:
+        return None
+    flip = float(torch.linalg.det(Qr)) < 0
+    if flip:
+        Qr = torch.cat((Qr[:, :2], -Qr[:, 2:]), 1)
+    lt = lambda x: torch.tensor(x, dtype=torch.long, device=Qr.device)  # noqa: E731
+    return (
+        Qr,
+        flip,
+        tf.euler_xyz_to_matrix(model.parent_orientation[0]),
+        tf.euler_xyz_to_matrix(model.child_orientation[0]),
+        model.parent_location[0],  # ground: unscaled
+        model.child_location[0] * (model.global_scale * model.body_scales[0]),
+        torch.linalg.inv(axes[3:].T),  # slot values from a translation (unscaled by ground = 1)
+        lt([link[0] for _, link in linked]),
+        lt([s for s, _ in linked]),
+        torch.stack([link[1] for _, link in linked]),
+        torch.stack([link[2] for _, link in linked]),
+    )
+
+
 def root_coordinates(model: Model, R: Tensor, t: Tensor, q0: Tensor) -> Tensor:
     """Coordinates ``(T, C)`` (``q0`` elsewhere) putting the root body at ``R (T, 3, 3)``, ``t (T, 3)``.
 
@@ -128,38 +161,21 @@ def root_coordinates(model: Model, R: Tensor, t: Tensor, q0: Tensor) -> Tensor:
     Otherwise the root coordinates stay at ``q0``.
     """
     T = R.shape[0]
-    q = q0.expand(T, -1).clone()
-    slots = _root_slots(model)
-    linked = [s for s in slots if s is not None]
-    if model.topology.parents[0] != -1 or not linked or len({s[0] for s in linked}) != len(linked):
-        return q
-    axes = model.axes[0] / torch.linalg.vector_norm(model.axes[0], dim=-1, keepdim=True)  # (6, 3)
-    Qr = axes[:3].T  # columns = rotation axes
-    if float((Qr.T @ Qr - torch.eye(3, dtype=Qr.dtype, device=Qr.device)).abs().max()) > 1e-9:
-        return q
-    flip = float(torch.linalg.det(Qr)) < 0
-    if flip:
-        Qr = torch.cat((Qr[:, :2], -Qr[:, 2:]), 1)
-    s_body = model.global_scale * model.body_scales[0]
-    Rp = tf.euler_xyz_to_matrix(model.parent_orientation[0])
-    Rc = tf.euler_xyz_to_matrix(model.child_orientation[0])
-    tp = model.parent_location[0]  # ground: unscaled
-    tc = model.child_location[0] * s_body
+    q = q0.expand(T, -1)
+    frame = cached_on_joints(_root_frame, model, lambda: _root_frame(model))
+    if frame is None:
+        return q.clone()
+    Qr, flip, Rp, Rc, tp, tc, A_inv, coords, slots, slope, icpt = frame
     # R = Rp M Rc^T  ->  M = Rp^T R Rc ; M = Q Rx(a) Ry(b) Rz(c) Q^T
     M = Rp.T @ R @ Rc
     ang = tf.matrix_to_euler_xyz(Qr.T @ M @ Qr)  # (T, 3)
     if flip:
         ang = torch.cat((ang[:, :2], -ang[:, 2:]), 1)
     # t = Rp (tm - M tc) + tp  ->  tm = Rp^T (t - tp) + M tc ; tm = A v (columns = translation axes)
-    tm = (Rp.T @ (t - tp)[..., None])[..., 0] + (M @ tc[:, None])[..., 0]
-    A = axes[3:].T
-    v = torch.linalg.solve(A.expand(T, 3, 3), tm)  # slot values (unscaled by ground = 1)
-    vals = torch.cat((ang, v), 1)  # (T, 6)
-    for s, link in enumerate(slots):
-        if link is not None:  # slots with constant values (e.g. a planar root's) set nothing
-            i, slope, icpt = link
-            q[:, i] = (vals[:, s] - icpt) / slope
-    return q
+    tm = (t - tp) @ Rp + M @ tc
+    vals = torch.cat((ang, tm @ A_inv.T), 1)  # (T, 6) slot values
+    # slots with constant values (e.g. a planar root's) set nothing
+    return q.index_copy(1, coords, (vals.index_select(1, slots) - icpt) / slope)
 
 
 def initial_q(model: Model, X: Tensor, present: Tensor, q0: Tensor) -> Tensor:

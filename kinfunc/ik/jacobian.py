@@ -20,10 +20,8 @@ entry (:meth:`JacobianPlan.normal_equations`) that never form the per-marker Jac
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
-import weakref
 from typing import Any, NamedTuple, Optional, Sequence
 
 import torch
@@ -32,6 +30,7 @@ from torch.func import jacfwd, vmap
 
 from .. import functions as F
 from .. import transforms as tf
+from .._joint_cache import cached_on_joints
 from ..fk import effective_scales, full_coordinates, slot_values, translation_scales, translation_weights
 from ..model import Model
 
@@ -396,19 +395,7 @@ class JacobianPlan:
         return joint._replace(off=torch.cat((off, torch.ones_like(off[:, :1])), -1)[:, None, :, None])
 
     def _joint_constants(self, model: Model) -> KinematicConstants:
-        leaves = model.joint_leaves()
-        if any(t.is_inference() for t in leaves) or (torch.is_grad_enabled() and any(t.requires_grad for t in leaves)):
-            return self._compute_constants(model)
-        key = (id(self), torch.is_inference_mode_enabled(), tuple((id(t), t._version) for t in leaves))
-        hit = _JOINT_CONSTANTS.get(key)
-        if hit is not None and hit[0]() is self and all(r() is t for r, t in zip(hit[1], leaves)):
-            _JOINT_CONSTANTS.move_to_end(key)
-            return hit[2]
-        value = self._compute_constants(model)
-        _JOINT_CONSTANTS[key] = (weakref.ref(self), [weakref.ref(t) for t in leaves], value)
-        while len(_JOINT_CONSTANTS) > 8:
-            _JOINT_CONSTANTS.popitem(last=False)
-        return value
+        return cached_on_joints(self, model, lambda: self._compute_constants(model))
 
     def _compute_constants(self, model: Model) -> KinematicConstants:
         topo = model.topology
@@ -689,10 +676,6 @@ def _residuals(p: Tensor, targets: MarkerTargets) -> tuple[Tensor, Tensor]:
     ``p (M, 3, T)`` and their per-frame sum of squares ``(T,)``."""
     r = (p - targets.X) * targets.w[:, None]
     return r, (r * r).sum((0, 1))
-
-
-# joint constants of the last few models: key -> (plan ref, joint tensor refs, KinematicConstants)
-_JOINT_CONSTANTS: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
 
 
 @functools.lru_cache(maxsize=16)
