@@ -216,12 +216,15 @@ def build_problem(
     for k, tr in enumerate(trials):
         xyz = tr.xyz.to(device=um.device, dtype=dtype)
         cols = [tr.names.index(m) if m in tr.names else -1 for m in used]
-        X = torch.full((tr.n_frames, M, 3), float("nan"), dtype=dtype, device=um.device)
         have = [j for j, c in enumerate(cols) if c >= 0]
-        X[:, have] = xyz[:, [cols[j] for j in have]]
+        if len(have) == M:  # the trial has every used marker
+            X = xyz.index_select(1, torch.tensor(cols, device=um.device))
+        else:
+            X = torch.full((tr.n_frames, M, 3), float("nan"), dtype=dtype, device=um.device)
+            X[:, have] = xyz[:, [cols[j] for j in have]]
         Xs.append(X)
         tids.append(torch.full((tr.n_frames,), k, dtype=torch.long, device=um.device))
-    X = torch.cat(Xs, 0)
+    X = torch.cat(Xs, 0) if len(Xs) > 1 else Xs[0]
     present = torch.isfinite(X).all(-1)
     X = torch.where(present[..., None], X, torch.zeros_like(X))
     present = present.to(dtype)
@@ -256,7 +259,7 @@ def build_problem(
     if coordinate_tasks:
         tasks.update(coordinate_tasks)
     full_names = topo.coordinate_names + topo.dependent_names
-    q_full_default = full_coordinates(um, q_default)
+    q_full_default = None  # made when a task holds a coordinate at its default
     t_idx, t_val, t_w = [], [], []
     for name, task in tasks.items():
         if name not in full_names:
@@ -273,6 +276,8 @@ def build_problem(
                 "value with coordinate_tasks={name: CoordinateTask(weight, value)} or set its weight to 0"
             )
         t_idx.append(i)
+        if task.value is None and q_full_default is None:
+            q_full_default = full_coordinates(um, q_default)
         t_val.append(float(q_full_default[i]) if task.value is None else float(task.value))
         t_w.append(math.sqrt(task.weight))
 
@@ -400,8 +405,8 @@ def build_problem(
 
 def _offset_select(offset_map: Tensor, M: int, n: int, dtype, device) -> Tensor:
     E = torch.zeros(M * 3, max(n, 0), dtype=dtype, device=device)
-    rows = torch.nonzero(offset_map >= 0).flatten()
     if n:
+        rows = torch.nonzero(offset_map >= 0).flatten()
         E[rows, offset_map[rows]] = 1.0
     return E.reshape(M, 3, n)
 
