@@ -192,12 +192,16 @@ class JacobianPlan:
     ent_v0: Optional[Tensor]  # (NR + NT,) long: row of the body's first slot value, for 2nd-slot axes that turn with it (None if none do)
     ent_rot: Tensor  # (NR + NT, 1, 1): 1 for rotation entries, 0 for translation entries
     S: Tensor  # (Cf * nb, NR + NT): entry e acts on column c of marker body bm
-    ent_markers: Tensor  # (NR + NT, M): 1 where the marker's body is the entry's body or below it
-    ent_col: Tensor  # (NR + NT,) long: Jacobian column of each entry
-    pair_lo: Tensor  # (P,) long: entry pairs on one chain: the entry nearer the root (or either on one body) ...
+    # normal equations: entries on one body driven by one column move the same markers the same
+    # way, so they are summed first (NS "column entries", one per (body, column))
+    ent_group: Optional[Tensor]  # (NR + NT,) long: column entry of each entry (None: one each)
+    grp_col: Tensor  # (NS,) long: Jacobian column of each column entry
+    grp_body: Tensor  # (NS,) long: row of its body in grp_markers
+    grp_markers: Tensor  # (NB, M): per body carrying column entries, 1 where the marker's body is it or below it
+    pair_lo: Tensor  # (P,) long: column-entry pairs on one chain: the one nearer the root (or either on one body) ...
     pair_hi: Tensor  # (P,) long: ... and the other
     pair_at: Tensor  # (P,) long: row * Cf + column of the pair in J^T J
-    pair_w: Tensor  # (P,) 1/2 for an entry paired with itself, else 1 (J^T J = U + U^T)
+    pair_w: Tensor  # (P,) 1/2 for a column entry paired with itself, else 1 (J^T J = U + U^T)
     marker_bm: Tensor  # (M,) long: index into the distinct marker bodies
     diag9: Tensor  # (3,) long: the diagonal of a flattened 3 x 3 matrix, [0, 4, 8]
     marker_pos: Tensor  # (M,) long: level position of each marker's body
@@ -296,15 +300,18 @@ class JacobianPlan:
                 if o // 6 in ch:
                     S[c][k][e] = 1.0
         marker_chains = [chain(b) for b in topo.marker_bodies]
-        ent_markers = [[1.0 if o // 6 in ch else 0.0 for ch in marker_chains] for o, _, _, _ in ents]
-        # entry pairs that move common markers: one entry's body is the other's or an ancestor of it
-        body_chain = {o // 6: chain(order[o // 6]) for o, _, _, _ in ents}
+        groups: dict[tuple[int, int], int] = {}  # (body position, column) -> column entry
+        for o, c, _, _ in ents:
+            groups.setdefault((o // 6, c), len(groups))
+        gkeys = list(groups)
+        gbodies = sorted({b for b, _ in gkeys})
+        # column-entry pairs that move common markers: one's body is the other's or an ancestor of it
+        body_chain = {b: chain(order[b]) for b in gbodies}
         pairs = []
-        for e1, (o1, c1, _, _) in enumerate(ents):
-            for e2, (o2, c2, _, _) in enumerate(ents):
-                b1, b2 = o1 // 6, o2 // 6
-                if (b1 == b2 and e1 <= e2) or (b1 != b2 and b1 in body_chain[b2]):
-                    pairs.append((e1, e2, c1 * Cf + c2, 0.5 if e1 == e2 else 1.0))
+        for s1, (b1, c1) in enumerate(gkeys):
+            for s2, (b2, c2) in enumerate(gkeys):
+                if (b1 == b2 and s1 <= s2) or (b1 != b2 and b1 in body_chain[b2]):
+                    pairs.append((s1, s2, c1 * Cf + c2, 0.5 if s1 == s2 else 1.0))
         ft = lambda x: torch.tensor(list(x), dtype=dtype, device=dev)  # noqa: E731
         # entry axes: rows of the axis table (1st slots' axes, 2nd, 3rd, then translation axes)
         # and the rotation taking them to the world (the parent's; the body's own for a 3rd slot)
@@ -340,8 +347,10 @@ class JacobianPlan:
             ent_v0=lt((e[0] // 6) * 6 for e in ents) if turning else None,
             ent_rot=ft(1.0 if e[0] % 6 < 3 else 0.0 for e in ents).reshape(-1, 1, 1),
             S=torch.tensor(S, dtype=dtype, device=dev).reshape(Cf * len(mbodies), len(ents)),
-            ent_markers=ft(ent_markers).reshape(len(ents), len(marker_chains)),
-            ent_col=lt(c for _, c, _, _ in ents),
+            ent_group=None if len(gkeys) == len(ents) else lt(groups[(o // 6, c)] for o, c, _, _ in ents),
+            grp_col=lt(c for _, c in gkeys),
+            grp_body=lt(gbodies.index(b) for b, _ in gkeys),
+            grp_markers=ft(1.0 if b in ch else 0.0 for b in gbodies for ch in marker_chains).reshape(len(gbodies), len(marker_chains)),
             pair_lo=lt(x[0] for x in pairs),
             pair_hi=lt(x[1] for x in pairs),
             pair_at=lt(x[2] for x in pairs),
@@ -636,11 +645,15 @@ class JacobianPlan:
         [S(p), I]) E_e2`` needs only the weighted moments ``sum w^2``, ``sum w^2 p``,
         ``sum w^2 p p^T`` of the markers below the deeper of two entries on one chain (other
         pairs move no common marker), and ``J^T r`` the moments ``sum w r``, ``sum w r x p``.
+        Entries on one body driven by one column (a knee angle turning the knee and sliding it
+        along its splines) move the same markers, so their ``E`` are summed first.
         """
         Hw, _, p, aux = self._forward(model, consts, q)
         origin = Hw[0, :, 3]  # (3, T): the first root body's origin
         E = self._entry_vectors(consts, q, Hw, aux, origin)  # (NE, 6, T)
         M, T, Cf = p.shape[0], q.shape[0], len(self.columns)
+        if self.ent_group is not None:  # one vector per (body, column)
+            E = E.new_zeros(self.grp_col.numel(), 6, T).index_add_(0, self.ent_group, E)
         w = targets.w
         r, cost = _residuals(p, targets)
         pr = p - origin
@@ -648,20 +661,20 @@ class JacobianPlan:
         w2p = w2[:, None] * pr
         wr = w[:, None] * r
         per_marker = torch.cat((w2[:, None], w2p, (w2p[:, :, None] * pr[:, None]).reshape(M, 9, T), wr, _cross(wr, pr)), 1)
-        # moments of the markers below each entry's joint: (NE, 19, T)
-        mom = (self.ent_markers @ per_marker.reshape(M, 19 * T)).reshape(-1, 19, T)
+        # moments of the markers below each body carrying column entries, then per column entry: (NS, 19, T)
+        mom = (self.grp_markers @ per_marker.reshape(M, 19 * T)).reshape(-1, 19, T).index_select(0, self.grp_body)
         a, c, ppT, rho, phi = mom.split((1, 3, 9, 3, 3), 1)
         Wv, Uv = E.split(3, 1)
-        # N E with N = [[|p|^2 I - p p^T, -S(c)], [S(c), a I]] per entry
-        trace = ppT.index_select(1, self.diag9).sum(1, keepdim=True)  # (NE, 1, T)
-        cw, cu = _cross(c[:, None], E.reshape(-1, 2, 3, T), dim=2).unbind(1)  # (NE, 3, T) each: c x w, c x u
+        # N E with N = [[|p|^2 I - p p^T, -S(c)], [S(c), a I]] per column entry
+        trace = ppT.index_select(1, self.diag9).sum(1, keepdim=True)  # (NS, 1, T)
+        cw, cu = _cross(c[:, None], E.reshape(-1, 2, 3, T), dim=2).unbind(1)  # (NS, 3, T) each: c x w, c x u
         top = trace * Wv - (ppT.reshape(-1, 3, 3, T) * Wv[:, None]).sum(2) - cu
-        NE_ = torch.cat((top, cw + a * Uv), 1)  # (NE, 6, T)
+        NE_ = torch.cat((top, cw + a * Uv), 1)  # (NS, 6, T)
         dots = (E.index_select(0, self.pair_lo) * NE_.index_select(0, self.pair_hi)).sum(1) * self.pair_w[:, None]
         U = dots.new_zeros(Cf * Cf, T).index_add_(0, self.pair_at, dots).reshape(Cf, Cf, T)
         A = (U + U.transpose(0, 1)).permute(2, 0, 1).contiguous()
-        ge = -(Wv * phi + Uv * rho).sum(1)  # (NE, T)
-        g = ge.new_zeros(Cf, T).index_add_(0, self.ent_col, ge).t()
+        ge = -(Wv * phi + Uv * rho).sum(1)  # (NS, T)
+        g = ge.new_zeros(Cf, T).index_add_(0, self.grp_col, ge).t()
         return cost, A, g, p.permute(2, 0, 1)
 
 
