@@ -406,26 +406,28 @@ def test_frame_solver_reports_its_own_poses_and_converges():
 
 def test_frame_solver_rejects_last_steps_that_do_not_lower_the_cost(monkeypatch):
     """When the end-of-solve check finds a last step worse (forced here), the frame keeps its
-    previous pose, cost and marker positions."""
+    previous pose, cost and marker positions (with a coordinate task, whose targets follow the
+    frames)."""
     import kinfunc.ik.gn as gn
 
     model = kf.models.lower_body("cmu", dtype=f64)
     q = gait_motion(model, 30)
     trial = synthetic_trial(model, q, noise=0.005, seed=8)
-    ref = kf.ik.solve(model, trial, limits="none")
+    setup = IKSetup(coordinate_tasks={"hip_rotation_l": CoordinateTask(0.5, 0.05)})
+    ref = kf.ik.solve(model, trial, setup=setup, limits="none")
     calls = []
     checked = gn.frame_costs
 
-    def worse(problem, Z, consts=None, targets=None):  # the check over all frames reports every step as worse
-        cost, pos = checked(problem, Z, consts, targets)
+    def worse(problem, Z, consts=None, targets=None, task_value=None):  # the check over all frames reports every step as worse
+        cost, pos = checked(problem, Z, consts, targets, task_value)
         calls.append(Z.shape[0])
         return (cost + 1.0 if len(calls) == 1 else cost), pos
 
     monkeypatch.setattr(gn, "frame_costs", worse)
-    res = kf.ik.solve(model, trial, limits="none")
+    res = kf.ik.solve(model, trial, setup=setup, limits="none")
     assert len(calls) == 2 and calls[0] == 30 and 0 < calls[1] <= 30  # the check, then positions at the kept poses
     assert ref.objective <= res.objective  # the steps it threw away were improvements
-    assert res.objective == pytest.approx(kf.ik.setup_objective(model, IKSetup(), trial, res.time, res.q), rel=1e-12)
+    assert res.objective == pytest.approx(kf.ik.setup_objective(model, setup, trial, res.time, res.q), rel=1e-12)
     d = torch.linalg.vector_norm(kf.marker_positions(model, res.q) - trial.xyz, dim=-1)
     torch.testing.assert_close(res.marker_error, d, rtol=0, atol=1e-12)
 
@@ -643,13 +645,59 @@ def test_closed_form_slot_derivatives_match_forward_mode():
     torch.testing.assert_close(full_coordinate_derivatives(model, q), ref, atol=1e-12, rtol=1e-10)
 
 
-def test_from_file_coordinate_task_is_refused_not_ignored():
+def _write_coordinate_file(path, time, columns, in_degrees=True):
+    """A minimal OpenSim .mot: ``columns`` name -> values (rad / m) at ``time``."""
+    names = list(columns)
+    rows = [
+        "\t".join([f"{t:.8f}"] + [f"{(math.degrees(columns[n][k]) if in_degrees else columns[n][k]):.10f}" for n in names])
+        for k, t in enumerate(time)
+    ]
+    head = [path.stem, "version=1", f"nRows={len(rows)}", f"nColumns={len(names) + 1}", f"inDegrees={'yes' if in_degrees else 'no'}", "endheader"]
+    path.write_text("\n".join(head + ["\t".join(["time"] + names)] + rows) + "\n")
+    return str(path)
+
+
+def test_from_file_coordinate_tasks_follow_the_file(tmp_path):
+    """OpenSim's value_type from_file: per-frame targets from the setup's coordinate file (degrees,
+    coarser and wider in time than the trial), interpolated at the trial's times; a heavy task
+    pulls the knee onto them, with and without smoothness, and the objective agrees with
+    setup_objective's."""
+    import numpy as np
+
     model = kf.models.lower_body("cmu", dtype=f64)
-    q = gait_motion(model, 4)
-    trial = synthetic_trial(model, q, noise=0.0, gaps=0.0, seed=0)
-    setup = IKSetup(coordinate_tasks={"knee_angle_r": CoordinateTask(1.0, None, from_file=True)}, coordinate_file="x.mot")
-    with pytest.raises(IKError, match="from_file"):
-        kf.ik.solve(model, trial, setup=setup)
+    q = gait_motion(model, 40)
+    trial = synthetic_trial(model, q, noise=0.003, seed=2)
+    t = trial.time.numpy()
+    tf = np.linspace(t[0] - 0.02, t[-1] + 0.02, 17)
+    knee = -0.4 - 0.3 * np.sin(2 * np.pi * tf / (tf[-1] - tf[0]))
+    path = _write_coordinate_file(tmp_path / "coords.mot", tf, {"knee_angle_r": knee, "hip_flexion_r": 0.0 * tf})
+    setup = IKSetup(coordinate_tasks={"knee_angle_r": CoordinateTask(1e4, None, from_file=True)}, coordinate_file=path)
+    expected = torch.tensor(np.interp(t, tf, knee), dtype=f64)
+    prob, _ = build_problem(model, [trial], setup=setup, limits="none")
+    torch.testing.assert_close(prob.task_value[:, 0], expected, rtol=0, atol=1e-9)
+    k = model.coordinate_names.index("knee_angle_r")
+    for kw in ({}, {"smoothness": 0.1}):
+        res = kf.ik.solve(model, trial, setup=setup, limits="none", **kw)
+        assert float((res.q[:, k] - expected).abs().max()) < 2e-3
+        if not kw:
+            assert res.objective == pytest.approx(kf.ik.setup_objective(model, setup, trial, res.time, res.q), rel=1e-9)
+    free = kf.ik.solve(model, trial, limits="none")  # without the task the knee follows the markers
+    assert float((free.q[:, k] - expected).abs().max()) > 0.1
+
+
+def test_from_file_coordinate_task_errors_name_the_fix(tmp_path):
+    model = kf.models.lower_body("cmu", dtype=f64)
+    trial = synthetic_trial(model, gait_motion(model, 6), seed=0)
+    t = trial.time.numpy()
+    task = {"knee_angle_r": CoordinateTask(1.0, None, from_file=True)}
+    cases = [
+        (IKSetup(coordinate_tasks=task), "IKSetup.coordinate_file"),
+        (IKSetup(coordinate_tasks=task, coordinate_file=_write_coordinate_file(tmp_path / "a.mot", t, {"hip_flexion_r": 0 * t})), "no column"),
+        (IKSetup(coordinate_tasks=task, coordinate_file=_write_coordinate_file(tmp_path / "b.mot", t[2:], {"knee_angle_r": 0 * t[2:]})), "covers"),
+    ]
+    for setup, match in cases:
+        with pytest.raises(IKError, match=match):
+            kf.ik.solve(model, trial, setup=setup)
 
 
 def test_plan_and_joint_constants_are_reused_only_while_valid():

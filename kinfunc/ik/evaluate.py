@@ -8,7 +8,7 @@ from torch import Tensor
 from ..fk import marker_positions
 from ..model import Model
 from ..trial import MarkerTrial
-from .setup import IKSetup
+from .setup import IKSetup, coordinate_targets
 
 __all__ = ["setup_objective"]
 
@@ -20,7 +20,8 @@ def setup_objective(model: Model, setup: IKSetup, trial: MarkerTrial, time: Tens
     markers with a weight in ``setup.marker_weights`` (all shared markers, weight 1, when
     ``None``) that the model and the trial both have and that are present in frame ``t``;
     coordinate tasks with ``value=None`` hold the model default. ``time`` must be trial times
-    (within 0.1 ms). Raises ``ValueError`` for time-varying (``from_file``) tasks.
+    (within 0.1 ms). ``from_file`` tasks take their targets from ``setup.coordinate_file`` at
+    ``time`` (:func:`kinfunc.ik.setup.coordinate_targets`).
     """
     tt = trial.time.to(torch.float64)
     idx = torch.searchsorted(tt, time.to(torch.float64) - 1e-6).clamp_max(len(tt) - 1)
@@ -35,9 +36,10 @@ def setup_objective(model: Model, setup: IKSetup, trial: MarkerTrial, time: Tens
     d2 = (marker_positions(model, q)[:, mi] - X).pow(2).sum(-1)
     f = torch.where(torch.isnan(d2), torch.zeros_like(d2), d2 * w).sum()
     for name, task in setup.coordinate_tasks.items():
-        if task.from_file:
-            raise ValueError(f"coordinate task '{name}': from_file targets are not supported here")
         c = model.coordinate_names.index(name)
-        value = task.value if task.value is not None else model.topology.coordinate_defaults[c]
+        if task.from_file:
+            value = coordinate_targets(setup, [name], time, model)[:, 0]
+        else:
+            value = task.value if task.value is not None else model.topology.coordinate_defaults[c]
         f = f + task.weight * (q[:, c] - value).pow(2).sum()
     return float(f)

@@ -55,32 +55,34 @@ def frame_jacobians_autodiff(problem: IKProblem, Z: Tensor, theta: Optional[Tens
     """Reference: ``(r (T, R), J_z (T, R, Cf), J_theta (T, R, P) or None)`` by ``vmap(jacfwd)``."""
     if problem.n_theta == 0 or theta is None:
 
-        def f(z, x, m):
-            r = frame_residual(problem, z, None, x, m)
+        def f(z, x, m, v):
+            r = frame_residual(problem, z, None, x, m, v)
             return r, r
 
-        Jz, r = vmap(jacfwd(f, has_aux=True))(Z, problem.X, problem.present)
+        Jz, r = vmap(jacfwd(f, has_aux=True))(Z, problem.X, problem.present, problem.task_value)
         return r, Jz, None
 
-    def g(z, t, x, m):
-        r = frame_residual(problem, z, t, x, m)
+    def g(z, t, x, m, v):
+        r = frame_residual(problem, z, t, x, m, v)
         return r, r
 
     (Jz, Jt), r = vmap(jacfwd(g, argnums=(0, 1), has_aux=True))(
-        Z, theta[problem.theta_index], problem.X, problem.present
+        Z, theta[problem.theta_index], problem.X, problem.present, problem.task_value
     )
     return r, Jz, Jt
 
 
-def _task_limit_rows(problem: IKProblem, model, q: Tensor, Z: Tensor):
+def _task_limit_rows(problem: IKProblem, model, q: Tensor, Z: Tensor, task_value: Optional[Tensor] = None):
     """Coordinate-task and joint-limit residuals ``(T, K)`` and their Jacobian ``(T, K, Cf)``
-    (``None`` when the problem has neither)."""
+    (``None`` when the problem has neither); ``task_value (T, Kc)``: the task targets of these
+    frames (default the problem's, all frames)."""
     p_ = problem
     rows, J = [], []
     if p_.task_index.numel():
         qf = full_coordinates(model, q)
         dq = full_coordinate_derivatives(model, q)
-        rows.append(p_.task_sqrt_w * (qf[:, p_.task_index] - p_.task_value))
+        tv = p_.task_value if task_value is None else task_value
+        rows.append(p_.task_sqrt_w * (qf[:, p_.task_index] - tv))
         J.append(p_.task_sqrt_w[:, None] * dq[:, p_.task_index][..., p_.free_index])
     if p_.limit_index.numel():
         zl = Z[:, p_.limit_index]
@@ -165,17 +167,19 @@ def frame_normal_equations(
     Z: Tensor,
     consts: Optional[KinematicConstants] = None,
     targets: Optional[MarkerTargets] = None,
+    task_value: Optional[Tensor] = None,
 ):
     """Per-frame Gauss-Newton pieces for poses only (no shared parameters): ``cost (T,)``,
     ``A = J^T J (T, Cf, Cf)`` and ``g = J^T r (T, Cf)`` of :func:`frame_jacobians`' residuals
     and the marker positions ``(T, M, 3)``,
     built from marker moments (:meth:`JacobianPlan.normal_equations`) instead of the
     ``(T, 3 M, Cf)`` Jacobian. ``targets``: the problem's markers as
-    :class:`~kinfunc.ik.jacobian.MarkerTargets` when already made."""
+    :class:`~kinfunc.ik.jacobian.MarkerTargets` when already made; with them, ``task_value
+    (T, Kc)`` the coordinate-task targets of the same frames (default: all the problem's)."""
     p_ = problem
     model, q, plan, consts, targets = _pose_pieces(p_, Z, consts, targets)
     cost, A, g, pos = plan.normal_equations(model, consts, q, targets)
-    extra = _task_limit_rows(p_, model, q, Z)
+    extra = _task_limit_rows(p_, model, q, Z, task_value)
     if extra is not None:
         r, J = extra
         Jt = J.transpose(-1, -2)
@@ -190,12 +194,13 @@ def frame_costs(
     Z: Tensor,
     consts: Optional[KinematicConstants] = None,
     targets: Optional[MarkerTargets] = None,
+    task_value: Optional[Tensor] = None,
 ):
     """The ``cost (T,)`` and marker positions ``(T, M, 3)`` of :func:`frame_normal_equations`
     at ``Z (T, Cf)`` without any derivatives (one forward pass)."""
     model, q, plan, consts, targets = _pose_pieces(problem, Z, consts, targets)
     cost, pos = plan.marker_costs(model, consts, q, targets)
-    extra = _task_limit_rows(problem, model, q, Z)
+    extra = _task_limit_rows(problem, model, q, Z, task_value)
     if extra is not None:
         cost = cost + (extra[0] * extra[0]).sum(-1)
     return cost, pos
@@ -391,6 +396,7 @@ def _frame_subset(problem: IKProblem, idx: Tensor) -> IKProblem:
         present=problem.present.index_select(0, idx),
         theta_index=problem.theta_index.index_select(0, idx),
         trial_id=problem.trial_id.index_select(0, idx),
+        task_value=problem.task_value.index_select(0, idx),
     )
 
 
@@ -441,9 +447,10 @@ def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult
     Z = torch.clamp(Z0, lo, hi)
     T = Z.shape[0]
     targets_all = targets = MarkerTargets.of(p.X, p.sqrt_w * p.present)
+    tasks = p.task_value if p.task_index.numel() else None  # (T, Kc) targets of the active frames
     # the active frames: their indices (None = all), poses, costs, damping and normal equations
     active, Za = None, Z
-    ca, A, g, _ = frame_normal_equations(p, Za, consts, targets)
+    ca, A, g, _ = frame_normal_equations(p, Za, consts, targets, tasks)
     mua = torch.full((T,), opts.mu0, dtype=Z.dtype, device=Z.device)
     history = [float(ca.sum())]
     left_cost = 0.0  # summed cost of the frames that left
@@ -453,7 +460,7 @@ def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult
     def leave(mask: Tensor, step: Optional[Tensor] = None) -> Tensor:
         """Frames where ``mask`` (over the active ones) leave, with their last ``step`` poses if
         given; returns the positions that stay."""
-        nonlocal active, targets, left_cost
+        nonlocal active, targets, tasks, left_cost
         go, stay = torch.nonzero(mask).flatten(), torch.nonzero(~mask).flatten()
         gone = ca.index_select(0, go)
         left_cost += float(gone.sum())
@@ -461,6 +468,7 @@ def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult
                     None if step is None else step.index_select(0, go)))
         active = stay if active is None else active.index_select(0, stay)
         targets = targets.frames(stay)
+        tasks = None if tasks is None else tasks.index_select(0, stay)
         return stay
 
     converged = False
@@ -493,7 +501,7 @@ def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult
             Za, Zn, dd, ca, mua, scale, pred, A, g = (
                 x.index_select(0, stay) for x in (Za, Zn, dd, ca, mua, scale, pred, A, g)
             )
-        cn, An, gn, _ = frame_normal_equations(p, Zn, consts, targets)
+        cn, An, gn, _ = frame_normal_equations(p, Zn, consts, targets, tasks)
         acc = cn < ca
         rel = (ca - cn) / scale
         # a rejected step that promised less than ftol: converged at this precision (float32 noise)
@@ -531,7 +539,8 @@ def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult
         cost = torch.where(worse, cost, cc)
         if bool(reject.any()):  # positions where a last step was not kept
             back = torch.nonzero(reject).flatten()
-            P = P.index_copy(0, back, frame_costs(p, Z.index_select(0, back), consts, targets_all.frames(back))[1])
+            tb = None if tasks is None else p.task_value.index_select(0, back)
+            P = P.index_copy(0, back, frame_costs(p, Z.index_select(0, back), consts, targets_all.frames(back), tb)[1])
         history.append(float(cost.sum()))
     return GNResult(Z, None, float(cost.sum()), it, converged, history, P)
 

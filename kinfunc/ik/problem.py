@@ -64,7 +64,7 @@ class IKProblem:
     limit_index: Tensor  # (L,) long into Z's last axis: coordinates with enforced limits
     limit_sqrt_w: float
     task_index: Tensor  # (Kc,) long into full coordinates [q, dependents]
-    task_value: Tensor  # (Kc,)
+    task_value: Tensor  # (T, Kc) target of each coordinate task in each frame
     task_sqrt_w: Tensor  # (Kc,)
     theta_index: Tensor  # (T,) long: parameter set of each frame
     trial_id: Tensor  # (T,) long: trial of each frame (smoothness never crosses trials)
@@ -131,18 +131,27 @@ def expand_q(problem: IKProblem, z: Tensor) -> Tensor:
     return torch.where(problem.coord_free, z[..., problem.coord_pos], problem.q_fixed)
 
 
-def frame_residual(problem: IKProblem, z: Tensor, theta: Optional[Tensor], x: Tensor, present: Tensor) -> Tensor:
-    """Residuals of one frame ``(R,)``: ``z (Cf,)``, ``theta (P,)`` or ``None``, ``x (M, 3)``, ``present (M,)``.
+def frame_residual(
+    problem: IKProblem, z: Tensor, theta: Optional[Tensor], x: Tensor, present: Tensor, task_value: Optional[Tensor] = None
+) -> Tensor:
+    """Residuals of one frame ``(R,)``: ``z (Cf,)``, ``theta (P,)`` or ``None``, ``x (M, 3)``, ``present (M,)``,
+    ``task_value (Kc,)`` the frame's coordinate-task targets (may be left out when every target
+    is constant over time).
 
     ``R = 3 M + Kc + L`` (markers, coordinate tasks, limits); see the module docstring.
     """
+    if task_value is None:
+        tv = problem.task_value
+        if tv.shape[0] and not bool((tv == tv[:1]).all()):
+            raise ValueError("frame_residual: this problem's coordinate-task targets vary by frame; pass the frame's task_value")
+        task_value = tv[0] if tv.shape[0] else tv.new_zeros(tv.shape[-1])
     model = unpack_model(problem, theta)
     q = expand_q(problem, z)
     p = marker_positions(model, q)
     parts = [((problem.sqrt_w * present)[:, None] * (p - x)).reshape(-1)]
     if problem.task_index.numel():
         qf = full_coordinates(model, q)
-        parts.append(problem.task_sqrt_w * (qf[problem.task_index] - problem.task_value))
+        parts.append(problem.task_sqrt_w * (qf[problem.task_index] - task_value))
     if problem.limit_index.numel():
         zl = z[problem.limit_index]
         lo, hi = problem.z_lo[problem.limit_index], problem.z_hi[problem.limit_index]
@@ -160,8 +169,8 @@ def frame_residuals(problem: IKProblem, Z: Tensor, theta: Optional[Tensor]) -> T
 
     if problem.n_theta and theta is not None and problem.n_sets != 1:
         th = theta[problem.theta_index]
-        f = lambda z, t, x, m: frame_residual(problem, z, t, x, m)  # noqa: E731
-        return vmap(f)(Z, th, problem.X, problem.present)
+        f = lambda z, t, x, m, v: frame_residual(problem, z, t, x, m, v)  # noqa: E731
+        return vmap(f)(Z, th, problem.X, problem.present, problem.task_value)
     model = unpack_model(problem, theta[0] if (problem.n_theta and theta is not None) else None)
     q = expand_q(problem, Z)
     p = marker_positions(model, q)

@@ -2,10 +2,17 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Optional
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
 
-__all__ = ["CoordinateTask", "IKSetup"]
+import torch
+from torch import Tensor
+
+__all__ = ["CoordinateTask", "IKError", "IKSetup", "coordinate_targets"]
+
+
+class IKError(ValueError):
+    """An IK request cannot be solved as given; the message names the item and the fix."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,3 +52,53 @@ class IKSetup:
     coordinate_file: Optional[str] = None
     accuracy: Optional[float] = None
     constraint_weight: Optional[float] = None
+
+
+def coordinate_targets(setup: IKSetup, names: Sequence[str], time: Tensor, model: Any) -> Tensor:
+    """Targets ``(T, K)`` of the ``from_file`` coordinate tasks ``names`` (``K``) at the trial
+    times ``time (T,)`` (s), in the model's dtype and device: their columns in
+    ``setup.coordinate_file`` (a .mot/.sto; degrees converted as :func:`kinfunc.io.read_mot`
+    does, by the file's ``inDegrees`` and the model's coordinate types), interpolated linearly
+    in time. OpenSim fits a quintic GCV smoothing spline to the file instead; at the file's own
+    sample times both give its values up to that spline's smoothing.
+
+    Raises :class:`IKError` when the setup names no file, the file lacks a column, its times do
+    not increase, a value is not finite, or the trial's times are outside the file's (by more
+    than 1 microsecond).
+    """
+    names = list(names)
+    kw = dict(dtype=model.dtype, device=model.device)
+    if not names:
+        return torch.zeros(time.shape[0], 0, **kw)
+    if setup.coordinate_file is None:
+        raise IKError(
+            f"coordinate task(s) {names}: value_type from_file needs a coordinate file; set "
+            "IKSetup.coordinate_file (a .mot/.sto with these columns) or give constant values"
+        )
+    from ..io.mot import read_mot  # (kinfunc.io reads setups into this module's classes)
+
+    src = setup.coordinate_file
+    data = read_mot(src, model=model)
+    missing = [n for n in names if n not in data.names]
+    if missing:
+        raise IKError(f"{src}: no column for from_file coordinate task(s) {missing}; columns: {', '.join(data.names)}")
+    ft = data.time.to(torch.float64)
+    v = data.values[:, [data.names.index(n) for n in names]].to(torch.float64)
+    if ft.numel() > 1 and not bool((ft[1:] > ft[:-1]).all()):
+        raise IKError(f"{src}: times must increase from row to row for from_file coordinate tasks")
+    bad = [n for k, n in enumerate(names) if not bool(torch.isfinite(v[:, k]).all())]
+    if bad:
+        raise IKError(f"{src}: column(s) {bad} have missing or non-finite values; fill them to use them as from_file targets")
+    t = time.to(torch.float64)
+    if t.numel() and (float(t.min()) < float(ft[0]) - 1e-6 or float(t.max()) > float(ft[-1]) + 1e-6):
+        raise IKError(
+            f"{src}: covers {float(ft[0]):.6g}-{float(ft[-1]):.6g} s but the trial's frames run "
+            f"{float(t.min()):.6g}-{float(t.max()):.6g} s; give a file covering the trial or set the "
+            "setup's time_range within the file's"
+        )
+    if ft.numel() == 1:
+        return v.expand(t.shape[0], -1).to(**kw)
+    k = torch.searchsorted(ft, t, right=True).clamp(1, ft.numel() - 1)
+    t0, t1 = ft[k - 1], ft[k]
+    a = ((t - t0) / (t1 - t0)).clamp(0.0, 1.0)[:, None]
+    return (v[k - 1] + a * (v[k] - v[k - 1])).to(**kw)

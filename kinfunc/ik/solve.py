@@ -26,17 +26,13 @@ from .init import initial_q
 from .jacobian import JacobianPlan
 from .lbfgs import LBFGSOptions, solve_lbfgs
 from .problem import IKProblem, expand_q, unpack_model
-from .setup import CoordinateTask, IKSetup
+from .setup import CoordinateTask, IKError, IKSetup, coordinate_targets
 
 __all__ = ["IKError", "IKResult", "FIT_GROUPS", "build_problem", "solve"]
 
 log = logging.getLogger("kinfunc.ik")
 
 FIT_GROUPS = ("pose", "global_scale", "segment_scales", "marker_offsets")
-
-
-class IKError(ValueError):
-    """An IK request cannot be solved as given; the message names the item and the fix."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,7 +256,7 @@ def build_problem(
         tasks.update(coordinate_tasks)
     full_names = topo.coordinate_names + topo.dependent_names
     q_full_default = None  # made when a task holds a coordinate at its default
-    t_idx, t_val, t_w = [], [], []
+    t_idx, t_val, t_w, t_file = [], [], [], []  # t_file: (task position, name) of from_file tasks
     for name, task in tasks.items():
         if name not in full_names:
             raise IKError(f"coordinate task '{name}': no such coordinate; known: {', '.join(full_names)}")
@@ -269,17 +265,18 @@ def build_problem(
             raise IKError(f"coordinate task '{name}': weight {task.weight} must be finite and >= 0")
         if task.weight == 0 or (i < C and topo.coordinate_locked[i]):
             continue
-        if getattr(task, "from_file", False):
-            raise IKError(
-                f"coordinate task '{name}': value_type from_file (time-varying target from "
-                f"{setup.coordinate_file or 'the setup coordinate_file'}) is not supported; give a constant "
-                "value with coordinate_tasks={name: CoordinateTask(weight, value)} or set its weight to 0"
-            )
-        t_idx.append(i)
-        if task.value is None and q_full_default is None:
+        if task.from_file:  # per frame, from the setup's coordinate file (below)
+            t_file.append((len(t_idx), name))
+        elif task.value is None and q_full_default is None:
             q_full_default = full_coordinates(um, q_default)
-        t_val.append(float(q_full_default[i]) if task.value is None else float(task.value))
+        t_idx.append(i)
+        t_val.append(0.0 if task.from_file else float(q_full_default[i]) if task.value is None else float(task.value))
         t_w.append(math.sqrt(task.weight))
+    task_value = torch.tensor(t_val, dtype=dtype, device=um.device).expand(X.shape[0], -1)  # (T, Kc)
+    if t_file:
+        series = torch.cat([coordinate_targets(setup, [n for _, n in t_file], tr.time, um) for tr in trials], 0)
+        task_value = task_value.clone()
+        task_value[:, [k for k, _ in t_file]] = series
 
     # --- shared parameters ----------------------------------------------------------------
     names: list[str] = []
@@ -370,7 +367,7 @@ def build_problem(
         limit_index=torch.tensor(limited, dtype=torch.long, device=um.device),
         limit_sqrt_w=math.sqrt(limit_weight),
         task_index=torch.tensor(t_idx, dtype=torch.long, device=um.device),
-        task_value=torch.tensor(t_val, **kw),
+        task_value=task_value,
         task_sqrt_w=torch.tensor(t_w, **kw),
         theta_index=theta_index,
         trial_id=trial_id,
