@@ -573,8 +573,18 @@ def _solve_gn(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: GN
     if not p.coupled:
         return _solve_frames(p, Z0, opts, consts)
     mu = torch.tensor(opts.mu0, dtype=Z.dtype, device=Z.device)
-    r, Jz, Jt = frame_jacobians(p, Z, theta, consts)
-    total = _total(p, r, Z, theta)
+
+    def evaluate(Zc: Tensor, thc: Optional[Tensor]):
+        """The objective at ``(Zc, thc)`` and what its linearisation is made from: for poses
+        alone (smoothness couples the frames) the frame blocks straight from the marker moments,
+        else the residuals and Jacobians."""
+        if thc is None:
+            cost, A_, g_, _ = frame_normal_equations(p, Zc, consts)
+            return cost.sum() + coupling_cost(p, Zc, None), (A_, g_)
+        r_, Jz_, Jt_ = frame_jacobians(p, Zc, thc, consts)
+        return _total(p, r_, Zc, thc), (r_, Jz_, Jt_)
+
+    total, state = evaluate(Z, theta)
     history = [float(total)]
     band = _smooth_band(p, T, Z.dtype, Z.device)
     lin = None
@@ -582,12 +592,16 @@ def _solve_gn(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: GN
     it = 0
     for it in range(1, opts.max_iter + 1):
         if lin is None:
-            Jzt = Jz.transpose(-1, -2)
-            A = Jzt @ Jz
-            gz = (Jzt @ r[..., None])[..., 0]
+            B = D = gt = Jt = None
+            if theta is None:
+                A, gz = state
+            else:
+                r, Jz, Jt = state
+                Jzt = Jz.transpose(-1, -2)
+                A = Jzt @ Jz
+                gz = (Jzt @ r[..., None])[..., 0]
             if p.smooth_sqrt_w > 0:  # gradient of the smoothness term: w D^T D Z
                 gz = gz + _smooth_op(p, Z)
-            B = D = gt = None
             if Jt is not None:
                 B = Jzt @ Jt
                 Dt = Jt.transpose(-1, -2) @ Jt
@@ -613,9 +627,8 @@ def _solve_gn(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: GN
             dz, dt = lin.solve(opts)
         Zn = torch.clamp(Z + dz, lo, hi)
         thn = None if theta is None else theta + dt
-        # residuals and Jacobians at the candidate (reused as the next linearisation if accepted)
-        rn, Jzn, Jtn = frame_jacobians(p, Zn, thn, consts)
-        total_n = _total(p, rn, Zn, thn)
+        # the candidate's objective and linearisation pieces (reused if it is accepted)
+        total_n, state_n = evaluate(Zn, thn)
         # decrease predicted by the undamped linear model: -(2 g.d + d^T H d)
         dd = Zn - Z
         pred = -(2.0 * (gz * dd).sum(-1) + (dd[:, None, :] @ A @ dd[..., None])[..., 0, 0])
@@ -630,8 +643,7 @@ def _solve_gn(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: GN
             step = float((Zn - Z).abs().max()) if Z.numel() else 0.0
             if dt is not None:
                 step = max(step, float(dt.abs().max()))
-            Z, theta, total = Zn, thn, total_n
-            r, Jz, Jt = rn, Jzn, Jtn
+            Z, theta, total, state = Zn, thn, total_n, state_n
             mu = (mu / 3.0).clamp_min(1e-12)
             lin = None
             history.append(float(total))
