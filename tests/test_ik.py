@@ -241,7 +241,7 @@ def test_frame_normal_equations_equal_jacobian_products(which):
 
 
 def test_frame_normal_equations_float32_close_to_float64():
-    """The float32 path (numpy batched product included) agrees with float64 to float32 accuracy."""
+    """The float32 path agrees with float64 to float32 accuracy."""
     from kinfunc.ik.gn import frame_normal_equations
 
     model = chain_model()
