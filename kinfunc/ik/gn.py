@@ -244,41 +244,58 @@ def _smooth_band(problem: IKProblem, T: int, dtype, device) -> Tensor:
     return torch.stack((k0, k1, k2), -1) * problem.smooth_sqrt_w**2
 
 
-def block_tridiagonal_solve(D: Tensor, U: Tensor, b: Tensor) -> Tensor:
-    """Solve a symmetric positive definite block-tridiagonal system by cyclic reduction.
+def _spd_inverse(A: Tensor) -> Tensor:
+    """Inverses of the blocks ``A (N, n, n)`` through Cholesky (an LU inverse where a block is not
+    positive definite at this precision)."""
+    L, info = torch.linalg.cholesky_ex(A)
+    return torch.linalg.inv(A) if bool(info.any()) else torch.cholesky_inverse(L)
+
+
+class BlockTridiagonal:
+    """A symmetric block-tridiagonal system ``H x = b`` reduced once (cyclic reduction:
+    ``log2 N`` batched levels, no loop over blocks), then solved for any right-hand side.
 
     ``D (N, n, n)`` diagonal blocks, ``U (N, n, n)`` upper blocks (``U[i]`` couples block ``i``
-    with ``i + 1``; ``U[N-1]`` is ignored), ``b (N, n, r)``. ``log2(N)`` batched reduction steps,
-    no loop over blocks. Returns ``x (N, n, r)``.
+    with ``i + 1``; ``U[N-1]`` is ignored). Each level inverts its odd blocks once (batched
+    Cholesky) and eliminates them; the inverses are kept, so a solve is matrix products only.
+    Every block met must be invertible (true for positive definite ``H``).
     """
-    N = D.shape[0]
-    if N == 1:
-        return torch.linalg.solve(D, b)
-    U = torch.cat((U[:-1], torch.zeros_like(U[:1])), 0)
-    if N % 2:
-        eye = torch.eye(D.shape[-1], dtype=D.dtype, device=D.device)
-        D = torch.cat((D, eye[None]), 0)
-        U = torch.cat((U, torch.zeros_like(U[:1])), 0)
-        b = torch.cat((b, torch.zeros_like(b[:1])), 0)
-    De, Do = D[0::2], D[1::2]
-    be, bo = b[0::2], b[1::2]
-    Ue, Uo = U[0::2], U[1::2]  # Ue[k] couples 2k-2k+1, Uo[k] couples 2k+1-2k+2
-    sol = torch.linalg.solve(Do, torch.cat((Ue.transpose(-1, -2), Uo, bo), -1))
-    n = D.shape[-1]
-    Wr, Wl, rb = sol[..., :n], sol[..., n : 2 * n], sol[..., 2 * n :]
 
-    def shift(x: Tensor) -> Tensor:  # x[k-1] -> position k, zero at 0
+    def __init__(self, D: Tensor, U: Tensor):
+        self.levels = []
+        while D.shape[0] > 1:
+            N, n = D.shape[0], D.shape[-1]
+            U = torch.cat((U[:-1], torch.zeros_like(U[:1])), 0)
+            if N % 2:  # an uncoupled identity block makes the count even
+                D = torch.cat((D, torch.eye(n, dtype=D.dtype, device=D.device)[None]), 0)
+                U = torch.cat((U, torch.zeros_like(U[:1])), 0)
+            De, Do, Ue, Uo = D[0::2], D[1::2], U[0::2], U[1::2]  # Ue[k]: 2k with 2k+1; Uo[k]: 2k+1 with 2k+2
+            X = _spd_inverse(Do)
+            Wr, Wl = X @ Ue.transpose(-1, -2), X @ Uo
+            self.levels.append((N, X, Ue, Uo, Wr, Wl))
+            D = De - Ue @ Wr - self._shift(Uo.transpose(-1, -2) @ Wl)
+            U = -(Ue @ Wl)
+        self.last = _spd_inverse(D)
+
+    @staticmethod
+    def _shift(x: Tensor) -> Tensor:
+        """``x[k-1]`` at position ``k``, zero at 0."""
         return torch.cat((torch.zeros_like(x[:1]), x[:-1]), 0)
 
-    UoT = Uo.transpose(-1, -2)
-    De2 = De - Ue @ Wr - shift(UoT @ Wl)
-    Ue2 = -(Ue @ Wl)
-    be2 = be - Ue @ rb - shift(UoT @ rb)
-    xe = block_tridiagonal_solve(De2, Ue2, be2)
-    xe_next = torch.cat((xe[1:], torch.zeros_like(xe[:1])), 0)
-    xo = rb - Wr @ xe - Wl @ xe_next
-    x = torch.stack((xe, xo), 1).reshape(-1, *xe.shape[1:])
-    return x[:N]
+    def solve(self, b: Tensor) -> Tensor:
+        """``x (N, n, r)`` for ``b (N, n, r)``."""
+        kept = []
+        for N, X, Ue, Uo, _, _ in self.levels:
+            if N % 2:
+                b = torch.cat((b, torch.zeros_like(b[:1])), 0)
+            rb = X @ b[1::2]
+            kept.append(rb)
+            b = b[0::2] - Ue @ rb - self._shift(Uo.transpose(-1, -2) @ rb)
+        x = self.last @ b
+        for (N, _, _, _, Wr, Wl), rb in zip(reversed(self.levels), reversed(kept)):
+            xo = rb - Wr @ x - Wl @ torch.cat((x[1:], torch.zeros_like(x[:1])), 0)
+            x = torch.stack((x, xo), 1).reshape(-1, *x.shape[1:])[:N]
+        return x
 
 
 class _Linear:
@@ -331,20 +348,19 @@ class _Linear:
         k0, k1, k2 = band.unbind(-1)
         kn1 = F(keep[1:], (0, 0, 0, 1))
         kn2 = F(keep[2:], (0, 0, 0, 2))
-        c0 = torch.diag_embed(k0[:, None] * keep)  # (Tp, Cf, Cf) t with t
-        c1 = torch.diag_embed(k1[:, None] * keep * kn1)  # t with t+1
-        c2 = torch.diag_embed(k2[:, None] * keep * kn2)  # t with t+2
-        Dt = Ad + c0
+        d1, d2 = k1[:, None] * keep * kn1, k2[:, None] * keep * kn2  # (Tp, Cf): t with t+1, t with t+2
+        c1 = torch.diag_embed(d1)
+        Dt = Ad + torch.diag_embed(k0[:, None] * keep)  # t with t
         N = Tp // 2
         e, o = slice(0, Tp, 2), slice(1, Tp, 2)
         top = torch.cat((Dt[e], c1[e]), -1)
         bot = torch.cat((c1[e].transpose(-1, -2), Dt[o]), -1)
-        self.PD = torch.cat((top, bot), -2)  # (N, 2Cf, 2Cf)
+        PD = torch.cat((top, bot), -2)  # (N, 2Cf, 2Cf)
         # pair i (frames 2i, 2i+1) with pair i+1 (frames 2i+2, 2i+3)
-        zero = torch.zeros_like(c2[e])
-        u_top = torch.cat((c2[e], zero), -1)  # 2i with 2i+2 (c2), 2i with 2i+3 (none)
+        c2 = torch.diag_embed(d2)
+        u_top = torch.cat((c2[e], torch.zeros_like(c2[e])), -1)  # 2i with 2i+2 (c2), 2i with 2i+3 (none)
         u_bot = torch.cat((c1[o], c2[o]), -1)  # 2i+1 with 2i+2 (c1), 2i+1 with 2i+3 (c2)
-        self.PU = torch.cat((u_top, u_bot), -2)
+        self.pairs = BlockTridiagonal(PD, torch.cat((u_top, u_bot), -2))
         self.Tp, self.N = Tp, N
 
     def _hzz_solve(self, R: Tensor) -> Tensor:
@@ -355,7 +371,7 @@ class _Linear:
         if self.Tp != T:
             R = torch.cat((R, torch.zeros_like(R[:1])), 0)
         Rp = R.reshape(self.N, 2 * Cf, R.shape[-1])
-        X = block_tridiagonal_solve(self.PD, self.PU, Rp).reshape(self.Tp, Cf, R.shape[-1])
+        X = self.pairs.solve(Rp).reshape(self.Tp, Cf, R.shape[-1])
         return X[:T]
 
     def solve(self, opts: GNOptions):
