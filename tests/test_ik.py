@@ -138,6 +138,28 @@ def test_marker_jacobian_equals_jacrev(which):
     torch.testing.assert_close(J, ref, rtol=0, atol=1e-10)
 
 
+def test_jacobian_is_differentiable_after_first_use_in_inference_mode():
+    """Plans and index tables are kept across calls; made first inside inference mode (as a
+    solve does), they must still serve a later call that records gradients."""
+    from kinfunc.ik import jacobian as jac
+
+    jac._cached_plan.cache_clear()
+    jac._rotations.cache_clear()
+    model = chain_model()
+    q = random_q(model, 3, seed=4)
+    with torch.inference_mode():
+        marker_jacobian(model, q)
+    qq = q.clone().requires_grad_(True)
+    p, J = marker_jacobian(model, qq)
+    (g,) = torch.autograd.grad((J * J).sum(), qq)
+    fd = torch.zeros_like(q)
+    for k in range(q.shape[-1]):
+        e = torch.zeros_like(q)
+        e[:, k] = 1e-6
+        fd[:, k] = ((marker_jacobian(model, q + e)[1] ** 2).sum((1, 2, 3)) - (marker_jacobian(model, q - e)[1] ** 2).sum((1, 2, 3))) / 2e-6
+    torch.testing.assert_close(g, fd, rtol=1e-5, atol=1e-6)
+
+
 def test_frame_jacobians_equal_jacrev_all_terms():
     """Markers (with gaps), coordinate tasks (incl. a coupled coordinate), limits (violated),
     locked coordinates, global/segment scales and offsets: analytic = jacrev = jacfwd."""

@@ -90,8 +90,10 @@ def _cross(a: Tensor, b: Tensor, dim: int = 1) -> Tensor:
 
 @functools.lru_cache(maxsize=8)
 def _rotations(device: torch.device) -> tuple[Tensor, Tensor]:
-    """The component orders ``[1, 2, 0]`` and ``[2, 0, 1]`` on ``device`` (for :func:`_cross`)."""
-    return torch.tensor([1, 2, 0], device=device), torch.tensor([2, 0, 1], device=device)
+    """The component orders ``[1, 2, 0]`` and ``[2, 0, 1]`` on ``device`` (for :func:`_cross`;
+    ordinary tensors even when first asked for in inference mode: they are kept and reused)."""
+    with torch.inference_mode(False):
+        return torch.tensor([1, 2, 0], device=device), torch.tensor([2, 0, 1], device=device)
 
 
 class MarkerTargets(NamedTuple):
@@ -388,7 +390,8 @@ class JacobianPlan:
                 ys.extend(pos[j] * 3 + k if (on and j is not None) else B * 3 for k in range(3))
         lt = lambda x: torch.tensor(x, dtype=torch.long, device=dev)  # noqa: E731
         ft = lambda x: torch.tensor(x, dtype=dtype, device=dev)  # noqa: E731
-        return lt(nxt), ft(onpath), ft(self_), lt(ys)
+        with torch.inference_mode(False):  # kept with the plan
+            return lt(nxt), ft(onpath), ft(self_), lt(ys)
 
     def constants(self, model: Model) -> KinematicConstants:
         """Model-dependent constants (differentiable in the model's leaves).
@@ -693,7 +696,8 @@ def _residuals(p: Tensor, targets: MarkerTargets) -> tuple[Tensor, Tensor]:
 
 @functools.lru_cache(maxsize=16)
 def _cached_plan(cls, topo, columns, dtype, device) -> JacobianPlan:
-    return cls._build(topo, columns, dtype, device)
+    with torch.inference_mode(False):  # kept and reused: ordinary tensors, whatever the caller's mode
+        return cls._build(topo, columns, dtype, device)
 
 
 def marker_jacobian(model: Model, q: Tensor) -> tuple[Tensor, Tensor]:
