@@ -118,9 +118,7 @@ class MarkerTrial:
             return dataclasses.replace(self, rate=float(rate))
         n = int(math.floor(float(t[-1] - t[0]) * rate + 1e-9)) + 1
         tn = t[0] + torch.arange(n, dtype=torch.float64) / rate
-        i1 = torch.searchsorted(t, tn, right=True).clamp(1, self.n_frames - 1)
-        i0 = i1 - 1
-        w = ((tn - t[i0]) / (t[i1] - t[i0])).clamp(0, 1)
+        i0, i1, w = linear_brackets(t, tn)
         # a new time within 1e-9 of a frame interval of an old sample *is* that sample
         w = torch.where(w < 1e-9, torch.zeros_like(w), torch.where(w > 1 - 1e-9, torch.ones_like(w), w))
         x0, x1 = self.xyz[i0], self.xyz[i1]
@@ -312,6 +310,15 @@ class OrientationGuess(dict):
 
 
 _AXES = {"x": 0, "y": 1, "z": 2}
+
+
+def linear_brackets(t: Tensor, tn: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Linear interpolation at times ``tn (K,)`` between samples at increasing times ``t (N,)``
+    (``N >= 2``): the samples ``i0, i1 (K,)`` around each time and the weight ``w (K,)`` of
+    ``i1``, in ``[0, 1]`` (times outside ``t`` take the end sample's value)."""
+    i1 = torch.searchsorted(t, tn, right=True).clamp(1, t.shape[0] - 1)
+    i0 = i1 - 1
+    return i0, i1, ((tn - t[i0]) / (t[i1] - t[i0])).clamp(0, 1)
 
 
 def _axis(spec: str, what: str) -> Tensor:

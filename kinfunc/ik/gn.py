@@ -124,7 +124,7 @@ def frame_jacobians(
     model = unpack_model(p_, th)
     q = expand_q(p_, Z)
     T, M = p_.X.shape[:2]
-    plan = p_.plan if p_.plan is not None else JacobianPlan.build(model, p_.free_index.tolist())
+    plan = _plan(p_)
     if consts is None:
         consts = plan.constants(model)
     sw = p_.sqrt_w * p_.present  # (T, M)
@@ -206,11 +206,16 @@ def frame_costs(
     return cost, pos
 
 
+def _plan(p_: IKProblem) -> JacobianPlan:
+    """The problem's Jacobian plan (built for its free coordinates when it has none)."""
+    return p_.plan if p_.plan is not None else JacobianPlan.build(p_.model, p_.free_index.tolist())
+
+
 def _pose_pieces(p_: IKProblem, Z: Tensor, consts, targets):
     """What a pose-only evaluation at ``Z (T, Cf)`` needs: the model, ``q (T, C)``, the plan, its
     constants and the :class:`MarkerTargets` (``consts`` and ``targets`` made when ``None``)."""
     model = p_.model
-    plan = p_.plan if p_.plan is not None else JacobianPlan.build(model, p_.free_index.tolist())
+    plan = _plan(p_)
     if consts is None:
         consts = plan.constants(model)
     if targets is None:
@@ -245,10 +250,8 @@ def _smooth_band(problem: IKProblem, T: int, dtype, device) -> Tensor:
 
 
 def _spd_inverse(A: Tensor) -> Tensor:
-    """Inverses of the blocks ``A (N, n, n)`` through Cholesky (an LU inverse where a block is not
-    positive definite at this precision)."""
-    L, info = torch.linalg.cholesky_ex(A)
-    return torch.linalg.inv(A) if bool(info.any()) else torch.cholesky_inverse(L)
+    """Inverses of the positive definite blocks ``A (N, n, n)`` from their guarded Cholesky factors."""
+    return torch.cholesky_inverse(_cholesky(A))
 
 
 class BlockTridiagonal:
@@ -555,7 +558,7 @@ def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult
         cost = torch.where(worse, cost, cc)
         if bool(reject.any()):  # positions where a last step was not kept
             back = torch.nonzero(reject).flatten()
-            tb = None if tasks is None else p.task_value.index_select(0, back)
+            tb = p.task_value.index_select(0, back) if p.task_index.numel() else None
             P = P.index_copy(0, back, frame_costs(p, Z.index_select(0, back), consts, targets_all.frames(back), tb)[1])
         history.append(float(cost.sum()))
     return GNResult(Z, None, float(cost.sum()), it, converged, history, P)

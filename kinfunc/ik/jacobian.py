@@ -185,7 +185,6 @@ class JacobianPlan:
     coupler_inputs: tuple  # per coupler group: LongTensor of its inputs into q
     dep_where: Tensor  # (D,) long: dependent -> column of cat(coupler values...)
     par_index: Tensor  # (B,) long: parent position + 1 (0 = ground) into [identity, world]
-    n_rot_entries: int  # NR: entries are rotation entries first, then NT translation entries
     ent_out: Tensor  # (NR + NT,) long: index into the slot derivative rows
     ent_dep: Tensor  # (NR + NT,) long: coupler derivative row (n_dep = none)
     ent_axis: Tensor  # (NR + NT,) long: row of the axis table (KinematicConstants.A)
@@ -205,7 +204,6 @@ class JacobianPlan:
     pair_at: Tensor  # (P,) long: row * Cf + column of the pair in J^T J
     pair_w: Tensor  # (P,) 1/2 for a column entry paired with itself, else 1 (J^T J = U + U^T)
     marker_bm: Tensor  # (M,) long: index into the distinct marker bodies
-    diag9: Tensor  # (3,) long: the diagonal of a flattened 3 x 3 matrix, [0, 4, 8]
     marker_pos: Tensor  # (M,) long: level position of each marker's body
     n_marker_bodies: int
 
@@ -340,7 +338,6 @@ class JacobianPlan:
             coupler_inputs=tuple(lt(g.inputs) for g in topo.coupler_groups),
             dep_where=lt(dep_src[d][1] for d in range(n_dep)),
             par_index=lt(par_row),
-            n_rot_entries=len(rot),
             ent_out=lt(e[2] for e in ents),
             ent_dep=lt(e[3] for e in ents),
             ent_axis=lt(axis_row(e[0]) for e in ents),
@@ -358,7 +355,6 @@ class JacobianPlan:
             pair_at=lt(x[2] for x in pairs),
             pair_w=ft(x[3] for x in pairs),
             marker_bm=lt(mbodies.index(b) for b in topo.marker_bodies),
-            diag9=lt((0, 4, 8)),
             marker_pos=lt(pos[b] for b in topo.marker_bodies),
             n_marker_bodies=len(mbodies),
         )
@@ -669,9 +665,10 @@ class JacobianPlan:
         a, c, ppT, rho, phi = mom.split((1, 3, 9, 3, 3), 1)
         Wv, Uv = E.split(3, 1)
         # N E with N = [[|p|^2 I - p p^T, -S(c)], [S(c), a I]] per column entry
-        trace = ppT.index_select(1, self.diag9).sum(1, keepdim=True)  # (NS, 1, T)
+        ppT = ppT.reshape(-1, 3, 3, T)
+        trace = ppT.diagonal(dim1=1, dim2=2).sum(-1, keepdim=True).transpose(1, 2)  # (NS, 1, T)
         cw, cu = _cross(c[:, None], E.reshape(-1, 2, 3, T), dim=2).unbind(1)  # (NS, 3, T) each: c x w, c x u
-        top = trace * Wv - (ppT.reshape(-1, 3, 3, T) * Wv[:, None]).sum(2) - cu
+        top = trace * Wv - (ppT * Wv[:, None]).sum(2) - cu
         NE_ = torch.cat((top, cw + a * Uv), 1)  # (NS, 6, T)
         dots = (E.index_select(0, self.pair_lo) * NE_.index_select(0, self.pair_hi)).sum(1) * self.pair_w[:, None]
         U = dots.new_zeros(Cf * Cf, T).index_add_(0, self.pair_at, dots).reshape(Cf, Cf, T)

@@ -8,6 +8,8 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+from ..trial import linear_brackets
+
 __all__ = ["CoordinateTask", "IKError", "IKSetup", "coordinate_targets"]
 
 
@@ -98,7 +100,5 @@ def coordinate_targets(setup: IKSetup, names: Sequence[str], time: Tensor, model
         )
     if ft.numel() == 1:
         return v.expand(t.shape[0], -1).to(**kw)
-    k = torch.searchsorted(ft, t, right=True).clamp(1, ft.numel() - 1)
-    t0, t1 = ft[k - 1], ft[k]
-    a = ((t - t0) / (t1 - t0)).clamp(0.0, 1.0)[:, None]
-    return (v[k - 1] + a * (v[k] - v[k - 1])).to(**kw)
+    i0, i1, a = linear_brackets(ft, t)
+    return (v[i0] + a[:, None] * (v[i1] - v[i0])).to(**kw)
