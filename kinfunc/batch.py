@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 __all__ = ["expand_trials", "ik_trial", "run_batch", "SUMMARY_FIELDS"]
 
 SUMMARY_FIELDS = ("trial", "status", "frames", "markers", "mean_rms_mm", "max_mm", "iterations", "converged",
-                  "wall_s", "motion", "error")
+                  "doubtful_frames", "doubtful_markers", "marker_issues", "wall_s", "motion", "error")
 
 
 def expand_trials(spec: str) -> list[Path]:
@@ -51,7 +51,9 @@ def ik_trial(trial_path: str, out_dir: str, options: dict) -> dict:
         mx = res.marker_max[torch.isfinite(res.marker_max)]
         row.update(status="ok", frames=res.q.shape[0], markers=len(res.marker_names),
                    mean_rms_mm=f"{1e3 * float(rms.mean()):.3f}", max_mm=f"{1e3 * float(mx.max()):.3f}",
-                   iterations=res.iterations, converged=res.converged, motion=str(files.get("motion", "")))
+                   iterations=res.iterations, converged=res.converged, motion=str(files.get("motion", "")),
+                   doubtful_frames=int(res.frame_flags.sum()), doubtful_markers=int(res.marker_flags.sum()),
+                   marker_issues=len(res.quality.issues))
     except Exception as e:  # reported in the row, the batch goes on
         row.update(status="error", error=f"{type(e).__name__}: {e}".splitlines()[0])
         if os.environ.get("KINFUNC_DEBUG"):

@@ -120,11 +120,13 @@ def run_ik_pipeline(trial_path: str, *, model: str, out_dir: Optional[str] = Non
                     up: Optional[str] = None, forward: Optional[str] = None, auto_orient: bool = False,
                     dtype: str = "float64", device: Optional[str] = None, solver: str = "auto",
                     smoothness: float = 0.0, report: bool = True, reference: Optional[str] = None,
-                    log: Callable[[str], None] = _say) -> tuple[Any, dict]:
+                    robust: bool = False, log: Callable[[str], None] = _say) -> tuple[Any, dict]:
     """Load, (scale on ``static``,) solve IK on one trial and write outputs into ``out_dir``.
 
     Returns ``(IKResult, files)``; ``files`` names what was written (``motion``, ``model``,
-    ``errors``, ``png``, ``html``). Used by ``kinfunc ik`` and by :mod:`kinfunc.batch`.
+    ``errors``, ``quality``, ``png``, ``html``). ``robust``: the robust marker loss (outlier
+    markers down-weighted, see :func:`kinfunc.ik.solve`). Used by ``kinfunc ik`` and by
+    :mod:`kinfunc.batch`.
     """
     from . import io
     from .ik import solve
@@ -145,8 +147,10 @@ def run_ik_pipeline(trial_path: str, *, model: str, out_dir: Optional[str] = Non
     rng = f" (setup time range {ik_setup.time_range[0]:g}-{ik_setup.time_range[1]:g} s)" if ik_setup and ik_setup.time_range else ""
     log(f"IK on {trial.n_frames} frames{rng}, fit={'+'.join(fit)} ...")
     res = solve(mdl, trial, fit=tuple(fit), setup=ik_setup, solver=solver, smoothness=smoothness, dtype=dt,
-                device=device)
+                device=device, robust=robust)
     log(res.summary())
+    for line in res.quality.lines(res.time):
+        log(line)
     files: dict = {}
     if out_dir is not None:
         out = Path(out_dir)
@@ -159,6 +163,8 @@ def run_ik_pipeline(trial_path: str, *, model: str, out_dir: Optional[str] = Non
 
         vals = torch.stack([res.marker_rms, res.marker_max], -1)
         io.write_sto(files["errors"], ["marker_error_RMS", "marker_error_max"], res.time, vals, title="marker_errors")
+        files["quality"] = out / f"{stem}_ik_quality.txt"
+        files["quality"].write_text("\n".join(res.quality.lines(res.time, max_lines=10**6)) + "\n")
         if static or any(f != "pose" for f in fit):
             files["model"] = io.save_model(res.model, out / f"{stem}_model.json")
             if Path(model).suffix.lower() == ".osim":
@@ -209,7 +215,7 @@ def cmd_ik(a) -> int:
     fit = _fit_list(a.fit)
     opts = dict(model=a.model, setup=a.setup, static=a.static, fit=fit, up=a.up, forward=a.forward,
                 auto_orient=a.auto_orient, dtype=a.dtype, device=a.device, solver=a.solver, smoothness=a.smoothness,
-                report=not a.no_report, reference=a.reference)
+                report=not a.no_report, reference=a.reference, robust=a.robust)
     if len(trials) == 1 and not a.batch:
         out = a.out or f"{trials[0].stem}_kinfunc"
         res, files = run_ik_pipeline(str(trials[0]), out_dir=out, **opts)
@@ -401,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--auto-orient", action="store_true", help="guess --up/--forward from the data and print the guess")
     k.add_argument("--solver", default="auto", choices=("auto", "gn", "lbfgs"), help="IK solver (default: Gauss-Newton)")
     k.add_argument("--smoothness", type=float, default=0.0, help="weight of squared 2nd differences of q (default 0)")
+    k.add_argument("--robust", action="store_true",
+                   help="robust marker loss: down-weight displaced, swapped or mislabelled markers (listed in the "
+                   "quality report); leave off for clean data and OpenSim comparisons")
     k.add_argument("--reference", help="a .mot to overlay in the report (e.g. OpenSim's IK result)")
     k.add_argument("--no-report", action="store_true", help="skip report.png/report.html")
     k.add_argument("--jobs", type=int, default=1, help="parallel processes for a batch (default 1)")

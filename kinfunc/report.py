@@ -178,6 +178,11 @@ def make_report(result: Any, out_dir: PathLike, trial: Any = None, reference: An
         for j, n in enumerate(names)
     )
     summary = html.escape(result.summary()) if hasattr(result, "summary") else ""
+    q = getattr(result, "quality", None)
+    quality = ""
+    if q is not None:
+        items = "".join(f"<li>{html.escape(line.strip())}</li>" for line in q.lines(result.time, max_lines=50)[1:])
+        quality = f"<h2>Fit quality</h2><p>{html.escape(q.summary())}</p>" + (f"<ul>{items}</ul>" if items else "")
     doc = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>kinfunc IK report</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
@@ -187,6 +192,7 @@ td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}td:first-child{{t
 <p>Model: {html.escape(topo.name)} ({topo.n_bodies} bodies, {topo.n_coordinates} coordinates);
 frames: {T}; time {t[0]:.3f}&ndash;{t[-1]:.3f} s{'; reference: ' + html.escape(str(getattr(ref, 'source', '') or reference_label)) if ref is not None else ''}.</p>
 <img src="report.png" style="max-width:100%">
+{quality}
 <h2>Marker errors (mm)</h2>
 <table><tr><th>marker</th><th>RMS</th><th>95th percentile</th><th>coverage</th></tr>{rows}</table>
 </body></html>

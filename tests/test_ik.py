@@ -445,7 +445,7 @@ def test_frame_solver_reports_its_own_poses_and_converges():
     assert res.objective == pytest.approx(kf.ik.setup_objective(model, IKSetup(), trial, res.time, res.q), rel=1e-12)
     d = torch.linalg.vector_norm(kf.marker_positions(model, res.q) - trial.xyz, dim=-1)
     torch.testing.assert_close(res.marker_error, d, rtol=0, atol=1e-12, equal_nan=True)
-    assert all(b <= a for a, b in zip(res.history, res.history[1:]))
+    assert all(b <= a * (1 + 1e-12) for a, b in zip(res.history, res.history[1:]))  # (sums regrouped as frames leave)
     assert res.history[-1] == pytest.approx(res.objective, rel=1e-15)
     tight = kf.ik.solve(model, trial, limits="none", gn_options=kf.ik.GNOptions(ftol=1e-14, max_iter=200))
     assert tight.objective <= res.objective <= tight.objective * (1 + 1e-7)

@@ -17,18 +17,22 @@ from .problem import (
     prior_residuals,
     smooth_residuals,
 )
+from .quality import FitQuality, MarkerIssue
 from .setup import CoordinateTask, IKSetup
+from .start import segment_start
 from .solve import FIT_GROUPS, IKError, IKResult, build_problem, solve
 
 __all__ = [
     "CoordinateTask",
     "FIT_GROUPS",
+    "FitQuality",
     "GNOptions",
     "IKError",
     "IKProblem",
     "IKResult",
     "IKSetup",
     "LBFGSOptions",
+    "MarkerIssue",
     "build_problem",
     "frame_jacobians",
     "frame_residual",
@@ -38,6 +42,7 @@ __all__ = [
     "objective",
     "prior_residuals",
     "rigid_root_fit",
+    "segment_start",
     "root_coordinates",
     "smooth_residuals",
     "solve",

@@ -21,11 +21,14 @@ from torch import Tensor
 from ..fk import full_coordinates
 from ..model import Model
 from ..trial import MarkerTrial
-from .gn import GNOptions, GNResult, solve_gn
+from .gn import GNOptions, GNResult, _frame_subset, frame_costs, solve_gn
 from .init import initial_q
+from .repair import repair
+from .start import segment_start
 from .jacobian import JacobianPlan
 from .lbfgs import LBFGSOptions, solve_lbfgs
-from .problem import IKProblem, expand_q, unpack_model
+from .quality import FitQuality, assess
+from .problem import IKProblem, coupling_cost, expand_q, unpack_model
 from .setup import CoordinateTask, IKError, IKSetup, coordinate_targets
 
 __all__ = ["IKError", "IKResult", "FIT_GROUPS", "build_problem", "solve"]
@@ -51,6 +54,9 @@ class IKResult:
       distances, m²), ``converged``, ``wall_time`` (s, the whole solve), ``solver``.
     * ``unused_trial_markers``: trial markers not in the model (or with zero weight);
       ``missing_model_markers``: model markers the trial lacks (or not in the setup's weights).
+    * ``quality``: a :class:`~kinfunc.ik.quality.FitQuality` (doubtful frames and markers,
+      marker issues with their reasons, frames restarted from neighbours);
+      ``frame_flags (T,)`` and ``marker_flags (M,)`` are its flags.
     """
 
     q: Tensor
@@ -72,10 +78,21 @@ class IKResult:
     unused_trial_markers: tuple[str, ...] = ()
     missing_model_markers: tuple[str, ...] = ()
     history: tuple[float, ...] = ()
+    quality: Optional[FitQuality] = None
 
     @property
     def coordinate_names(self) -> tuple[str, ...]:
         return self.model.coordinate_names
+
+    @property
+    def frame_flags(self) -> Tensor:
+        """``(T,)`` bool: frames whose fit is doubtful (see :mod:`kinfunc.ik.quality`)."""
+        return self.quality.frame_flags
+
+    @property
+    def marker_flags(self) -> Tensor:
+        """``(M,)`` bool: markers whose error is large through the trial."""
+        return self.quality.marker_flags
 
     def summary(self) -> str:
         """One line: frames, markers, mean/max marker error (mm), iterations, wall time."""
@@ -87,6 +104,9 @@ class IKResult:
             f"mean RMS {1e3 * float(rms.mean()) if rms.numel() else float('nan'):.2f} mm, "
             f"max {1e3 * float(mx.max()) if mx.numel() else float('nan'):.2f} mm, "
             f"{self.iterations} iterations, {self.wall_time:.3f} s"
+            + ("" if self.quality is None or self.quality.ok else
+               f"; {int(self.quality.frame_flags.sum())} doubtful frames, {int(self.quality.marker_flags.sum())} doubtful markers, "
+               f"{len(self.quality.issues)} marker issues")
         )
 
 
@@ -408,7 +428,7 @@ def _offset_select(offset_map: Tensor, M: int, n: int, dtype, device) -> Tensor:
     return E.reshape(M, 3, n)
 
 
-def _initial_z(problem: IKProblem, info: dict, init: Optional[Tensor], fit: tuple[str, ...]) -> Tensor:
+def _initial_z(problem: IKProblem, info: dict, init: Optional[Tensor], fit: tuple[str, ...], start: str = "segments") -> Tensor:
     free_idx = info["free_index"]
     T = problem.n_frames
     if init is not None:
@@ -420,7 +440,12 @@ def _initial_z(problem: IKProblem, info: dict, init: Optional[Tensor], fit: tupl
         q = q.expand(T, -1)
     elif "pose" in fit:
         model0 = unpack_model(problem, info["theta0"][0]) if problem.n_theta else problem.model
-        q = initial_q(model0, problem.X, problem.present, problem.q_fixed)
+        if start == "segments":
+            lo = torch.full_like(problem.q_fixed, -math.inf).index_copy(0, problem.free_index, problem.z_lo)
+            hi = torch.full_like(problem.q_fixed, math.inf).index_copy(0, problem.free_index, problem.z_hi)
+            q = segment_start(model0, problem.X, problem.present, problem.q_fixed, lo, hi, problem.sqrt_w)
+        else:
+            q = initial_q(model0, problem.X, problem.present, problem.q_fixed)
     else:
         q = problem.q_fixed.expand(T, -1)
     return q[:, free_idx].clone()
@@ -434,6 +459,11 @@ def solve(
     solver: str = "auto",
     *,
     init: Optional[Tensor] = None,
+    start: str = "segments",
+    restarts: bool = True,
+    shape_frames: int = 500,
+    robust: bool = False,
+    robust_scale: Optional[float] = None,
     max_iter: Optional[int] = None,
     gn_options: Optional[GNOptions] = None,
     lbfgs_options: Optional[LBFGSOptions] = None,
@@ -461,8 +491,28 @@ def solve(
     body -> value; default the model's current value), ``scale_weight`` (prior weight),
     ``offset_weight`` (prior weight on offsets, 1/m², float or marker -> weight),
     ``offset_axes`` (marker -> 3 booleans; default: root markers free in X and Z only),
-    ``shared``, ``dtype`` (default float64), ``device``. ``init``: starting ``q (C,)`` or
-    ``(T, C)`` instead of the rigid root fit.
+    ``shared``, ``dtype`` (default float64), ``device``.
+
+    Robustness options (docs/ik.md, "Start, restarts, robust loss, fit quality"):
+
+    * ``start``: ``"segments"`` (default) places the root by a rigid fit and every joint below
+      it from its own segment's markers, level by level (:func:`kinfunc.ik.start.segment_start`),
+      so the start does not depend on the motion; ``"root"``: the rigid root fit with every
+      other coordinate at its default (walking near the default pose only). ``init``: a
+      starting ``q (C,)`` or ``(T, C)`` instead (no restarts then).
+    * ``restarts`` (default on): frames whose cost ends far above their neighbours' are solved
+      again from the nearest good frames (:mod:`kinfunc.ik.repair`); a frame's cost only goes down.
+    * ``shape_frames`` (default 500): the shared parameters are fitted on at most this many
+      frames spread over the trials (data weights raised so priors keep their balance), then
+      every frame's pose with them; 0 = all frames.
+    * ``robust``: Cauchy loss on marker distances by iteratively reweighted Gauss-Newton
+      (scale ``robust_scale`` m, default 3 x the median marker error, at least 10 mm):
+      displaced, swapped or mislabelled markers lose their pull; what was down-weighted,
+      where and why is on ``result.quality.issues``. Leave it off for clean data and for
+      comparisons with OpenSim (whose loss is plain least squares).
+
+    Every result carries :class:`~kinfunc.ik.quality.FitQuality` (``result.quality``,
+    ``result.frame_flags``, ``result.marker_flags``).
 
     Returns an :class:`IKResult` (a list of them for a list of trials).
     """
@@ -472,8 +522,14 @@ def solve(
     fit = tuple(fit)
     t_start = _time.perf_counter()
     problem, info = build_problem(model, trials, fit, setup, **options)
+    robust_w = None
+    if robust and solver == "lbfgs":
+        raise IKError("robust=True needs the Gauss-Newton solver (solver='gn' or 'auto')")
+    if start not in ("segments", "root"):
+        raise IKError(f"start='{start}': use 'segments' (segment-by-segment sweep) or 'root' (rigid root fit only)")
+    restarted: tuple[int, ...] = ()
     with torch.inference_mode():  # no gradients flow through the starting point
-        Z0 = _initial_z(problem, info, init, fit)
+        Z0 = _initial_z(problem, info, init, fit, start)
     Z0 = Z0.clone()  # an ordinary tensor again (L-BFGS records a graph from it)
     theta0 = info["theta0"] if problem.n_theta else None
     chosen = "gn" if solver == "auto" else solver
@@ -483,11 +539,10 @@ def solve(
         o = gn_options or GNOptions()
         if max_iter is not None:
             o = dataclasses.replace(o, max_iter=max_iter)
-        if problem.n_theta and problem.n_sets == 1:
-            # stage 1: poses alone with the shared parameters at their start values (independent
-            # frames), so that the joint solve starts near the answer
-            Z0 = solve_gn(_pose_only(problem, theta0), Z0, None, o).Z
-        res = solve_gn(problem, Z0, theta0, o)
+        res, restarted = _solve_gn_staged(problem, Z0, theta0, o, restarts and init is None, shape_frames)
+        if robust:
+            res, robust_w, restarted = _robust_gn(problem, res, theta0, o, restarts and init is None, shape_frames,
+                                                  robust_scale, restarted)
     else:
         o = lbfgs_options or LBFGSOptions()
         if max_iter is not None:
@@ -496,15 +551,110 @@ def solve(
     wall = _time.perf_counter() - t_start
     if not res.converged:
         log.warning("IK (%s) stopped after %d iterations without meeting its tolerance", chosen, res.iterations)
-    out = _results(problem, info, res, info["trials"], fit, chosen, wall)
+    out = _results(problem, info, res, info["trials"], fit, chosen, wall, restarted, robust_w)
     return out[0] if isinstance(trial, MarkerTrial) else out
 
 
-def _pose_only(problem: IKProblem, theta0: Tensor) -> IKProblem:
+def _positions(problem: IKProblem, res: GNResult) -> Tensor:
+    """Marker positions ``(T, M, 3)`` at the result's poses (the solver's own when it kept them)."""
+    if res.positions is not None:
+        return res.positions
+    th = res.theta[0] if res.theta is not None and problem.n_sets == 1 else None
+    if res.theta is not None and problem.n_sets != 1:
+        from ..fk import marker_positions
+
+        q = expand_q(problem, res.Z)
+        return torch.cat([
+            marker_positions(unpack_model(problem, res.theta[k]), q[problem.theta_index == k])
+            for k in range(problem.n_sets)
+        ])  # trials are contiguous and in set order
+    um = unpack_model(problem, th)
+    with torch.no_grad():
+        return problem.plan.evaluate(um, problem.plan.constants(um), expand_q(problem, res.Z), jacobian=False).p
+
+
+def robust_weights(err: Tensor, present: Tensor, scale: Optional[float] = None) -> tuple[Tensor, float]:
+    """Cauchy weights ``1 / (1 + (e / c)^2)`` ``(T, M)`` of marker errors ``err (T, M)`` (m) and
+    the scale ``c`` (m): ``scale`` if given, else 3 x the median error of the present samples,
+    at least 10 mm. Missing samples get weight 0."""
+    if scale is None:
+        e = err[present > 0]
+        scale = max(3.0 * float(e.median()) if e.numel() else 0.0, 0.010)
+    w = 1.0 / (1.0 + (err / scale) ** 2)
+    return torch.where(present > 0, w, torch.zeros_like(w)), float(scale)
+
+
+def _robust_gn(problem: IKProblem, res: GNResult, theta0, o: GNOptions, restarts: bool, shape_frames: int,
+               scale: Optional[float], restarted: tuple[int, ...], max_rounds: int = 8):
+    """Iteratively reweighted Gauss-Newton with the Cauchy loss (:func:`robust_weights`): every
+    round solves the weighted least-squares problem from the last answer, until the weights
+    settle. Returns the result, the final weights ``(T, M)`` and the restarted frames."""
+    w = None
+    done = set(restarted)
+    for _ in range(max_rounds):
+        with torch.no_grad():
+            err = torch.linalg.vector_norm(_positions(problem, res) - problem.X, dim=-1)
+        w_new, _ = robust_weights(err, problem.present, scale)
+        if w is not None and float((w_new - w).abs().max()) < 0.02:
+            break
+        w = w_new
+        rp = dataclasses.replace(problem, present=problem.present * w.sqrt())
+        res, rs = _solve_gn_staged(rp, res.Z, res.theta if res.theta is not None else theta0, o, restarts, shape_frames)
+        done |= set(rs)
+    return res, w, tuple(sorted(done))
+
+
+def _solve_gn_staged(
+    problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], o: GNOptions, restarts: bool, shape_frames: int
+):
+    """Gauss-Newton in stages. Poses first, frames independent (the shared parameters at their
+    start values, no smoothness), and frames that end far above their neighbours restarted from
+    them (:func:`kinfunc.ik.repair.repair`). Then the shared parameters with the poses, on at
+    most ``shape_frames`` frames spread over the trials (their marker weights raised by
+    ``T / n`` so that data and priors keep their balance), and finally the poses of every frame
+    with the fitted parameters (smoothness included), restarted once more where frames are
+    independent. Returns the result and the frames that were restarted."""
+    restarted: set[int] = set()
+    single = problem.n_sets == 1 or problem.n_theta == 0
+    theta = theta0
+    if problem.coupled and single:
+        stage = _pose_only(problem, theta0, smooth=False)
+        Z0 = solve_gn(stage, Z0, None, o).Z
+        if restarts:
+            fixed, rep = repair(stage, Z0, o)
+            Z0, restarted = fixed.Z, set(rep.restarted)
+    T = problem.n_frames
+    if problem.n_theta and single and T > shape_frames > 0:
+        idx = torch.linspace(0, T - 1, shape_frames, device=Z0.device).round().long().unique()
+        sub = dataclasses.replace(_frame_subset(problem, idx), smooth_sqrt_w=0.0)
+        sub = dataclasses.replace(sub, present=sub.present * math.sqrt(T / idx.numel()))
+        theta = solve_gn(sub, Z0.index_select(0, idx), theta0, o).theta
+        res = solve_gn(_pose_only(problem, theta), Z0, None, o)
+        res = dataclasses.replace(res, theta=theta)
+    else:
+        res = solve_gn(problem, Z0, theta0, o)
+        theta = res.theta
+    if restarts and single and problem.smooth_sqrt_w == 0:
+        final = _pose_only(problem, theta, smooth=False) if problem.n_theta else problem
+        fixed, rep = repair(final, res.Z, o)
+        restarted |= set(rep.restarted)
+        if rep.improved:
+            res = dataclasses.replace(
+                res, Z=fixed.Z, positions=fixed.positions, objective=fixed.objective, history=res.history + [fixed.objective]
+            )
+    if problem.n_theta and single:  # the objective of the whole problem at the returned values
+        frames = frame_costs(_pose_only(problem, theta, smooth=False), res.Z)[0].sum()
+        total = float(frames + coupling_cost(problem, res.Z, theta))
+        res = dataclasses.replace(res, objective=total, history=res.history + [total])
+    return res, tuple(sorted(restarted))
+
+
+def _pose_only(problem: IKProblem, theta0: Optional[Tensor], smooth: bool = True) -> IKProblem:
     """The same problem with the shared parameters frozen at ``theta0[k]`` (per frame set)."""
     return dataclasses.replace(
         problem,
-        model=unpack_model(problem, theta0[0]),
+        model=unpack_model(problem, theta0[0]) if theta0 is not None else problem.model,
+        smooth_sqrt_w=problem.smooth_sqrt_w if smooth else 0.0,
         n_theta=0,
         fit_global=False,
         n_scale=0,
@@ -546,7 +696,8 @@ def _solve_shape_only(problem, Z0, theta0, chosen, max_iter, gn_options, lbfgs_o
     return GNResult(Z0, th, float(objective(problem, Z0, th)), n, True, [])
 
 
-def _results(problem: IKProblem, info: dict, res: GNResult, trials, fit, solver: str, wall: float) -> list[IKResult]:
+def _results(problem: IKProblem, info: dict, res: GNResult, trials, fit, solver: str, wall: float,
+             restarted: tuple[int, ...] = (), robust_w: Optional[Tensor] = None) -> list[IKResult]:
     """One :class:`IKResult` per trial (marker positions from the solver when it kept them)."""
     full: Model = info["model_full"]
     used_idx = info["used_marker_index"]
@@ -588,11 +739,17 @@ def _results(problem: IKProblem, info: dict, res: GNResult, trials, fit, solver:
             cntm = pres.sum(0)
             rms_m = torch.where(cntm > 0, (d2.sum(0) / cntm.clamp_min(1)).sqrt(), torch.full_like(d[0], float("nan")))
             mobj = float((d2 * problem.sqrt_w**2).sum())
+            time_k = tr.time.to(dtype=q.dtype, device=q.device)
+            quality = assess(
+                info["markers"], err, rms, problem.X[sl], p, pres, time_k,
+                restarted=[f - sl.start for f in restarted if sl.start <= f < sl.stop],
+                robust_weight=None if robust_w is None else robust_w[sl],
+            )
             out.append(
                 IKResult(
                     q=q,
                     model=fitted,
-                    time=tr.time.to(dtype=q.dtype, device=q.device),
+                    time=time_k,
                     marker_names=info["markers"],
                     marker_error=err,
                     marker_rms=rms,
@@ -609,6 +766,7 @@ def _results(problem: IKProblem, info: dict, res: GNResult, trials, fit, solver:
                     unused_trial_markers=info["unused"][k],
                     missing_model_markers=info["missing"][k],
                     history=tuple(res.history),
+                    quality=quality,
                 )
             )
     return out

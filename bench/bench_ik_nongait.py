@@ -1,0 +1,532 @@
+"""Non-gait IK, kinfunc vs OpenSim 4.6's ``InverseKinematicsTool``, side by side in one run.
+
+Usage::
+
+    python bench/bench_ik_nongait.py [--trials cmu hdm05] [--max-frames N] [--repeats 3]
+                                     [--out bench/results/ik_nongait.json]
+
+Trials (shared data, ``nongait/``): ``cmu`` = ``cmu_85_02.c3d`` (810 frames, CMU 41-marker set,
+jumps and a flip), ``hdm05`` = ``hdm05_bd_05-01_01_120.c3d`` (5920 frames). ``--max-frames N``
+keeps each trial's first N frames (default: all; the default run takes about 1-4 min on a
+2-core machine, hdm05 at full length included: OpenSim's IK runs ~1 ms/frame here).
+
+Per trial:
+
+1. Load (``kf.io.load_c3d``), orient with ``trial.suggest_orientation()``, match the marker names
+   to the built-in ``lower_body("cmu")`` model (as ``kinfunc ik`` does) and keep the matched
+   markers.
+2. Subject-specific model: ``kf.ik.solve(model, trial, fit=("pose", "segment_scales",
+   "marker_offsets"))`` -> ``fitted``.
+3. The fitted model as an OpenSim model. ``kf.io.save_osim(model, path, template)`` cannot write
+   a model without the ``.osim`` it was loaded from (it copies the template and rewrites its
+   frames, translation functions and markers), and the built-in model has none. So the *nominal*
+   built-in model is first built through the ``opensim`` Python API (bodies, CustomJoints with
+   the model's SpatialTransform slot for slot, coordinates with ranges / defaults / clamped flags,
+   markers) and printed as the template; ``save_osim(fitted, ..., template)`` then writes the
+   fitted model (scales baked as OpenSim's ScaleTool would). Checked before any IK: OpenSim's
+   marker positions (``Marker.getLocationInGround``) on the exported file vs ``kf.marker_positions``
+   on ``fitted`` at random poses (max difference reported; the run stops above 1e-6 m). If
+   ``save_osim`` fails, the fitted model itself is built through the API (``--direct-osim`` forces
+   that path).
+4. Pose-only IK with ``fitted`` on the same trial, both engines, all marker weights 1, no
+   coordinate tasks, whole time range: kinfunc ``kf.ik.solve(fitted, trial, fit=("pose",))``
+   (clamped coordinate ranges enforced, its default), timed with torch 1 thread (``--repeats``
+   warm solves, median) and 2 threads (``--repeats-2t``); the fit in step 2 is the warm-up;
+   OpenSim's IK tool built in code (IKMarkerTask weight 1 per model marker, accuracy 1e-5,
+   start/end = the trial's first/last time; it honours clamped coordinate ranges too) on the
+   exported model and the trial written by ``kf.io.write_trc``; ``tool.run()`` timed once (its
+   own log's frame-loop time is also recorded). The engines are interleaved: half of kinfunc's
+   solves, the OpenSim run, the other half, so both see the same state of a shared machine (the
+   1-minute load average around them is recorded). OpenSim's IK is single-threaded.
+5. Scoring, the same code for both: per-frame marker RMS (over the markers present in that frame)
+   of ``kf.marker_positions(fitted, q)`` against the trial, ``q`` = kinfunc's result or OpenSim's
+   ``.mot`` read with ``kf.io.read_mot(path, model=fitted).q_for(fitted)``.
+
+Prints a table and writes JSON to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import kinfunc as kf
+from kinfunc.fk import effective_scales, translation_scales
+from kinfunc.markersets import match
+
+DATA = Path(os.environ.get("KINFUNC_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data") / "nongait"
+TRIALS = {"cmu": "cmu_85_02.c3d", "hdm05": "hdm05_bd_05-01_01_120.c3d"}
+FIT = ("pose", "segment_scales", "marker_offsets")
+
+
+# ----------------------------------------------------------------------------- helpers
+def _run_capturing(fn):
+    """Call ``fn()`` with the process's stdout/stderr (where OpenSim's C++ logger writes) sent to a
+    temporary file; returns ``(fn's value, the captured text)``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile() as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            value = fn()
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+        f.seek(0)
+        return value, f.read().decode(errors="replace")
+
+
+def _opensim_loop_s(text):
+    """OpenSim's own timing of its frame loop, from its log: ``completed N frames in X millisecond(s)``."""
+    hits = re.findall(r"completed (\d+) frames in (\d+) (millisecond|second)", text)
+    if not hits:
+        return None
+    return float(hits[-1][1]) / (1e3 if hits[-1][2] == "millisecond" else 1.0)
+
+
+def load_trial(path: Path, model, max_frames):
+    """Load, orient (suggested), match names to ``model``, keep the matched markers and the first
+    ``max_frames`` frames."""
+    trial = kf.io.load_c3d(path)
+    g = trial.suggest_orientation()
+    trial = trial.reoriented(**dict(g))
+    m = match(model.marker_names, trial.names)
+    trial = trial.renamed({t: mm for mm, t in m.pairs.items() if t != mm})
+    used = [n for n in model.marker_names if n in trial.names]
+    trial = trial.select(used)
+    if max_frames and trial.n_frames > max_frames:
+        trial = dataclasses.replace(trial, xyz=trial.xyz[:max_frames], time=trial.time[:max_frames])
+    info = {"orientation": dict(g), "orientation_reason": getattr(g, "reason", None), "match": str(m),
+            "markers_used": used, "frames": trial.n_frames, "rate_hz": trial.rate,
+            "missing_samples_fraction": float(torch.isnan(trial.xyz[..., 0]).double().mean())}
+    return trial, info
+
+
+# --------------------------------------------------------------- kinfunc model -> OpenSim (API)
+def _slot_spec(model, b, s):
+    """``(coordinate name or None, 'linear'|'constant', params)`` of joint ``b`` slot ``s``."""
+    topo = model.topology
+    names = topo.coordinate_names + topo.dependent_names
+    flat = b * 6 + s
+    for g, params in zip(topo.slot_groups, model.slot_params):
+        if flat in g.outputs:
+            i = g.outputs.index(flat)
+            kind = g.key[0].value
+            p = [float(t[i]) if t.ndim == 1 else t[i].tolist() for t in (x.detach().double().cpu() for x in params)]
+            if kind == "linear":
+                return names[g.inputs[i]], "linear", p
+            if kind == "constant":
+                return None, "constant", p
+            raise NotImplementedError(f"slot function kind {kind} (joint {topo.joint_names[b]}, slot {s})")
+    return None, "constant", [0.0]
+
+
+def _independent_axes(ax, specs):
+    """``ax (6, 3)`` with the axes of idle slots (no coordinate, constant 0: they do not move
+    anything) replaced so that each triple (rotations, translations) is orthogonal to the used
+    axes: OpenSim refuses a CustomJoint with collinear axes (kinfunc's pin and hinge joints leave
+    an idle slot on the canonical axis their own axis uses)."""
+    ax = ax.copy()
+    for lo in (0, 3):
+        idle = [s for s in range(lo, lo + 3) if specs[s][0] is None and specs[s][1] == "constant" and specs[s][2][0] == 0.0]
+        used = [ax[s] / np.linalg.norm(ax[s]) for s in range(lo, lo + 3) if s not in idle]
+        for s in idle:
+            if not used:
+                new = np.eye(3)[s - lo]
+            elif len(used) == 1:
+                e = np.eye(3)[int(np.argmin(np.abs(used[0])))]
+                new = np.cross(used[0], e)
+            else:
+                new = np.cross(used[0], used[1])
+            new = new / np.linalg.norm(new)
+            ax[s] = new
+            used.append(new)
+    return ax
+
+
+def build_osim_api(osim, model, path):
+    """Write ``model`` as an .osim built through the OpenSim API: one Body per body (mass 1, no
+    geometry), one CustomJoint per joint whose SpatialTransform repeats the model's six slots
+    (axes, LinearFunction / Constant; scales baked as OpenSim's ScaleTool would: frame
+    locations and marker offsets times the body's scale, translation functions times
+    :func:`kinfunc.fk.translation_scales` through a MultiplierFunction), coordinates with the
+    model's ranges, defaults, clamped / locked flags, and the markers."""
+    topo = model.topology
+    if topo.dependent_names:
+        raise NotImplementedError("couplers are not written by this builder")
+    with torch.no_grad():
+        s_body, s_parent = effective_scales(model)
+        s_body, s_parent = s_body.double().cpu().numpy(), s_parent.double().cpu().numpy()
+        pl = model.parent_location.detach().double().cpu().numpy() * s_parent
+        cl = model.child_location.detach().double().cpu().numpy() * s_body
+        po = model.parent_orientation.detach().double().cpu().numpy()
+        co = model.child_orientation.detach().double().cpu().numpy()
+        axes = model.axes.detach().double().cpu().numpy()
+        s_tr = translation_scales(model).detach().double().cpu().numpy()
+        off = model.marker_offsets.detach().double().cpu().numpy() * s_body[list(topo.marker_bodies)]
+    v3 = lambda a: osim.Vec3(*(float(x) for x in a))  # noqa: E731
+    specs = [[_slot_spec(model, b, s) for s in range(6)] for b in range(topo.n_bodies)]
+    axes = np.stack([_independent_axes(axes[b], specs[b]) for b in range(topo.n_bodies)])
+    om = osim.Model()
+    om.setName(topo.name)
+    bodies = {}
+    for b, name in enumerate(topo.body_names):
+        body = osim.Body(name, 1.0, osim.Vec3(0), osim.Inertia(0.01, 0.01, 0.01))
+        om.addBody(body)
+        bodies[name] = body
+    for b, jname in enumerate(topo.joint_names):
+        st = osim.SpatialTransform()
+        for s in range(6):
+            ta = st.updTransformAxis(s)
+            coord, kind, p = specs[b][s]
+            names = osim.ArrayStr()
+            if coord is not None:
+                names.append(coord)
+            ta.setCoordinateNames(names)
+            ta.setAxis(v3(axes[b, s]))
+            fn = osim.LinearFunction(p[0], p[1]) if kind == "linear" else osim.Constant(p[0])
+            if s >= 3 and s_tr[b, s - 3] != 1.0:
+                fn.thisown = False  # the MultiplierFunction owns (and deletes) its inner function
+                fn = osim.MultiplierFunction(fn, float(s_tr[b, s - 3]))
+            ta.set_function(fn)
+        parent = om.getGround() if topo.parents[b] < 0 else bodies[topo.body_names[topo.parents[b]]]
+        j = osim.CustomJoint(jname, parent, v3(pl[b]), v3(po[b]), bodies[topo.body_names[b]], v3(cl[b]), v3(co[b]), st)
+        om.addJoint(j)
+    cs = om.updCoordinateSet()
+    for i, c in enumerate(topo.coordinate_names):
+        coord = cs.get(c)
+        lo, hi = topo.coordinate_ranges[i]
+        coord.setRangeMin(float(lo))
+        coord.setRangeMax(float(hi))
+        coord.setDefaultValue(float(topo.coordinate_defaults[i]))
+        coord.setDefaultClamped(bool(topo.coordinate_clamped[i]))
+        coord.setDefaultLocked(bool(topo.coordinate_locked[i]))
+    for i, name in enumerate(topo.marker_names):
+        mk = osim.Marker(name, bodies[topo.body_names[topo.marker_bodies[i]]], v3(off[i]))
+        mk.set_fixed(bool(topo.marker_fixed[i]))
+        om.addMarker(mk)
+    om.finalizeConnections()
+    om.printToXML(str(path))
+    return path
+
+
+def check_osim_fk(osim, path, model, n_poses=20, seed=0):
+    """Max |OpenSim marker position - kf.marker_positions| (m) over ``n_poses`` random poses
+    (clamped coordinates within their ranges, pelvis rotations within +-80 deg, translations
+    within 1 m)."""
+    om = osim.Model(str(path))
+    s = om.initSystem()
+    topo = model.topology
+    g = torch.Generator().manual_seed(seed)
+    lo = torch.tensor([r[0] for r in topo.coordinate_ranges], dtype=torch.float64)
+    hi = torch.tensor([r[1] for r in topo.coordinate_ranges], dtype=torch.float64)
+    lo = torch.maximum(lo, torch.tensor(-1.4)).clone()
+    hi = torch.minimum(hi, torch.tensor(1.4)).clone()
+    q = lo + (hi - lo) * torch.rand(n_poses, topo.n_coordinates, generator=g, dtype=torch.float64)
+    q[:, topo.coordinate_index("pelvis_ty")] += 0.95
+    ref = kf.marker_positions(model, q.to(model.dtype)).double().numpy()
+    cs = om.getCoordinateSet()
+    ms = om.getMarkerSet()
+    worst = 0.0
+    names_os = [cs.get(i).getName() for i in range(cs.getSize())]
+    missing = [c for c in topo.coordinate_names if c not in names_os]
+    if missing:
+        raise RuntimeError(f"{path}: OpenSim model lacks coordinates {missing}")
+    for k in range(n_poses):
+        for i, c in enumerate(topo.coordinate_names):
+            cs.get(c).setValue(s, float(q[k, i]), False)
+        om.realizePosition(s)
+        for mi, name in enumerate(topo.marker_names):
+            p = ms.get(name).getLocationInGround(s)
+            d = max(abs(p.get(a) - ref[k, mi, a]) for a in range(3))
+            worst = max(worst, d)
+    return worst
+
+
+# ------------------------------------------------------------------------------ OpenSim IK
+def run_opensim_ik(osim, osim_path, trc_path, marker_names, t0, t1, folder):
+    tool = osim.InverseKinematicsTool()
+    om = osim.Model(str(osim_path))  # keep a reference: the tool does not own it
+    tool.setModel(om)
+    tool.setName("nongait")
+    tool.setMarkerDataFileName(str(trc_path))
+    tasks = tool.getIKTaskSet()
+    for n in marker_names:
+        t = osim.IKMarkerTask()
+        t.setName(n)
+        t.setApply(True)
+        t.setWeight(1.0)
+        tasks.cloneAndAppend(t)
+    tool.set_accuracy(1e-5)
+    tool.setStartTime(float(t0))
+    tool.setEndTime(float(t1))
+    tool.set_results_directory(str(folder))
+    mot = Path(folder) / "opensim_ik.mot"
+    tool.setOutputMotionFileName(str(mot))
+    t_start = time.perf_counter()
+    ok, log = _run_capturing(tool.run)
+    wall = time.perf_counter() - t_start
+    if not ok:
+        raise RuntimeError("OpenSim IK failed:\n" + log[-3000:])
+    errs = sorted(Path(folder).glob("*marker_errors.sto"))
+    return wall, _opensim_loop_s(log), mot, (errs[0] if errs else None), log
+
+
+# --------------------------------------------------------------------------------- scoring
+def per_frame_rms(model, q, trial):
+    """Per-frame marker RMS (m) over the markers present in the frame; NaN if none is."""
+    with torch.no_grad():
+        p = kf.marker_positions(model, q.to(model.dtype)).double()  # (T, M, 3)
+    idx = [model.marker_names.index(n) for n in trial.names]
+    x = trial.xyz.double()
+    d2 = (p[:, idx] - x).square().sum(-1)  # (T, M), NaN where missing
+    present = ~torch.isnan(d2)
+    n = present.sum(-1)
+    rms = torch.sqrt(torch.where(present, d2, torch.zeros_like(d2)).sum(-1) / n.clamp(min=1))
+    return torch.where(n > 0, rms, torch.full_like(rms, math.nan))
+
+
+def stats_mm(rms):
+    r = rms[~torch.isnan(rms)] * 1e3
+    return {
+        "frames_scored": int(r.numel()),
+        "mean_mm": float(r.mean()),
+        "median_mm": float(r.median()),
+        "p99_mm": float(torch.quantile(r, 0.99)),
+        "max_mm": float(r.max()),
+        "frames_gt_25mm": int((r > 25).sum()),
+        "frames_gt_40mm": int((r > 40).sum()),
+    }
+
+
+def limit_violations(model, q):
+    topo = model.topology
+    lo, hi = model.coordinate_limits()
+    cl = torch.tensor(topo.coordinate_clamped)
+    q = q.double()
+    over = torch.clamp(q - hi.double(), min=0) + torch.clamp(lo.double() - q, min=0)
+    over = over[:, cl]
+    return float(over.max()) if over.numel() else 0.0
+
+
+# ------------------------------------------------------------------------------------ main
+def bench_trial(key, args, osim, workdir):
+    model = kf.models.lower_body("cmu", dtype=torch.float64)
+    trial, info = load_trial(DATA / TRIALS[key], model, args.max_frames.get(key))
+    out = {"file": TRIALS[key], **info}
+    print(f"[{key}] {trial.n_frames} frames x {trial.n_markers} markers, orientation {dict(info['orientation'])}", flush=True)
+
+    # 1. subject-specific model
+    torch.set_num_threads(args.fit_threads)
+    t0 = time.perf_counter()
+    fit_res = kf.ik.solve(model, trial, fit=FIT)
+    out["fit"] = {"wall_s": time.perf_counter() - t0, "torch_threads": args.fit_threads, "summary": fit_res.summary(),
+                  "mean_rms_mm": 1e3 * float(fit_res.marker_rms.nanmean()),
+                  "body_scales": {b: fit_res.model.body_scales[i].tolist() for i, b in enumerate(model.body_names)}}
+    fitted = fit_res.model
+    print(f"[{key}] fit: {fit_res.summary()}", flush=True)
+
+    # 2. the fitted model as .osim + FK check
+    folder = Path(workdir) / key
+    folder.mkdir(parents=True, exist_ok=True)
+    exp = {"save_osim_needs_template": True}
+    export = folder / "fitted.osim"
+    template = folder / "template_nominal_api.osim"
+    build_osim_api(osim, model, template)
+    exp["template_check_max_m"] = check_osim_fk(osim, template, model)
+    used = None
+    if not args.direct_osim:
+        try:
+            kf.io.save_osim(fitted, export, template)
+            exp["save_osim_check_max_m"] = check_osim_fk(osim, export, fitted)
+            exp["load_osim_roundtrip_max_m"] = float(
+                (kf.marker_positions(kf.io.load_osim(export), fitted.default_q()) - kf.marker_positions(fitted, fitted.default_q())).abs().max())
+            if exp["save_osim_check_max_m"] < 1e-6:
+                used = "save_osim(fitted, template=API-built nominal model)"
+        except Exception as e:  # noqa: BLE001 - reported, then the direct build is used
+            exp["save_osim_error"] = f"{type(e).__name__}: {e}"
+    if used is None:
+        export = folder / "fitted_api.osim"
+        build_osim_api(osim, fitted, export)
+        exp["direct_api_check_max_m"] = check_osim_fk(osim, export, fitted)
+        used = "fitted model built directly through the OpenSim API"
+    exp["used"] = used
+    exp["check_max_m"] = exp.get("save_osim_check_max_m") if "save_osim" in used else exp["direct_api_check_max_m"]
+    out["osim_export"] = exp
+    print(f"[{key}] .osim export: {used}; OpenSim vs kinfunc marker positions at 20 random poses: "
+          f"max {exp['check_max_m']:.2e} m (template {exp['template_check_max_m']:.2e} m)", flush=True)
+    if exp["check_max_m"] > 1e-6:
+        raise RuntimeError(f"exported model disagrees with kinfunc FK by {exp['check_max_m']} m: comparison meaningless")
+
+    # 3./4. pose-only IK, both engines. Timings interleaved (kinfunc 1 and 2 threads, OpenSim,
+    # kinfunc 1 and 2 threads again) so that both see the same state of a shared machine.
+    trc = folder / "trial.trc"
+    kf.io.write_trc(trc, trial)
+    kfo = {"threads": {"1": {"all_s": []}, "2": {"all_s": []}}}
+    res = None
+
+    def kf_round():
+        nonlocal res
+        for nt, n in ((1, args.repeats), (2, args.repeats_2t)):
+            torch.set_num_threads(nt)
+            for _ in range(max(1, (n + 1) // 2)):
+                t0 = time.perf_counter()
+                r = kf.ik.solve(fitted, trial, fit=("pose",))
+                kfo["threads"][str(nt)]["all_s"].append(time.perf_counter() - t0)
+                if nt == 1:
+                    res = r
+        torch.set_num_threads(1)
+
+    load = [os.getloadavg()[0]]
+    kf_round()
+    load.append(os.getloadavg()[0])
+    wall, loop, mot, sto, log = run_opensim_ik(osim, export, trc, trial.names, float(trial.time[0]), float(trial.time[-1]), folder)
+    load.append(os.getloadavg()[0])
+    kf_round()
+    load.append(os.getloadavg()[0])
+    for v in kfo["threads"].values():
+        v["median_s"] = statistics.median(v["all_s"])
+        v["min_s"] = min(v["all_s"])
+    kfo["iterations"] = res.iterations
+    kfo["converged"] = bool(res.converged) if not isinstance(res.converged, torch.Tensor) else bool(res.converged.all())
+    kfo["summary"] = res.summary()
+    q_kf = res.q.double()
+    kfo["max_clamped_limit_violation"] = limit_violations(fitted, q_kf)
+    out["load_avg_1min_around_timings"] = load
+    motion = kf.io.read_mot(mot, model=fitted)
+    q_os = motion.q_for(fitted).double()
+    oso = {"run_s": wall, "frame_loop_s_from_log": loop, "frames_in_mot": int(q_os.shape[0]),
+           "max_clamped_limit_violation": limit_violations(fitted, q_os)}
+    if sto is not None:
+        e = kf.io.read_sto(sto) if hasattr(kf.io, "read_sto") else kf.io.read_mot(sto)
+        if "marker_error_RMS" in e.names:
+            oso["own_reported_mean_rms_mm"] = 1e3 * float(e.values[:, e.names.index("marker_error_RMS")].double().mean())
+    if q_os.shape[0] != trial.n_frames:
+        # align by time (OpenSim's .mot should hold every frame of the range)
+        tt = motion.time.double()
+        idx = torch.searchsorted(tt, trial.time.double() - 1e-6).clamp(max=len(tt) - 1)
+        oso["note"] = f".mot has {q_os.shape[0]} rows for {trial.n_frames} frames; aligned by time"
+        q_os = q_os[idx]
+
+    # 5. scoring
+    rms_kf = per_frame_rms(fitted, q_kf, trial)
+    rms_os = per_frame_rms(fitted, q_os, trial)
+    kfo.update(stats_mm(rms_kf))
+    kfo["own_reported_mean_rms_mm"] = 1e3 * float(res.marker_rms.nanmean())
+    oso.update(stats_mm(rms_os))
+    diff = (rms_kf - rms_os) * 1e3
+    ok = ~torch.isnan(diff)
+    d = diff[ok]
+    worse = torch.nonzero(ok & (diff > 0.5)).flatten()
+    better = torch.nonzero(ok & (diff < -0.5)).flatten()
+    out["kinfunc"] = kfo
+    out["opensim"] = oso
+    out["diff_kinfunc_minus_opensim"] = {
+        "mean_mm": float(d.mean()), "max_mm": float(d.max()), "min_mm": float(d.min()),
+        "frames_kinfunc_worse_gt_0.5mm": int(worse.numel()),
+        "frames_kinfunc_better_gt_0.5mm": int(better.numel()),
+        "worse_frames_first_50": worse[:50].tolist(),
+        "worse_frames_time_s_first_50": [round(float(trial.time[i]), 4) for i in worse[:50]],
+    }
+    out["time_ratio_opensim_run_over_kinfunc"] = {nt: wall / v["median_s"] for nt, v in kfo["threads"].items()}
+    if loop:
+        out["time_ratio_opensim_frame_loop_over_kinfunc"] = {nt: loop / v["median_s"] for nt, v in kfo["threads"].items()}
+    out["per_frame_rms_mm"] = {"kinfunc": [round(float(x) * 1e3, 3) for x in rms_kf],
+                               "opensim": [round(float(x) * 1e3, 3) for x in rms_os]}
+    return out
+
+
+def _table(results):
+    rows = []
+    hdr = ("trial", "engine", "frames", "mean", "median", "p99", "max", ">25", ">40", "time s", "OpenSim/kf")
+    rows.append(hdr)
+    for key, r in results.items():
+        for eng in ("kinfunc", "opensim"):
+            e = r[eng]
+            if eng == "kinfunc":
+                t = f"{e['threads']['1']['median_s']:.3f} (2t {e['threads']['2']['median_s']:.3f})"
+                ratio = f"{r['time_ratio_opensim_run_over_kinfunc']['1']:.1f}x (2t {r['time_ratio_opensim_run_over_kinfunc']['2']:.1f}x)"
+            else:
+                loop = e.get("frame_loop_s_from_log")
+                t = f"{e['run_s']:.3f}" + (f" (loop {loop:.3f})" if loop else "")
+                ratio = ""
+            rows.append((key, eng, str(e["frames_scored"]), f"{e['mean_mm']:.2f}", f"{e['median_mm']:.2f}",
+                         f"{e['p99_mm']:.2f}", f"{e['max_mm']:.1f}", str(e["frames_gt_25mm"]), str(e["frames_gt_40mm"]), t, ratio))
+    w = [max(len(row[i]) for row in rows) for i in range(len(hdr))]
+    lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(row)) for row in rows]
+    lines.insert(1, "  ".join("-" * x for x in w))
+    lines.append("(marker RMS per frame in mm, scored by the same FK; time = kinfunc median solve, 1 torch thread "
+                 "(2 threads); OpenSim tool.run() wall (its logged frame loop))")
+    for key, r in results.items():
+        d = r["diff_kinfunc_minus_opensim"]
+        lines.append(f"{key}: kinfunc - OpenSim per-frame RMS: mean {d['mean_mm']:+.3f} mm, max {d['max_mm']:+.2f} mm, "
+                     f"min {d['min_mm']:+.2f} mm; kinfunc worse by >0.5 mm in {d['frames_kinfunc_worse_gt_0.5mm']} frames, "
+                     f"better by >0.5 mm in {d['frames_kinfunc_better_gt_0.5mm']}; .osim check max "
+                     f"{r['osim_export']['check_max_m']:.1e} m ({r['osim_export']['used']})")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", nargs="*", default=list(TRIALS), choices=list(TRIALS))
+    ap.add_argument("--max-frames", type=int, default=None, help="keep each trial's first N frames (default all)")
+    ap.add_argument("--repeats", type=int, default=6,
+                    help="timed kinfunc pose solves with 1 torch thread (median; half before, half after the OpenSim run)")
+    ap.add_argument("--repeats-2t", type=int, default=2,
+                    help="the same with 2 torch threads (few: on a loaded 2-core machine they can take 10x longer)")
+    ap.add_argument("--fit-threads", type=int, default=1, help="torch threads for the (untimed-for-comparison) model fit")
+    ap.add_argument("--direct-osim", action="store_true", help="skip save_osim; build the fitted model through the API")
+    ap.add_argument("--keep", default=None, help="folder to keep the .osim/.trc/.mot files in (default: a temp folder)")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "ik_nongait.json"))
+    args = ap.parse_args()
+    args.max_frames = {k: args.max_frames for k in TRIALS}
+    try:
+        import opensim as osim
+    except ImportError:
+        sys.exit("opensim is not installed (pip install opensim): this benchmark compares against it")
+    osim.Logger.removeFileSink()
+    osim.Logger.setLevelString("info")  # OpenSim logs its frame-loop time; captured, not printed
+    kf.retain_freed_memory()
+    t_all = time.perf_counter()
+    workdir = args.keep or tempfile.mkdtemp(prefix="kf_ik_nongait_")
+    results = {}
+    for key in args.trials:
+        results[key] = bench_trial(key, args, osim, workdir)
+    total = time.perf_counter() - t_all
+    table = _table(results)
+    print()
+    print(table)
+    print(f"total run time {total:.1f} s; files in {workdir}")
+    doc = {
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
+                    "torch": torch.__version__, "opensim": getattr(osim, "__version__", None)},
+        "args": {"trials": args.trials, "max_frames": args.max_frames, "repeats": args.repeats,
+                 "repeats_2t": args.repeats_2t, "fit_threads": args.fit_threads},
+        "total_run_s": total,
+        "table": table,
+        "trials": results,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Temporal propagation: frames that end far above their neighbours are restarted from them.
+
+A solve whose frames are independent (poses only, no smoothness) can leave a frame in a wrong
+basin even from a good start (a limb passing a joint limit, a brief marker dropout). Its cost
+then stands out against the frames around it, whose poses are usually a good start for it.
+:func:`repair` finds such frames (:func:`outlier_frames`), solves each again from the nearest
+good frame before it and after it (all of them in one batch), keeps whichever pose is lowest,
+and repeats until no frame improves. Every frame's cost can only go down, so whole-trial IK is
+never worse than the per-frame solve it started from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor
+
+from .gn import GNOptions, GNResult, _frame_subset, frame_costs, solve_gn
+from .problem import IKProblem
+
+__all__ = ["frame_rms", "outlier_frames", "repair"]
+
+
+def frame_rms(problem: IKProblem, cost: Tensor) -> Tensor:
+    """Per-frame weighted RMS marker distance ``(T,)`` (m) from per-frame costs ``(T,)``:
+    ``sqrt(cost / sum_m w_m present_tm)`` (NaN where no marker is present)."""
+    wsum = (problem.present * problem.sqrt_w**2).sum(-1)
+    return torch.where(wsum > 0, (cost.clamp_min(0) / wsum.clamp_min(1e-30)).sqrt(), torch.full_like(cost, float("nan")))
+
+
+def local_median(e: Tensor, trial_id: Tensor, half_window: int) -> Tensor:
+    """Median of ``e (T,)`` over frames ``t - h .. t + h`` of the same trial, itself excluded
+    (NaN entries ignored)."""
+    T = e.shape[0]
+    h = max(int(half_window), 1)
+    pad = torch.full((h,), float("nan"), dtype=e.dtype, device=e.device)
+    ep = torch.cat((pad, e, pad))
+    tp = torch.cat((torch.full((h,), -1, device=e.device), trial_id, torch.full((h,), -1, device=e.device)))
+    win = ep.unfold(0, 2 * h + 1, 1)  # (T, 2h + 1)
+    same = tp.unfold(0, 2 * h + 1, 1) == trial_id[:, None]
+    win = torch.where(same, win, torch.full_like(win, float("nan")))
+    win = torch.cat((win[:, :h], win[:, h + 1 :]), 1)
+    return torch.nanmedian(win, dim=1).values if T else e
+
+
+def outlier_frames(
+    rms: Tensor, trial_id: Tensor, half_window: int = 15, ratio: float = 1.5, margin: float = 0.004
+) -> Tensor:
+    """Frames whose RMS ``(T,)`` (m) stands out from the frames around them: above ``ratio``
+    times the local median plus ``margin`` (m). Returns ``(T,)`` bool."""
+    med = local_median(rms, trial_id, half_window)
+    med = torch.where(torch.isfinite(med), med, torch.zeros_like(med))
+    return torch.isfinite(rms) & (rms > ratio * med + margin)
+
+
+def _nearest_good(good: Tensor, trial_id: Tensor) -> tuple[Tensor, Tensor]:
+    """For every frame the nearest good frame at or before it and at or after it, in the same
+    trial (``-1`` where there is none)."""
+    T = good.shape[0]
+    idx = torch.arange(T, device=good.device)
+    prev = torch.where(good, idx, torch.full_like(idx, -1)).cummax(0).values
+    nxt = torch.where(good, idx, torch.full_like(idx, T)).flip(0).cummin(0).values.flip(0)
+    prev = torch.where((prev >= 0) & (trial_id[prev.clamp_min(0)] == trial_id), prev, torch.full_like(prev, -1))
+    ok_n = (nxt < T) & (trial_id[nxt.clamp_max(T - 1)] == trial_id)
+    nxt = torch.where(ok_n, nxt, torch.full_like(nxt, -1))
+    return prev, nxt
+
+
+@dataclasses.dataclass(frozen=True)
+class RepairReport:
+    """What :func:`repair` did: ``rounds`` run, ``restarted`` frames tried, ``improved`` frames
+    whose cost went down (indices into the problem's frames)."""
+
+    rounds: int = 0
+    restarted: tuple[int, ...] = ()
+    improved: tuple[int, ...] = ()
+
+
+def repair(
+    problem: IKProblem, Z: Tensor, opts: GNOptions = GNOptions(), max_rounds: int = 6
+) -> tuple[GNResult, RepairReport]:
+    """Restart outlier frames of an independent-frame ``problem`` (no shared parameters, no
+    smoothness) from their neighbours; ``Z (T, Cf)`` the solved poses. Returns the result
+    (poses, total cost, marker positions) and a :class:`RepairReport`."""
+    if problem.coupled:
+        raise ValueError("repair: frames must be independent (no shared parameters, no smoothness)")
+    cost, P = frame_costs(problem, Z)
+    tried: set[int] = set()
+    improved: set[int] = set()
+    rounds = 0
+    for rounds in range(1, max_rounds + 1):
+        rms = frame_rms(problem, cost)
+        bad = outlier_frames(rms, problem.trial_id)
+        if not bool(bad.any()):
+            rounds -= 1
+            break
+        prev, nxt = _nearest_good(~bad, problem.trial_id)
+        bi = torch.nonzero(bad).flatten()
+        seeds, frames = [], []
+        for src in (prev, nxt):
+            s = src.index_select(0, bi)
+            ok = s >= 0
+            seeds.append(s[ok])
+            frames.append(bi[ok])
+        fr = torch.cat(frames)
+        if fr.numel() == 0:
+            break
+        tried |= set(fr.tolist())
+        sub = _frame_subset(problem, fr)
+        res = solve_gn(sub, Z.index_select(0, torch.cat(seeds)), None, opts)
+        c_new, P_new = frame_costs(sub, res.Z)
+        # best candidate per frame: scatter-min over the candidates, then compare with the current cost
+        best = torch.full_like(cost, float("inf")).scatter_reduce(0, fr, c_new, reduce="amin")
+        better = best < cost * (1 - 1e-9)
+        if not bool(better.any()):
+            break
+        pick = better.index_select(0, fr) & (c_new == best.index_select(0, fr))
+        # one candidate per frame (the first of equals): the lowest candidate position per frame
+        n = fr.numel()
+        cand = torch.where(pick, torch.arange(n, device=fr.device), torch.full_like(fr, n))
+        first = torch.full_like(cost, n, dtype=fr.dtype).scatter_reduce(0, fr, cand, reduce="amin")
+        k = first[first < n]
+        tgt = fr.index_select(0, k)
+        Z = Z.index_copy(0, tgt, res.Z.index_select(0, k))
+        cost = cost.index_copy(0, tgt, c_new.index_select(0, k))
+        P = P.index_copy(0, tgt, P_new.index_select(0, k))
+        improved |= set(tgt.tolist())
+    report = RepairReport(rounds, tuple(sorted(tried)), tuple(sorted(improved)))
+    return GNResult(Z, None, float(cost.sum()), 0, True, [float(cost.sum())], P), report
