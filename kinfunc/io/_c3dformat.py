@@ -35,9 +35,9 @@ class C3DInfo:
     processor: str
     n_points: int  # header word 2
     analog_per_frame: int  # header word 3 (all channels x samples)
-    first_frame: int  # 1-based, header word 4 (or TRIAL:ACTUAL_START_FIELD)
+    first_frame: int  # 1-based, header word 4 (or TRIAL:ACTUAL_START_FIELD); 0 for 0-based writers
     last_frame: int
-    n_frames: int
+    n_frames: int  # see read_structure for the rules (header, POINT:FRAMES, TRIAL fields)
     scale: float
     data_start: int  # 1-based block
     rate: float
@@ -47,6 +47,11 @@ class C3DInfo:
     irregular: list
     param_end: int  # byte offset after the parameter section
     size: int
+    # where n_frames came from: "header", "POINT:FRAMES", "header and POINT:FRAMES" (agreeing),
+    # or "TRIAL:ACTUAL_START_FIELD/ACTUAL_END_FIELD" (trials longer than 65535 frames)
+    frames_from: str = "header"
+    # integer storage: file units per integer step, |POINT:SCALE| (as ezc3d), else |header scale|
+    int_scale: float = 0.0
 
     @property
     def is_float(self) -> bool:
@@ -244,26 +249,27 @@ def read_structure(buf: bytes, rep: Report) -> C3DInfo:
             return x + 65536 if x < 0 else x
         return None
 
-    used = pint("POINT", "USED")
-    if used is not None and used != n_points:
-        rep.warn(f"header says {n_points} points per frame, POINT:USED says {used}; using the header (data layout)")
-    n_frames = last - first + 1 if last >= first else 0
-    # long trials: 16-bit header frame numbers overflow; TRIAL:ACTUAL_*_FIELD hold 32-bit numbers
-    st, en = params.get("TRIAL", {}).get("ACTUAL_START_FIELD"), params.get("TRIAL", {}).get("ACTUAL_END_FIELD")
-    if isinstance(st, np.ndarray) and isinstance(en, np.ndarray) and st.size >= 2 and en.size >= 2:
-        s32 = int(st[0] & 0xFFFF) + (int(st[1] & 0xFFFF) << 16)
-        e32 = int(en[0] & 0xFFFF) + (int(en[1] & 0xFFFF) << 16)
-        if e32 >= s32 and e32 - s32 + 1 > n_frames:
-            first, last, n_frames = s32, e32, e32 - s32 + 1
-    # POINT:FRAMES may also hold the true count (as int16 wrapped past 32767, or as a float)
-    pf_raw = params.get("POINT", {}).get("FRAMES")
-    if isinstance(pf_raw, np.ndarray) and pf_raw.size:
-        v = float(pf_raw.reshape(-1)[0])
-        pf = int(v) + 65536 if v < 0 else int(v)
-        fbytes = (4 * n_points + analog_per_frame) * (4 if scale < 0 else 2)
-        if pf > n_frames and fbytes and (data_start - 1) * 512 + pf * fbytes <= size:
-            rep.warn(f"header frames {first}..{last} ({n_frames}) overflowed; POINT:FRAMES = {pf} used")
-            last, n_frames = first + pf - 1, pf
+    # --- storage: float where the header scale is negative; integers scaled by POINT:SCALE ---
+    int_scale = abs(scale)
+    ps = params.get("POINT", {}).get("SCALE")
+    psv = abs(float(ps.reshape(-1)[0])) if isinstance(ps, np.ndarray) and ps.size else 0.0
+    if np.isfinite(psv) and psv != 0:
+        if scale >= 0 and n_points and abs(psv - int_scale) > 1e-6 * psv:
+            rep.warn(f"header scale factor {scale:g} differs from POINT:SCALE {psv:g}; using POINT:SCALE")
+        int_scale = psv
+
+    # --- where the data start ------------------------------------------------------------
+    # header word 9 (what ezc3d uses); POINT:DATA_START only where the header's is unusable
+    def usable_start(block: Optional[int]) -> bool:
+        return block is not None and block >= 2 and (block - 1) * 512 >= poff + 4 and (block - 1) * 512 <= size
+
+    if n_points and not usable_start(data_start):
+        pds = pint("POINT", "DATA_START")
+        if usable_start(pds):
+            assert pds is not None
+            irregular.append(f"header word 9 (data start) is {data_start}")
+            rep.warn(f"header word 9 says the data start at block {data_start}; POINT:DATA_START = {pds} used")
+            data_start = pds
     if n_points and data_start < 2:
         raise rep.error(f"corrupt header: data section said to start at block {data_start}")
     dstart = (data_start - 1) * 512
@@ -271,6 +277,150 @@ def read_structure(buf: bytes, rep: Report) -> C3DInfo:
         raise rep.error(
             f"corrupt header: data section (block {data_start}) starts before the parameter section (block {pblock})"
         )
+
+    # --- how many frames -----------------------------------------------------------------
+    # 1. header words 4-5: first..last frame, 16-bit unsigned, 1-based; a first frame of 0 is
+    #    a writer counting from 0 (last is then 0-based too: last + 1 frames, as ezc3d reads it)
+    # 2. POINT:FRAMES, when present and non-zero, is the frame count (ezc3d's rule): int16,
+    #    wrapped past 32767 (unsigned), or a float. Where it and the header disagree, the one the
+    #    data section holds wins (a stale header or a stale POINT:FRAMES), POINT:FRAMES if both.
+    # 3. TRIAL:ACTUAL_START_FIELD / ACTUAL_END_FIELD (32-bit, two 16-bit words each, low word
+    #    first) only for trials past frame 65535, which the 16-bit fields cannot hold: used
+    #    where those are saturated (65535) or hold the TRIAL count modulo 65536 (POINT:FRAMES
+    #    where present, else the header), and the data section holds the frames; otherwise they
+    #    are acquisition numbers (a cropped trial keeps them) and say nothing about the file.
+    # 4. a count of exactly 65535, or a header last frame of 65535 (and no TRIAL fields used),
+    #    may mean "more": then every complete frame of the data section is read (below).
+    pf: Optional[int] = None
+    pf_raw = params.get("POINT", {}).get("FRAMES")
+    if isinstance(pf_raw, np.ndarray) and pf_raw.size:
+        v = float(pf_raw.reshape(-1)[0])
+        if np.isfinite(v):
+            pf = int(v)
+            if pf < 0 and pf_raw.dtype.kind in "iu":
+                pf += 65536  # int16 holding 32768..65535
+            if pf <= 0:
+                pf = None  # 0: not filled in (Kistler writes no points)
+    last_word = last
+    n_frames = last - first + 1 if last >= first else 0
+    wbytes = 4 if scale < 0 else 2
+
+    # end of the point/analog data: the ROTATION section where there is one, else the file end
+    data_end = size
+    rot = pint("ROTATION", "DATA_START")
+    if rot is not None and dstart < (rot - 1) * 512 < size:
+        data_end = (rot - 1) * 512
+
+    # frame layout: header words 2 (points) and 3 (analog words); ezc3d takes POINT:USED and
+    # ANALOG:USED x ANALOG:RATE / POINT:RATE instead. Where they differ, the parameters are used
+    # where the data section is exactly as long as they say (up to the zero padding of the last
+    # block); otherwise the header (reported)
+    used = pint("POINT", "USED")
+    a_par = analog_per_frame
+    a_used = pint("ANALOG", "USED")
+    a_rate, p_rate = params.get("ANALOG", {}).get("RATE"), params.get("POINT", {}).get("RATE")
+    if (
+        a_used is not None
+        and isinstance(a_rate, np.ndarray) and a_rate.size
+        and isinstance(p_rate, np.ndarray) and p_rate.size and float(p_rate.reshape(-1)[0]) > 0
+    ):
+        ratio = float(a_rate.reshape(-1)[0]) / float(p_rate.reshape(-1)[0])
+        if np.isfinite(ratio) and 0 <= ratio < 65536 and abs(ratio - round(ratio)) < 1e-6:
+            a_par = a_used * int(round(ratio))
+    p_par = n_points if used is None else used
+    if (p_par, a_par) != (n_points, analog_per_frame):
+        counts = [n for n in (n_frames, pf) if n]
+
+        def exact(p: int, a: int) -> bool:  # the data end there, or zero padding follows
+            for n in counts:
+                end = dstart + n * (4 * p + a) * wbytes
+                if 0 <= data_end - end < 512 and not any(buf[end:data_end]):
+                    return True
+            return False
+
+        if counts and dstart >= poff + 4 and exact(p_par, a_par):
+            irregular.append("header words 2-3 (points, analog words per frame) disagree with POINT/ANALOG")
+            rep.warn(
+                f"header words 2-3 say {n_points} points and {analog_per_frame} analog words per frame, the "
+                f"parameters (POINT:USED, ANALOG:USED x ANALOG:RATE / POINT:RATE) {p_par} and {a_par}; the "
+                "data section holds the latter: used"
+            )
+            n_points, analog_per_frame = p_par, a_par
+        elif p_par != n_points:
+            rep.warn(
+                f"header says {n_points} points per frame, POINT:USED says {p_par}; using the header (data layout)"
+            )
+    fbytes = (4 * n_points + analog_per_frame) * wbytes
+
+    def holds(n: int) -> bool:
+        return fbytes == 0 or dstart + n * fbytes <= data_end
+
+    frames_from = "header"
+    if first == 0 and n_frames > 1 and not holds(n_frames) and holds(n_frames - 1):
+        # 0..last read as 0-based does not fit, 1..last does: the writer meant a count
+        rep.warn(f"header frames 0..{last}: read as {last} frames (1..{last}), what the data section holds")
+        first, n_frames = 1, last
+    if pf is not None and pf != n_frames:
+        if holds(pf) or not holds(n_frames) or n_frames == 0:
+            rep.warn(
+                f"header frames {first}..{last} ({n_frames} frames) and POINT:FRAMES = {pf} disagree; "
+                f"using POINT:FRAMES"
+            )
+            last, n_frames, frames_from = first + pf - 1, pf, "POINT:FRAMES"
+        else:
+            rep.warn(
+                f"POINT:FRAMES = {pf}, but the data section holds only the {n_frames} frames of the header "
+                f"({first}..{last}); using the header"
+            )
+    elif pf is not None:
+        frames_from = "header and POINT:FRAMES"
+    st, en = params.get("TRIAL", {}).get("ACTUAL_START_FIELD"), params.get("TRIAL", {}).get("ACTUAL_END_FIELD")
+    if isinstance(st, np.ndarray) and isinstance(en, np.ndarray) and st.size >= 2 and en.size >= 2:
+        if st.dtype.kind in "iu" and en.dtype.kind in "iu":
+            s32 = int(st.reshape(-1)[0] & 0xFFFF) + (int(st.reshape(-1)[1] & 0xFFFF) << 16)
+            e32 = int(en.reshape(-1)[0] & 0xFFFF) + (int(en.reshape(-1)[1] & 0xFFFF) << 16)
+            nt = e32 - s32 + 1
+            if pf is None:  # the header alone: its last frame saturated, or wrapped
+                beyond = last_word == 0xFFFF or nt % 0x10000 == n_frames % 0x10000
+            else:  # POINT:FRAMES saturated, or wrapped
+                beyond = nt > 0xFFFF and (pf == 0xFFFF or nt % 0x10000 == pf % 0x10000)
+            if e32 >= s32 and e32 > 0xFFFF and nt > n_frames and beyond:
+                if holds(nt) or not holds(n_frames):
+                    rep.warn(
+                        f"{nt} frames: more than the 16-bit header and POINT:FRAMES hold ({n_frames}); "
+                        f"frames {s32}..{e32} of TRIAL:ACTUAL_START_FIELD/ACTUAL_END_FIELD used"
+                    )
+                    first, last, n_frames, frames_from = s32, e32, nt, "TRIAL:ACTUAL_START_FIELD/ACTUAL_END_FIELD"
+                else:  # a trial cropped from a longer acquisition
+                    rep.warn(
+                        f"TRIAL:ACTUAL_START_FIELD/ACTUAL_END_FIELD span {nt} frames ({s32}..{e32}), more than the "
+                        f"data section holds; the {n_frames} frames of the header/POINT:FRAMES used"
+                    )
+    if (
+        fbytes
+        and dstart >= poff + 4
+        and not frames_from.startswith("TRIAL")
+        and (n_frames == 0xFFFF or last_word == 0xFFFF)
+    ):
+        # the 16-bit fields are saturated: 65535 is also what a 16-bit writer puts for "more".
+        # Every complete frame of the data section is read (as ezc3d does for a count of 65535)
+        # -- up to the ROTATION section where there is one, and without the all-zero frames
+        # that pad the last 512-byte block -- where the count says 65535, where the header's
+        # last frame is 65535 and POINT:FRAMES says nothing, or where POINT:FRAMES holds that
+        # number of frames modulo 65536 (an int16 wrapped twice)
+        avail = max(0, (data_end - dstart) // fbytes)
+        if avail > n_frames:
+            tail = np.frombuffer(buf, np.uint8, count=(avail - n_frames) * fbytes, offset=dstart + n_frames * fbytes)
+            nonzero = np.flatnonzero(tail.reshape(-1, fbytes).any(axis=1))
+            n_all = n_frames + (int(nonzero[-1]) + 1 if nonzero.size else 0)
+            if n_all > n_frames and (
+                n_frames == 0xFFFF or pf is None or (n_all > 0xFFFF and n_all % 0x10000 == pf % 0x10000)
+            ):
+                rep.warn(
+                    f"{n_frames} frames by the header ({first}..{last_word}) and POINT:FRAMES ({pf}), at the 16-bit "
+                    f"limit; the data section holds {n_all}: all read"
+                )
+                last, n_frames, frames_from = first + n_all - 1, n_all, "data section (16-bit fields saturated)"
     return C3DInfo(
         processor=proc,
         n_points=n_points,
@@ -285,6 +435,8 @@ def read_structure(buf: bytes, rep: Report) -> C3DInfo:
         irregular=irregular,
         param_end=pend,
         size=size,
+        frames_from=frames_from,
+        int_scale=int_scale,
     )
 
 
@@ -312,6 +464,6 @@ def read_points(buf: bytes, info: C3DInfo, n_frames: int) -> tuple[np.ndarray, n
     else:
         words = _ints(block, info.processor).reshape(T, -1).astype(np.float64)
     pts = words[:, : 4 * P].reshape(T, P, 4)
-    xyz = pts[..., :3] if info.is_float else pts[..., :3] * abs(info.scale)
+    xyz = pts[..., :3] if info.is_float else pts[..., :3] * (info.int_scale or abs(info.scale))
     valid = pts[..., 3] >= 0
     return xyz, valid

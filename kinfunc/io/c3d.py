@@ -3,13 +3,16 @@
 Reading happens in two steps:
 
 1. a pure-Python pass (:mod:`._c3dformat`) validates the header and the whole parameter
-   section (record offsets, types, sizes) and checks that the data section is as long as the
-   header says. Anything malformed raises :class:`DataFileError` naming the file, the byte
-   offset and the cause -- before native code sees the bytes;
+   section (record offsets, types, sizes) and checks that the data section holds the frames
+   the file declares (frame count from the header, POINT:FRAMES and, past 65535 frames,
+   TRIAL:ACTUAL_START_FIELD/ACTUAL_END_FIELD, as ezc3d reads them; see
+   :func:`._c3dformat.read_structure`). Anything malformed raises :class:`DataFileError`
+   naming the file, the byte offset and the cause -- before native code sees the bytes;
 2. the point data are decoded by ezc3d (``backend="ezc3d"``; the default when installed) or
    by the built-in numpy decoder (``backend="python"``; identical results on every sample
-   file). Files ezc3d refuses but step 1 validated (SGI/MIPS big-endian files, some
-   non-standard parameter sections) are read by the built-in decoder with a warning.
+   file and on generated files of every layout, tests/test_c3d_differential.py). Files ezc3d
+   refuses but step 1 validated (SGI/MIPS big-endian files, some non-standard parameter
+   sections) are read by the built-in decoder with a warning.
    ``isolate=True`` additionally probes ezc3d in a child process first, so that even a crash
    in native code cannot take the calling process down (costs about one interpreter start,
    see docs/data.md).
@@ -105,9 +108,11 @@ def load_c3d(
     Returns:
         ``MarkerTrial`` with ``xyz (T, M, 3)`` float64 (metres for markers) in the lab frame of
         the file, ``time (T,)`` s, ``rate`` Hz, ``units`` as read; ``meta``: ``first_frame``
-        (1-based), ``processor`` (intel/dec/mips), ``backend``, ``excluded`` (kind -> labels
-        not loaded), ``point_kinds``, ``subject_prefixes``, ``renamed`` (new -> label in
-        file), ``gaps_from_zeros``, ``warnings``, ``parameters`` (all groups, decoded).
+        (1-based), ``frames_from`` (where the frame count was read: ``"header"``,
+        ``"POINT:FRAMES"``, ...; see docs/data.md), ``processor`` (intel/dec/mips),
+        ``backend``, ``excluded`` (kind -> labels not loaded), ``point_kinds``,
+        ``subject_prefixes``, ``renamed`` (new -> label in file), ``gaps_from_zeros``,
+        ``warnings``, ``parameters`` (all groups, decoded).
 
     Raises:
         DataFileError: malformed or unreadable file (names the file, where, and why).
@@ -136,7 +141,8 @@ def load_c3d(
     truncated = present < info.n_frames
     if truncated:
         msg = (
-            f"data section truncated: the header says {info.n_frames} frames of {info.frame_bytes} bytes "
+            f"data section truncated: the file says {info.n_frames} frames (from {info.frames_from}) "
+            f"of {info.frame_bytes} bytes "
             f"from byte {(info.data_start - 1) * 512}, the file ({info.size} bytes) holds {present} complete frames"
         )
         if strict:
@@ -151,6 +157,8 @@ def load_c3d(
         rep.warn("the file holds no 3-D points (analog-only?); the trial has no markers")
 
     # --- decode point data -----------------------------------------------------------------
+    # more frames than the 16-bit fields hold: ezc3d counts them otherwise (docs/data.md)
+    long16 = info.frames_from.startswith(("TRIAL", "data section"))
     use = backend
     if use == "auto":
         try:
@@ -159,7 +167,7 @@ def load_c3d(
             use = "ezc3d"
         except ImportError:
             use = "python"
-        if info.processor == "mips" or truncated:
+        if info.processor == "mips" or truncated or long16:
             use = "python"
         elif info.irregular and not isolate:
             # native code is only trusted in-process with files that follow the format exactly
@@ -168,8 +176,13 @@ def load_c3d(
                 "(isolate=True tries ezc3d in a child process first)"
             )
             use = "python"
-    elif use == "ezc3d" and (info.processor == "mips" or truncated):
-        why = "SGI/MIPS big-endian files" if info.processor == "mips" else "truncated data sections"
+    elif use == "ezc3d" and (info.processor == "mips" or truncated or long16):
+        if info.processor == "mips":
+            why = "SGI/MIPS big-endian files"
+        elif truncated:
+            why = "truncated data sections"
+        else:  # ezc3d 1.7 counts these frames otherwise (16-bit fields, or to the end of the file)
+            why = f"the {info.n_frames} frames of this file (more than 65535; counted from {info.frames_from})"
         raise rep.error(f"ezc3d cannot read {why}; use backend='auto' or 'python' (built-in reader)")
     xyz = valid = None
     if use == "ezc3d":
@@ -189,6 +202,9 @@ def load_c3d(
         try:
             c = ezc3d.c3d(str(p))
             arr = np.asarray(c["data"]["points"])
+            if T == 0xFFFF and arr.ndim == 3 and arr.shape[2] > T and not np.nan_to_num(arr[:3, :, T:]).any():
+                # a count of 65535 makes ezc3d read to the end of the file, block padding included
+                arr = arr[:, :, :T]
             if arr.shape[1:] != (P, T):
                 raise RuntimeError(f"ezc3d returned points of shape {arr.shape}, expected (4, {P}, {T})")
             xyz = arr[:3].transpose(2, 1, 0).astype(np.float64)
@@ -269,12 +285,12 @@ def load_c3d(
     rate = info.rate
     prate = info.param("POINT", "RATE")
     prate = float(prate.reshape(-1)[0]) if isinstance(prate, np.ndarray) and prate.size else None
-    if not (rate > 0) and prate and prate > 0:
+    if prate is not None and np.isfinite(prate) and prate > 0:  # POINT:RATE first, as ezc3d
+        if rate > 0 and abs(prate - rate) > 1e-3 * rate:
+            rep.warn(f"header frame rate {rate:g} Hz differs from POINT:RATE {prate:g} Hz; using POINT:RATE")
         rate = prate
     if not (rate > 0):
         raise rep.error(f"frame rate in the header is {rate} and POINT:RATE is {prate}; cannot time the frames")
-    if prate and prate > 0 and abs(prate - rate) > 1e-3 * rate:
-        rep.warn(f"header frame rate {rate:g} Hz differs from POINT:RATE {prate:g} Hz; using the header")
     first = int(info.first_frame) if info.first_frame >= 1 else 1
     t0 = (first - 1) if time_origin == "frame1" else 0
     time = (t0 + np.arange(T, dtype=np.float64)) / rate
@@ -283,6 +299,7 @@ def load_c3d(
         "processor": info.processor,
         "backend": use,
         "first_frame": first,
+        "frames_from": info.frames_from,
         "excluded": excluded,
         "point_kinds": dict(zip(labels, kinds_kept)),
         "subject_prefixes": prefixes,
