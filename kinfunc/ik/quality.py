@@ -4,7 +4,8 @@ Computed for every result from its marker errors (no extra solve):
 
 * **doubtful frames**: a frame whose RMS marker error stands out from the frames around it
   (above 1.5 x their median + 4 mm: a wrong basin, a mislabelled marker), or is high for the
-  whole trial (above 3 x the trial's median RMS and 15 mm above it);
+  whole trial (above 3 x the trial's median RMS and 15 mm above it); after a robust solve the
+  RMS leaves out the samples it down-weighted below 0.1 (those are listed as marker issues);
 * **doubtful markers**: a marker whose RMS error over the trial is far above the others'
   (above 2.5 x their median and 10 mm above it: misplaced, or its model position is wrong);
 * **marker issues**: runs of frames in which one marker's error is far above the trial's
@@ -156,7 +157,12 @@ def assess(
     ``robust_weight (T, M)`` the robust weights of the solve (``None``: not robust)."""
     T, M = err.shape
     names = tuple(marker_names)
-    # --- frames
+    # --- frames (with a robust solve: without the samples it set aside, which are reported below)
+    if robust_weight is not None:
+        kept = present & (robust_weight >= 0.1)
+        e2k = torch.where(kept, err * err, torch.zeros_like(err))
+        nk = kept.sum(-1)
+        rms = torch.where(nk > 0, (e2k.sum(-1) / nk.clamp_min(1)).sqrt(), torch.full_like(rms, float("nan")))
     tid = torch.zeros(T, dtype=torch.long, device=rms.device)
     med_local = local_median(rms, tid, 15)
     med_local = torch.where(torch.isfinite(med_local), med_local, torch.zeros_like(med_local))

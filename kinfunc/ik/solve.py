@@ -19,12 +19,12 @@ import torch
 from torch import Tensor
 
 from ..fk import full_coordinates
-from ..model import Model
+from ..model import Model, Motion
 from ..trial import MarkerTrial
 from .gn import GNOptions, GNResult, _frame_subset, frame_costs, solve_gn
 from .init import initial_q
 from .repair import repair
-from .start import segment_start
+from .start import continuous_in_time, segment_start
 from .jacobian import JacobianPlan
 from .lbfgs import LBFGSOptions, solve_lbfgs
 from .quality import FitQuality, assess
@@ -261,8 +261,12 @@ def build_problem(
     lo_all, hi_all = um.coordinate_limits()
     limited = []
     for j, i in enumerate(free_idx):
-        finite = math.isfinite(topo.coordinate_ranges[i][0]) or math.isfinite(topo.coordinate_ranges[i][1])
-        if finite and (limits == "all" or (limits == "clamped" and topo.coordinate_clamped[i])):
+        r0, r1 = topo.coordinate_ranges[i]
+        finite = math.isfinite(r0) or math.isfinite(r1)
+        # an angle allowed over a whole turn (OpenSim pelvis: +-pi, clamped) is not limited at all:
+        # clamping it would only make a turn through +-180 deg jump
+        full_turn = topo.coordinate_motion[i] is Motion.ROTATIONAL and r1 - r0 >= 2 * math.pi - 1e-4
+        if finite and not full_turn and (limits == "all" or (limits == "clamped" and topo.coordinate_clamped[i])):
             limited.append(j)
     z_lo = torch.full((len(free_idx),), -math.inf, dtype=dtype, device=um.device)
     z_hi = torch.full((len(free_idx),), math.inf, dtype=dtype, device=um.device)
@@ -623,6 +627,8 @@ def _solve_gn_staged(
         if restarts:
             fixed, rep = repair(stage, Z0, o)
             Z0, restarted = fixed.Z, set(rep.restarted)
+        if problem.smooth_sqrt_w > 0:  # the same poses, written without jumps of whole turns or Euler branches
+            Z0 = _continuous(problem, Z0)
     T = problem.n_frames
     if problem.n_theta and single and T > shape_frames > 0:
         idx = torch.linspace(0, T - 1, shape_frames, device=Z0.device).round().long().unique()
@@ -647,6 +653,14 @@ def _solve_gn_staged(
         total = float(frames + coupling_cost(problem, res.Z, theta))
         res = dataclasses.replace(res, objective=total, history=res.history + [total])
     return res, tuple(sorted(restarted))
+
+
+def _continuous(problem: IKProblem, Z: Tensor) -> Tensor:
+    """Free poses ``Z (T, Cf)`` made continuous in time (:func:`kinfunc.ik.start.continuous_in_time`)."""
+    q = expand_q(problem, Z)
+    lo = torch.full_like(problem.q_fixed, -math.inf).index_copy(0, problem.free_index, problem.z_lo)
+    hi = torch.full_like(problem.q_fixed, math.inf).index_copy(0, problem.free_index, problem.z_hi)
+    return continuous_in_time(problem.model, q, lo, hi, problem.trial_id).index_select(1, problem.free_index)
 
 
 def _pose_only(problem: IKProblem, theta0: Optional[Tensor], smooth: bool = True) -> IKProblem:

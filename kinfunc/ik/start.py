@@ -388,3 +388,83 @@ def segment_start(
         if left or options.refine:  # then a few LM steps on this stage
             q, _ = _stage_lm(plan, model, consts, q, cols, MarkerTargets.of(X, w), lo_c, hi_c, options.iterations)
     return q
+
+
+def continuous_in_time(model: Model, q: Tensor, lo: Tensor, hi: Tensor, trial_id: Tensor) -> Tensor:
+    """The same poses ``q (T, C)`` written so that angles change as little as possible from frame
+    to frame within each trial (``trial_id (T,)``): an angle may be shifted by whole turns, and a
+    joint with three orthogonal rotation axes may take its other Euler solution ``(a + pi,
+    pi - b, c + pi)``; only choices inside ``[lo, hi] (C,)`` count. Body poses and marker
+    positions do not change; a smoothness term (and a plot) then sees the motion, not the
+    jumps of a representation. Per joint, the choices of all frames are made together by
+    dynamic programming (least total change over the trial)."""
+    import itertools
+
+    import numpy as np
+
+    topo = model.topology
+    groups = []  # (coordinate indices, slopes, intercepts, euler: bool)
+    for b in range(topo.n_bodies):
+        lin = _linear_slots(model, b)
+        rot = sorted(s_ for s_ in lin if s_ < 3)
+        if not rot:
+            continue
+        euler = False
+        if rot == [0, 1, 2] and _varying_slots(topo, b) == {0, 1, 2}:
+            axes = model.axes[b, :3] / torch.linalg.vector_norm(model.axes[b, :3], dim=-1, keepdim=True)
+            euler = float((axes @ axes.T - torch.eye(3, dtype=axes.dtype, device=axes.device)).abs().max()) < 1e-6
+        cols = np.array([lin[s_][0] for s_ in rot])
+        groups.append((cols, np.array([float(lin[s_][1]) for s_ in rot]), np.array([float(lin[s_][2]) for s_ in rot]), euler))
+    if not groups or q.shape[0] < 2:
+        return q
+    Q = q.detach().cpu().double().numpy().copy()
+    lo_n, hi_n = lo.detach().cpu().double().numpy(), hi.detach().cpu().double().numpy()
+    tid = trial_id.detach().cpu().numpy()
+    T, G = Q.shape[0], len(groups)
+    free_turn = lambda c, turn: (hi_n[c] - lo_n[c]) >= turn - 1e-4  # noqa: E731  (open or a whole turn)
+    # each group's one or two solutions, every angle as near the middle of its range as it goes
+    cand = np.zeros((G, T, 2, 3))
+    feas = np.zeros((G, T, 2), dtype=bool)
+    turns = np.ones((G, 3))
+    for g, (cols, sl, ic, euler) in enumerate(groups):
+        n = len(cols)
+        turn = 2 * np.pi / np.abs(sl)
+        turns[g, :n] = turn
+        fin = np.isfinite(lo_n[cols]) & np.isfinite(hi_n[cols])
+        mid = np.where(fin, 0.5 * (np.where(fin, lo_n[cols], 0.0) + np.where(fin, hi_n[cols], 0.0)), 0.0)
+        base = [Q[:, cols]]
+        if euler:
+            a = Q[:, cols] * sl + ic
+            base.append((np.stack((a[:, 0] + np.pi, np.pi - a[:, 1], a[:, 2] + np.pi), 1) - ic) / sl)
+        for k, b_ in enumerate(base):
+            c = b_ - turn * np.round((b_ - mid) / turn)
+            cand[g, :, k, :n] = c
+            feas[g, :, k] = np.all(free_turn(cols, turn) | ((c >= lo_n[cols] - 1e-9) & (c <= hi_n[cols] + 1e-9)), -1)
+        feas[g, :, 0] = True  # the solver's own solution (inside its range) stays allowed
+    starts = [0] + [t for t in range(1, T) if tid[t] != tid[t - 1]] + [T]
+    choice = np.zeros((G, T), dtype=np.int64)
+    gi = np.arange(G)
+    for s0, s1 in zip(starts[:-1], starts[1:]):  # least total change: dynamic programming over the two solutions
+        cost = np.where(feas[:, s0], 0.0, np.inf)  # (G, 2)
+        back = np.zeros((G, s1 - s0, 2), dtype=np.int64)
+        for t in range(s0 + 1, s1):
+            dif = cand[:, t, :, None, :] - cand[:, t - 1, None, :, :]  # (G, 2 now, 2 prev, 3)
+            dif = np.abs(dif - turns[:, None, None, :] * np.round(dif / turns[:, None, None, :]))
+            d = dif.sum(-1) + cost[:, None, :]
+            b_ = d.argmin(2)
+            back[:, t - s0] = b_
+            cost = np.where(feas[:, t], np.take_along_axis(d, b_[..., None], 2)[..., 0], np.inf)
+        k = cost.argmin(1)
+        for t in range(s1 - 1, s0 - 1, -1):
+            choice[:, t] = k
+            k = back[gi, t - s0, k]
+    for g, (cols, _, _, _) in enumerate(groups):
+        n = len(cols)
+        v = cand[g, np.arange(T), choice[g], :n]  # (T, n)
+        for j, c in enumerate(cols):  # whole turns undone where the range allows them
+            if free_turn(c, turns[g, j]):
+                for s0, s1 in zip(starts[:-1], starts[1:]):
+                    dv = np.diff(v[s0:s1, j])
+                    v[s0 + 1 : s1, j] = v[s0, j] + np.cumsum(dv - turns[g, j] * np.round(dv / turns[g, j]))
+        Q[:, cols] = v
+    return torch.as_tensor(Q, dtype=q.dtype, device=q.device)
