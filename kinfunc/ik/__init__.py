@@ -18,6 +18,7 @@ from .problem import (
     smooth_residuals,
 )
 from .quality import FitQuality, MarkerIssue
+from .scaling import SubjectFit, scale_subject
 from .setup import CoordinateTask, IKSetup
 from .start import segment_start
 from .solve import FIT_GROUPS, IKError, IKResult, build_problem, solve
@@ -32,6 +33,7 @@ __all__ = [
     "IKResult",
     "IKSetup",
     "LBFGSOptions",
+    "SubjectFit",
     "MarkerIssue",
     "build_problem",
     "frame_jacobians",
@@ -42,6 +44,7 @@ __all__ = [
     "objective",
     "prior_residuals",
     "rigid_root_fit",
+    "scale_subject",
     "segment_start",
     "root_coordinates",
     "smooth_residuals",

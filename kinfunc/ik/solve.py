@@ -432,7 +432,12 @@ def _offset_select(offset_map: Tensor, M: int, n: int, dtype, device) -> Tensor:
     return E.reshape(M, 3, n)
 
 
-def _initial_z(problem: IKProblem, info: dict, init: Optional[Tensor], fit: tuple[str, ...], start: str = "segments") -> Tensor:
+def _initial_z(
+    problem: IKProblem, info: dict, init: Optional[Tensor], fit: tuple[str, ...], start: str = "segments",
+    theta: Optional[Tensor] = None,
+) -> Tensor:
+    """Starting free poses ``(T, Cf)`` of ``problem``'s frames: ``init``, or the start named by
+    ``start`` for the model with shared parameters ``theta (K, P)`` (default their start values)."""
     free_idx = info["free_index"]
     T = problem.n_frames
     if init is not None:
@@ -443,7 +448,8 @@ def _initial_z(problem: IKProblem, info: dict, init: Optional[Tensor], fit: tupl
             )
         q = q.expand(T, -1)
     elif "pose" in fit:
-        model0 = unpack_model(problem, info["theta0"][0]) if problem.n_theta else problem.model
+        th = info["theta0"] if theta is None else theta
+        model0 = unpack_model(problem, th[0]) if problem.n_theta else problem.model
         if start == "segments":
             lo = torch.full_like(problem.q_fixed, -math.inf).index_copy(0, problem.free_index, problem.z_lo)
             hi = torch.full_like(problem.q_fixed, math.inf).index_copy(0, problem.free_index, problem.z_hi)
@@ -532,18 +538,26 @@ def solve(
     if start not in ("segments", "root"):
         raise IKError(f"start='{start}': use 'segments' (segment-by-segment sweep) or 'root' (rigid root fit only)")
     restarted: tuple[int, ...] = ()
-    with torch.inference_mode():  # no gradients flow through the starting point
-        Z0 = _initial_z(problem, info, init, fit, start)
-    Z0 = Z0.clone()  # an ordinary tensor again (L-BFGS records a graph from it)
     theta0 = info["theta0"] if problem.n_theta else None
     chosen = "gn" if solver == "auto" else solver
+
+    def start_poses(p: IKProblem, theta: Optional[Tensor]) -> Tensor:
+        """Starting poses of ``p``'s frames (``p``: this problem, or a subset of its frames
+        when ``init`` is None) for shared parameters ``theta``."""
+        with torch.inference_mode():  # no gradients flow through the starting point
+            z = _initial_z(p, info, init, fit, start, theta)
+        return z.clone()  # an ordinary tensor again (L-BFGS records a graph from it)
+
+    # GN with shared parameters fitted on a subsample makes the starts it needs itself
+    lazy = chosen == "gn" and "pose" in fit and init is None and problem.n_theta and problem.n_frames > shape_frames > 0
+    Z0 = None if lazy else start_poses(problem, None)
     if "pose" not in fit:
         res = _solve_shape_only(problem, Z0, theta0, chosen, max_iter, gn_options, lbfgs_options)
     elif chosen == "gn":
         o = gn_options or GNOptions()
         if max_iter is not None:
             o = dataclasses.replace(o, max_iter=max_iter)
-        res, restarted = _solve_gn_staged(problem, Z0, theta0, o, restarts and init is None, shape_frames)
+        res, restarted = _solve_gn_staged(problem, Z0, theta0, o, restarts and init is None, shape_frames, start_poses)
         if robust:
             res, robust_w, restarted = _robust_gn(problem, res, theta0, o, restarts and init is None, shape_frames,
                                                   robust_scale, restarted)
@@ -609,45 +623,68 @@ def _robust_gn(problem: IKProblem, res: GNResult, theta0, o: GNOptions, restarts
 
 
 def _solve_gn_staged(
-    problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], o: GNOptions, restarts: bool, shape_frames: int
+    problem: IKProblem, Z0: Optional[Tensor], theta0: Optional[Tensor], o: GNOptions, restarts: bool,
+    shape_frames: int, start_poses=None,
 ):
-    """Gauss-Newton in stages. Poses first, frames independent (the shared parameters at their
-    start values, no smoothness), and frames that end far above their neighbours restarted from
-    them (:func:`kinfunc.ik.repair.repair`). Then the shared parameters with the poses, on at
-    most ``shape_frames`` frames spread over the trials (their marker weights raised by
-    ``T / n`` so that data and priors keep their balance), and finally the poses of every frame
-    with the fitted parameters (smoothness included), restarted once more where frames are
-    independent. Returns the result and the frames that were restarted."""
+    """Gauss-Newton in stages. ``Z0 (T, Cf)``: starting poses, or ``None`` to have
+    ``start_poses(problem, theta)`` make them where they are needed.
+
+    Poses first, frames independent (the shared parameters at their start values, no
+    smoothness), and frames that end far above their neighbours restarted from them
+    (:func:`kinfunc.ik.repair.repair`). Then the shared parameters with the poses; with more
+    than ``shape_frames`` frames, on that many frames spread over the trials (their marker
+    weights raised by ``T / n`` so that data and priors keep their balance; the first pose
+    stage runs on those frames only), after which every frame's pose is solved with the fitted
+    parameters (started afresh from them, restarted where independent, then with smoothness
+    if asked). Returns the result and the frames that were restarted."""
     restarted: set[int] = set()
     single = problem.n_sets == 1 or problem.n_theta == 0
-    theta = theta0
-    if problem.coupled and single:
-        stage = _pose_only(problem, theta0, smooth=False)
-        Z0 = solve_gn(stage, Z0, None, o).Z
-        if restarts:
-            fixed, rep = repair(stage, Z0, o)
-            Z0, restarted = fixed.Z, set(rep.restarted)
-        if problem.smooth_sqrt_w > 0:  # the same poses, written without jumps of whole turns or Euler branches
-            Z0 = _continuous(problem, Z0)
     T = problem.n_frames
-    if problem.n_theta and single and T > shape_frames > 0:
-        idx = torch.linspace(0, T - 1, shape_frames, device=Z0.device).round().long().unique()
+    subsample = bool(problem.n_theta) and single and T > shape_frames > 0
+
+    def independent(p: IKProblem, Z: Tensor, frames: Optional[Tensor] = None) -> Tensor:
+        """Independent-frame solve of ``p`` (``frames``: which of the problem's frames it holds)
+        from ``Z``, with restarts."""
+        Z = solve_gn(p, Z, None, o).Z
+        if restarts:
+            fixed, rep = repair(p, Z, o)
+            Z = fixed.Z
+            tried = list(rep.restarted)
+            restarted.update(frames[tried].tolist() if frames is not None else tried)
+        return Z
+
+    if subsample:
+        idx = torch.linspace(0, T - 1, shape_frames, device=problem.X.device).round().long().unique()
+        stage = _frame_subset(_pose_only(problem, theta0, smooth=False), idx)
+        Zs = independent(stage, Z0.index_select(0, idx) if Z0 is not None else start_poses(stage, theta0), idx)
         sub = dataclasses.replace(_frame_subset(problem, idx), smooth_sqrt_w=0.0)
         sub = dataclasses.replace(sub, present=sub.present * math.sqrt(T / idx.numel()))
-        theta = solve_gn(sub, Z0.index_select(0, idx), theta0, o).theta
-        res = solve_gn(_pose_only(problem, theta), Z0, None, o)
+        theta = solve_gn(sub, Zs, theta0, o).theta
+        final = _pose_only(problem, theta, smooth=False)
+        Zf = independent(final, Z0 if Z0 is not None else start_poses(final, theta))
+        if problem.smooth_sqrt_w > 0:
+            res = solve_gn(_pose_only(problem, theta), _continuous(problem, Zf), None, o)
+        else:
+            res = solve_gn(final, Zf, None, o)  # converged already: one evaluation, and the positions
         res = dataclasses.replace(res, theta=theta)
     else:
+        if Z0 is None:
+            Z0 = start_poses(problem, theta0)
+        if problem.coupled and single:
+            Z0 = independent(_pose_only(problem, theta0, smooth=False), Z0)
+            if problem.smooth_sqrt_w > 0:  # the same poses, written without jumps of whole turns or Euler branches
+                Z0 = _continuous(problem, Z0)
         res = solve_gn(problem, Z0, theta0, o)
         theta = res.theta
-    if restarts and single and problem.smooth_sqrt_w == 0:
-        final = _pose_only(problem, theta, smooth=False) if problem.n_theta else problem
-        fixed, rep = repair(final, res.Z, o)
-        restarted |= set(rep.restarted)
-        if rep.improved:
-            res = dataclasses.replace(
-                res, Z=fixed.Z, positions=fixed.positions, objective=fixed.objective, history=res.history + [fixed.objective]
-            )
+        if restarts and single and problem.smooth_sqrt_w == 0:
+            final = _pose_only(problem, theta, smooth=False) if problem.n_theta else problem
+            fixed, rep = repair(final, res.Z, o)
+            restarted |= set(rep.restarted)
+            if rep.improved:
+                res = dataclasses.replace(
+                    res, Z=fixed.Z, positions=fixed.positions, objective=fixed.objective,
+                    history=res.history + [fixed.objective],
+                )
     if problem.n_theta and single:  # the objective of the whole problem at the returned values
         frames = frame_costs(_pose_only(problem, theta, smooth=False), res.Z)[0].sum()
         total = float(frames + coupling_cost(problem, res.Z, theta))

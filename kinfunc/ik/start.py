@@ -425,6 +425,7 @@ def continuous_in_time(model: Model, q: Tensor, lo: Tensor, hi: Tensor, trial_id
     # each group's one or two solutions, every angle as near the middle of its range as it goes
     cand = np.zeros((G, T, 2, 3))
     feas = np.zeros((G, T, 2), dtype=bool)
+    pen = np.zeros((G, T, 2))  # a small price on the solution whose middle angle is beyond +-90 deg
     turns = np.ones((G, 3))
     for g, (cols, sl, ic, euler) in enumerate(groups):
         n = len(cols)
@@ -439,13 +440,16 @@ def continuous_in_time(model: Model, q: Tensor, lo: Tensor, hi: Tensor, trial_id
         for k, b_ in enumerate(base):
             c = b_ - turn * np.round((b_ - mid) / turn)
             cand[g, :, k, :n] = c
+            if euler:
+                mid_angle = np.remainder(c[:, 1] * sl[1] + ic[1] + np.pi, 2 * np.pi) - np.pi
+                pen[g, :, k] = 1e-3 * (np.abs(mid_angle) > 0.5 * np.pi)
             feas[g, :, k] = np.all(free_turn(cols, turn) | ((c >= lo_n[cols] - 1e-9) & (c <= hi_n[cols] + 1e-9)), -1)
         feas[g, :, 0] = True  # the solver's own solution (inside its range) stays allowed
     starts = [0] + [t for t in range(1, T) if tid[t] != tid[t - 1]] + [T]
     choice = np.zeros((G, T), dtype=np.int64)
     gi = np.arange(G)
     for s0, s1 in zip(starts[:-1], starts[1:]):  # least total change: dynamic programming over the two solutions
-        cost = np.where(feas[:, s0], 0.0, np.inf)  # (G, 2)
+        cost = np.where(feas[:, s0], pen[:, s0], np.inf)  # (G, 2)
         back = np.zeros((G, s1 - s0, 2), dtype=np.int64)
         for t in range(s0 + 1, s1):
             dif = cand[:, t, :, None, :] - cand[:, t - 1, None, :, :]  # (G, 2 now, 2 prev, 3)
@@ -453,7 +457,7 @@ def continuous_in_time(model: Model, q: Tensor, lo: Tensor, hi: Tensor, trial_id
             d = dif.sum(-1) + cost[:, None, :]
             b_ = d.argmin(2)
             back[:, t - s0] = b_
-            cost = np.where(feas[:, t], np.take_along_axis(d, b_[..., None], 2)[..., 0], np.inf)
+            cost = np.where(feas[:, t], np.take_along_axis(d, b_[..., None], 2)[..., 0] + pen[:, t], np.inf)
         k = cost.argmin(1)
         for t in range(s1 - 1, s0 - 1, -1):
             choice[:, t] = k

@@ -1,8 +1,8 @@
-"""Proposal (not wired in): automatic scaling of a generic model from a subject's trials.
+"""Automatic scaling: a generic model fitted to a subject from a static and/or motion trials.
 
-Using only public kinfunc APIs and :func:`kinfunc.ik.solve`'s options:
+Built on :func:`kinfunc.ik.solve`'s options:
 
-* :func:`fit_subject`: the staged recipe. 1) scales (per axis, left = right), marker offsets
+* :func:`scale_subject`: the staged recipe. 1) scales (per axis, left = right), marker offsets
   (anatomical markers, flagged ``fixed`` in the model, held) and poses on a few hundred frames
   spread over the static and the walks, scale priors firm only for bodies with fewer than 3
   markers (:func:`scale_prior_weights`); 2) the poses of every frame with that model (a
@@ -14,14 +14,13 @@ Using only public kinfunc APIs and :func:`kinfunc.ik.solve`'s options:
   from the model: two markers on one body, or on a body and its parent; the model posed by a
   quick IK on a few frames, so no static trial and no pair list are needed).
 
-Written for review; see ``bench/bench_scaling.py`` for what it gives on the arnold2013synthetic
-data and where the time goes.
+``bench/bench_scaling.py`` measures it on the arnold2013synthetic data (generic model + walking
+markers -> coordinates against the truth) and shows where the time goes (docs/ik.md).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional, Union
@@ -32,12 +31,9 @@ from torch import Tensor
 from ..fk import fk, marker_positions
 from ..model import Model
 from ..trial import MarkerTrial
+from .solve import _side_key, solve
 
-__all__ = ["PairScales", "SubjectFit", "marker_pair_scales", "scale_prior_weights", "subsample_trials", "fit_subject"]
-
-
-def _side_key(name: str) -> str:
-    return re.sub(r"(^|_)(r|l)(_|$)", r"\1#\3", name)
+__all__ = ["PairScales", "SubjectFit", "marker_pair_scales", "scale_prior_weights", "subsample_trials", "scale_subject"]
 
 
 def subsample_trials(trials: Sequence[MarkerTrial], n: int, first_weight: float = 1.0) -> list[MarkerTrial]:
@@ -96,8 +92,6 @@ def marker_pair_scales(
     (``prior_weight``) towards the median ratio of all pairs, which is where a body that no
     pair sees ends. ``symmetric``: ``*_r`` / ``*_l`` bodies averaged.
     """
-    from . import solve  # the public entry point
-
     trials = [trials] if isinstance(trials, MarkerTrial) else list(trials)
     topo = model.topology
     names = [m for m in topo.marker_names if any(m in t.names for t in trials)]
@@ -206,7 +200,7 @@ def _interpolate(ts: Tensor, qs: Tensor, t: Tensor) -> Tensor:
 
 @dataclasses.dataclass
 class SubjectFit:
-    """Result of :func:`fit_subject`: the fitted ``model``, one pose-only
+    """Result of :func:`scale_subject`: the fitted ``model``, one pose-only
     :class:`~kinfunc.ik.IKResult` per input trial (``results``, static first when given), the
     start (``start``: a :class:`PairScales`) and the wall time of each stage (s)."""
 
@@ -216,7 +210,7 @@ class SubjectFit:
     times: dict
 
 
-def fit_subject(
+def scale_subject(
     model: Model,
     trials: Union[MarkerTrial, Sequence[MarkerTrial]],
     static: Optional[MarkerTrial] = None,
@@ -229,7 +223,7 @@ def fit_subject(
     symmetric: bool = True,
     scale_weight: Union[float, Mapping[str, float], None] = None,
     offset_weight: Union[float, Mapping[str, float]] = 1.0,
-    pose_start: str = "interpolate",
+    pose_start: str = "segments",
     pose_options: Optional[Mapping[str, Any]] = None,
     **shape_options: Any,
 ) -> SubjectFit:
@@ -250,13 +244,11 @@ def fit_subject(
        ``shape_options`` passed on; markers the model flags ``fixed`` keep their offsets).
     3. Poses: a pose-only solve of every frame of every trial (static included) with the
        fitted model (``pose_options`` passed on, e.g. ``smoothness``). ``pose_start``:
-       ``"interpolate"`` starts every frame from the shape fit's poses interpolated linearly in
-       time (they are already converged for that model; saves the segment sweep over every
-       frame, but :func:`kinfunc.ik.solve` makes no restarts from a given ``init``);
-       ``"segments"``: the solver's own start (segment sweep + restarts).
+       ``"segments"`` (default): the solver's own start (segment sweep + restarts: any motion);
+       ``"interpolate"``: every frame from the shape fit's poses interpolated linearly in time
+       (faster on long trials of smooth motion; :func:`kinfunc.ik.solve` makes no restarts
+       from a given ``init``).
     """
-    from . import solve
-
     trials = [trials] if isinstance(trials, MarkerTrial) else list(trials)
     times = {}
     t0 = time.perf_counter()
