@@ -78,16 +78,20 @@ class RepairReport:
 
 
 def repair(
-    problem: IKProblem, Z: Tensor, opts: GNOptions = GNOptions(), max_rounds: int = 6
+    problem: IKProblem, Z: Tensor, opts: GNOptions = GNOptions(), max_rounds: int = 6, max_iter: int = 20
 ) -> tuple[GNResult, RepairReport]:
     """Restart outlier frames of an independent-frame ``problem`` (no shared parameters, no
-    smoothness) from their neighbours; ``Z (T, Cf)`` the solved poses. Returns the result
-    (poses, total cost, marker positions) and a :class:`RepairReport`."""
+    smoothness) from their neighbours; ``Z (T, Cf)`` the solved poses. A frame is tried once
+    from each neighbour pose (at most ``max_iter`` iterations) and keeps the result only when it
+    lowers its cost by more than 0.1 %. Returns the result (poses, total cost, marker
+    positions) and a :class:`RepairReport`."""
     if problem.coupled:
         raise ValueError("repair: frames must be independent (no shared parameters, no smoothness)")
     cost, P = frame_costs(problem, Z)
     tried: set[int] = set()
     improved: set[int] = set()
+    pairs: set[tuple[int, int]] = set()  # (frame, seed frame) already tried
+    opts = dataclasses.replace(opts, max_iter=min(opts.max_iter, max_iter))
     rounds = 0
     for rounds in range(1, max_rounds + 1):
         rms = frame_rms(problem, cost)
@@ -100,19 +104,21 @@ def repair(
         seeds, frames = [], []
         for src in (prev, nxt):
             s = src.index_select(0, bi)
-            ok = s >= 0
+            new = torch.tensor([p not in pairs for p in zip(bi.tolist(), s.tolist())], dtype=torch.bool, device=bi.device)
+            ok = (s >= 0) & new
             seeds.append(s[ok])
             frames.append(bi[ok])
         fr = torch.cat(frames)
         if fr.numel() == 0:
             break
+        pairs |= set(zip(fr.tolist(), torch.cat(seeds).tolist()))
         tried |= set(fr.tolist())
         sub = _frame_subset(problem, fr)
         res = solve_gn(sub, Z.index_select(0, torch.cat(seeds)), None, opts)
         c_new, P_new = frame_costs(sub, res.Z)
         # best candidate per frame: scatter-min over the candidates, then compare with the current cost
         best = torch.full_like(cost, float("inf")).scatter_reduce(0, fr, c_new, reduce="amin")
-        better = best < cost * (1 - 1e-9)
+        better = best < cost * (1 - 1e-3)
         if not bool(better.any()):
             break
         pick = better.index_select(0, fr) & (c_new == best.index_select(0, fr))

@@ -47,7 +47,7 @@ class StartOptions:
     closed form; every stage with ``refine``); ``grid``: values tried for a one-coordinate
     joint without a closed form."""
 
-    iterations: int = 10
+    iterations: int = 6
     refine: bool = False
     grid: int = 12
 
@@ -133,15 +133,19 @@ def _stages(topo: Topology) -> tuple[_Stage, ...]:
 def _linear_slots(model: Model, b: int) -> dict[int, tuple[int, Tensor, Tensor]]:
     """Rotation slots (0-2) of body ``b``'s joint that are a linear function of one independent
     coordinate: slot -> (coordinate, slope, intercept)."""
-    topo = model.topology
+    return {s_: (c, model.slot_params[g][0][j], model.slot_params[g][1][j]) for s_, (c, g, j) in _linear_index(model.topology, b).items()}
+
+
+@functools.lru_cache(maxsize=256)
+def _linear_index(topo: Topology, b: int) -> dict[int, tuple[int, int, int]]:
+    """Static part of :func:`_linear_slots`: slot -> (coordinate, slot group, position in it)."""
     out = {}
-    for g, params in zip(topo.slot_groups, model.slot_params):
+    for gi, g in enumerate(topo.slot_groups):
         if g.key[0] is not F.FnKind.LINEAR:
             continue
-        slope, icpt = params
         for k, (o, i) in enumerate(zip(g.outputs, g.inputs)):
             if o // 6 == b and o % 6 < 3 and i < topo.n_coordinates and not topo.coordinate_locked[i]:
-                out[o % 6] = (i, slope[k], icpt[k])
+                out[o % 6] = (i, gi, k)
     return out
 
 
@@ -154,18 +158,68 @@ def _varying_slots(topo: Topology, b: int) -> set[int]:
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class _Kind:
+    """Units of one stage whose top joint has one closed form: ``bodies`` (top bodies),
+    ``slots`` (varying rotation slots per unit: 1 for a hinge, 3 for a ball), ``cols``
+    (coordinate per slot), ``params`` ((slot group, position) per slot), ``markers`` (per unit,
+    padded with -1)."""
+
+    bodies: tuple[int, ...]
+    slots: tuple[tuple[int, ...], ...]
+    cols: tuple[tuple[int, ...], ...]
+    params: tuple[tuple[tuple[int, int], ...], ...]
+    markers: tuple[tuple[int, ...], ...]
+
+
+@functools.lru_cache(maxsize=64)
+def _closed_form_units(topo: Topology, stage: _Stage) -> tuple[Optional[_Kind], Optional[_Kind], tuple[_Unit, ...]]:
+    """A stage's units split by closed form (static): hinges, balls (three varying linear rotation
+    slots of distinct coordinates) and the rest, which also takes units with free joints below
+    their top one (an unmarked talus above a marked calcaneus: the top joint is set with the
+    others at their defaults, then the stage is refined)."""
+    groups: dict[int, list] = {1: [], 3: []}
+    left = []
+    for u in stage.units:
+        idx = _linear_index(topo, u.top)
+        vary = _varying_slots(topo, u.top)
+        ok = vary and vary <= set(idx) and len({idx[s_][0] for s_ in vary}) == len(vary) and len(vary) in (1, 3)
+        if not ok:
+            left.append(u)
+            continue
+        slots = tuple(sorted(vary))
+        groups[len(vary)].append((u, slots))  # (free joints below the top one keep their defaults)
+    kinds = []
+    for n in (1, 3):
+        us = groups[n]
+        if not us:
+            kinds.append(None)
+            continue
+        k = max(len(u.markers) for u, _ in us)
+        kinds.append(
+            _Kind(
+                tuple(u.top for u, _ in us),
+                tuple(sl for _, sl in us),
+                tuple(tuple(_linear_index(topo, u.top)[s_][0] for s_ in sl) for u, sl in us),
+                tuple(tuple(_linear_index(topo, u.top)[s_][1:] for s_ in sl) for u, sl in us),
+                tuple(tuple(u.markers) + (-1,) * (k - len(u.markers)) for u, _ in us),
+            )
+        )
+    return kinds[0], kinds[1], tuple(left)
+
+
 def _rodrigues(a: Tensor, v: Tensor) -> Tensor:
-    """Rotation ``(..., 3, 3)`` about unit axis ``a (3,)`` by ``v (...)``."""
+    """Rotations ``(..., 3, 3)`` about unit axes ``a (..., 3)`` by ``v (...)``."""
     K = tf.skew(a)
     s, c = torch.sin(v)[..., None, None], torch.cos(v)[..., None, None]
     return torch.eye(3, dtype=a.dtype, device=a.device) + s * K + (1.0 - c) * (K @ K)
 
 
 def _rotation_fit(U: Tensor, Y: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
-    """Rotation ``R (T, 3, 3)`` about the origin minimising ``sum_i w_i |R u_i - y_i|^2`` for
-    ``U, Y (T, k, 3)``, ``w (T, k)``, and ``ok (T,)``: at least two points with weight (with
-    the origin, three points fix a rotation)."""
-    H = (U * w[..., None]).transpose(-1, -2) @ Y  # (T, 3, 3) = sum w u y^T
+    """Rotations ``R (..., 3, 3)`` about the origin minimising ``sum_i w_i |R u_i - y_i|^2`` for
+    ``U, Y (..., k, 3)``, ``w (..., k)``, and ``ok (...)``: at least two points with weight
+    (with the origin, three points fix a rotation)."""
+    H = (U * w[..., None]).transpose(-1, -2) @ Y  # sum w u y^T
     Us, _, Vh = torch.linalg.svd(H)
     V = Vh.transpose(-1, -2)
     d = torch.sign(torch.linalg.det(V @ Us.transpose(-1, -2)))
@@ -174,115 +228,111 @@ def _rotation_fit(U: Tensor, Y: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     return V @ D @ Us.transpose(-1, -2), (w > 0).sum(-1) >= 2
 
 
-def _joint_closed_form(model: Model, b: int, U: Tensor, Y: Tensor, w: Tensor, v: Tensor):
-    """Coordinates of body ``b``'s joint that best turn points ``U (T, k, 3)`` (child joint
-    frame, about the joint centre) onto ``Y (T, k, 3)`` (parent joint frame, about the centre),
-    weights ``w (T, k)``, in closed form; ``None`` when the joint has none. ``v (6,)``: the
-    joint's slot values at the defaults (constant slots keep them).
+def _hinge_angles(U: Tensor, Y: Tensor, w: Tensor, axis: Tensor, pre: Tensor, post: Tensor) -> Tensor:
+    """Hinge angles ``(T, n)`` best turning points ``U`` onto ``Y`` (``(T, n, k, 3)``, about the
+    joint centre; ``Y = pre R_a(angle) post U``) with weights ``w (T, n, k)``, unit axes
+    ``axis (n, 3)``, constant slot rotations ``pre``/``post (n, 3, 3)``: the angle maximising
+    ``tr(R_a K)``, ``K = sum w (post u)(pre^T y)^T`` (one marker off the axis is enough)."""
+    K = ((U @ post.transpose(-1, -2)[None]) * w[..., None]).transpose(-1, -2) @ (Y @ pre[None])  # (T, n, 3, 3)
+    skew_tr = (tf.skew(axis)[None] * K.transpose(-1, -2)).sum((-1, -2))  # tr([a]x K)
+    tr = K.diagonal(dim1=-2, dim2=-1).sum(-1)
+    aKa = (axis[None, :, :, None] * K * axis[None, :, None, :]).sum((-1, -2))
+    return torch.atan2(skew_tr, tr - aKa)
 
-    One varying rotation slot (a hinge, whatever its axis, with constant slots around it): the
-    angle maximising ``tr(R_a(angle) K)``, ``K = sum w u y^T`` (one marker off the axis is
-    enough). Three varying slots about orthogonal axes: the rotation-only Procrustes fit,
-    decomposed into the axes' Euler angles (both solutions: the caller keeps the one inside the
-    joint's range). Returns ``(coordinate indices, candidate values [(T, n), ...], ok (T,))``."""
-    topo = model.topology
-    lin = _linear_slots(model, b)
-    vary = _varying_slots(topo, b)
-    if not vary or not vary <= set(lin) or len({lin[s][0] for s in vary}) != len(vary):
-        return None
-    axes = model.axes[b, :3] / torch.linalg.vector_norm(model.axes[b, :3], dim=-1, keepdim=True)
-    if len(vary) == 1:
-        (k,) = vary
-        eye = torch.eye(3, dtype=U.dtype, device=U.device)
-        pre, post = eye, eye
-        for s in range(3):
-            if s != k:
-                Rs = _rodrigues(axes[s], v[s])
-                pre, post = (pre @ Rs, post) if s < k else (pre, post @ Rs)
-        # Y = pre R_a post U  ->  maximise sum w (pre^T y)^T R_a (post u)
-        K = ((U @ post.T) * w[..., None]).transpose(-1, -2) @ (Y @ pre)  # (T, 3, 3) = sum w u' y'^T
-        a = axes[k]
-        skew_tr = (tf.skew(a) * K.transpose(-1, -2)).sum((-1, -2))  # tr([a]x K)
-        tr = K.diagonal(dim1=-2, dim2=-1).sum(-1)
-        ang = torch.atan2(skew_tr, tr - torch.einsum("i,tij,j->t", a, K, a))[:, None]
-        slots = [k]
-        ok = (w > 0).any(-1)
-        alt = None
-    elif len(vary) == 3:
-        Q = axes.T
-        if float((Q.T @ Q - torch.eye(3, dtype=Q.dtype, device=Q.device)).abs().max()) > 1e-6:
-            return None
-        flip = float(torch.linalg.det(Q)) < 0
-        if flip:
-            Q = torch.cat((Q[:, :2], -Q[:, 2:]), 1)
-        Rm, ok = _rotation_fit(U, Y, w)
-        ang = tf.matrix_to_euler_xyz(Q.T @ Rm @ Q)
-        # the other Euler solution of the same rotation: (a + pi, pi - b, c + pi)
-        alt = torch.stack((ang[:, 0] + torch.pi, torch.pi - ang[:, 1], ang[:, 2] + torch.pi), -1)
-        if flip:
-            ang = torch.cat((ang[:, :2], -ang[:, 2:]), 1)
-            alt = torch.cat((alt[:, :2], -alt[:, 2:]), 1)
-        slots = [0, 1, 2]
-    else:
-        return None
-    cols = [lin[s][0] for s in slots]
-    slope = torch.stack([lin[s][1] for s in slots])
-    icpt = torch.stack([lin[s][2] for s in slots])
-    cands = [(a - icpt) / slope for a in (ang, alt) if a is not None]
-    return cols, cands, ok
+
+def _ball_angles(U: Tensor, Y: Tensor, w: Tensor, Q: Tensor, flip: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Ball joints with orthonormal axes (columns of ``Q (n, 3, 3)``; ``flip (n,)`` where the
+    third is negated to make it right-handed): the rotation-only Procrustes fit of ``U`` onto
+    ``Y`` decomposed into the axes' Euler angles. Returns both solutions ``(T, n, 3)`` and
+    ``ok (T, n)``."""
+    Rm, ok = _rotation_fit(U, Y, w)
+    ang = tf.matrix_to_euler_xyz(Q.transpose(-1, -2)[None] @ Rm @ Q[None])
+    alt = torch.stack((ang[..., 0] + torch.pi, torch.pi - ang[..., 1], ang[..., 2] + torch.pi), -1)
+    sign = torch.where(flip, -1.0, 1.0).to(ang)[:, None] * torch.tensor([0.0, 0.0, 1.0], dtype=ang.dtype, device=ang.device)
+    sign = 1.0 - 2.0 * (sign < 0).to(ang)  # (n, 3): -1 on the third angle of flipped joints
+    return ang * sign, alt * sign, ok
 
 
 def _closed_form_seed(
     model: Model, plan: JacobianPlan, consts, stage: _Stage, q: Tensor, X: Tensor, w: Tensor, v0: Tensor, lo: Tensor, hi: Tensor
 ) -> tuple[Tensor, list]:
-    """``q (T, C)`` with each unit's top joint set in closed form (:func:`_joint_closed_form`)
-    where the joint has one and the frame enough of the unit's markers, and the units this did
-    not place completely (no closed form, or other free joints below the top one).
+    """``q (T, C)`` with each unit's top joint set in closed form where the joint has one and the
+    frame enough of the unit's markers (all hinges of the stage in one batch, all balls in
+    another), and the units this did not place completely.
 
     The unit's markers are expressed about the joint centre in the top joint's child frame at
     the current ``q`` (exact when no other joint of the unit moves), the measured ones about
     the centre's world position (fixed by the parent, already placed) in the parent joint
-    frame. ``lo``/``hi (C,)``: bounds; of two Euler solutions the one nearer the range wins."""
+    frame. ``lo``/``hi (C,)``: bounds; of a ball's two Euler solutions the one nearer its range
+    wins."""
     topo = model.topology
+    hinge, ball, left = _closed_form_units(topo, stage)
+    left = list(left)
+    if hinge is None and ball is None:
+        return q, left
     kin = plan.evaluate(model, consts, q, jacobian=False)
     H, p = kin.H, kin.p  # (T, B, 3, 4), (T, M, 3)
-    s_body = model.global_scale * model.body_scales
-    out = q
     T = q.shape[0]
-    left = []
-    eye = torch.eye(3, dtype=q.dtype, device=q.device)
-    for u in stage.units:
-        b, pa = u.top, topo.parents[u.top]
-        R_b, t_b = H[:, b, :, :3], H[:, b, :, 3]
-        loc_c = model.child_location[b] * s_body[b]  # the joint centre in b's frame
-        centre = (R_b @ loc_c[:, None])[..., 0] + t_b
-        mk = torch.tensor(u.markers, device=q.device)
-        R_pa = H[:, pa, :, :3] if pa >= 0 else eye.expand(T, 3, 3)
-        Rpf = tf.euler_xyz_to_matrix(model.parent_orientation[b])
-        Rcf = tf.euler_xyz_to_matrix(model.child_orientation[b])
-        # world = R_pa Rpf M Rcf^T (P - loc_c) + centre, P in b's frame
-        U = ((p.index_select(1, mk) - t_b[:, None]) @ R_b - loc_c) @ Rcf  # Rcf^T (P - loc_c), as rows
-        Y = (X.index_select(1, mk) - centre[:, None]) @ (R_pa @ Rpf)  # (R_pa Rpf)^T (x - centre)
-        cf = _joint_closed_form(model, b, U, Y, (w.index_select(1, mk) > 0).to(q.dtype), v0[b])
-        if cf is None:
-            left.append(u)
+    dev, dt = q.device, q.dtype
+    s_body = model.global_scale * model.body_scales
+    R_all = torch.cat((H[..., :3], torch.eye(3, dtype=dt, device=dev).expand(T, 1, 3, 3)), 1)  # ground last
+    axes_all = model.axes[:, :3] / torch.linalg.vector_norm(model.axes[:, :3], dim=-1, keepdim=True)
+    out = q
+    for kind in (hinge, ball):
+        if kind is None:
             continue
-        cols, cands, ok = cf
-        if not set(u.columns) <= set(cols):
-            left.append(u)
-        ci = torch.tensor(cols, device=q.device)
-        lo_c, hi_c = lo.index_select(0, ci), hi.index_select(0, ci)
-        best, best_v = None, None
+        bi = torch.tensor(kind.bodies, device=dev)
+        pa = torch.tensor([topo.parents[b] if topo.parents[b] >= 0 else topo.n_bodies for b in kind.bodies], device=dev)
+        mk = torch.tensor(kind.markers, device=dev)
+        mkc = mk.clamp_min(0)
+        R_b, t_b = H[:, bi, :, :3], H[:, bi, :, 3]  # (T, n, 3, 3), (T, n, 3)
+        loc_c = model.child_location[bi] * s_body[bi]  # (n, 3): the joint centre in the body's frame
+        centre = (R_b @ loc_c[None, :, :, None])[..., 0] + t_b
+        Rpf = tf.euler_xyz_to_matrix(model.parent_orientation[bi])
+        Rcf = tf.euler_xyz_to_matrix(model.child_orientation[bi])
+        P = p[:, mkc]  # (T, n, k, 3)
+        # world = R_pa Rpf M Rcf^T (P - loc_c) + centre
+        U = ((P - t_b[:, :, None]) @ R_b - loc_c[None, :, None]) @ Rcf[None]
+        Y = (X[:, mkc] - centre[:, :, None]) @ (R_all[:, pa] @ Rpf[None])
+        wk = ((w[:, mkc] > 0) & (mk >= 0)).to(dt)
+        slope = torch.stack([torch.stack([model.slot_params[g][0][j] for g, j in ps]) for ps in kind.params])  # (n, s)
+        icpt = torch.stack([torch.stack([model.slot_params[g][1][j] for g, j in ps]) for ps in kind.params])
+        cols = torch.tensor(kind.cols, device=dev)  # (n, s)
+        if kind is hinge:
+            k = torch.tensor([sl[0] for sl in kind.slots], device=dev)
+            ax = axes_all[bi]  # (n, 3, 3)
+            Rs = _rodrigues(ax, v0[bi, :3])  # (n, 3 slots, 3, 3)
+            eye = torch.eye(3, dtype=dt, device=dev).expand(len(kind.bodies), 3, 3)
+            pre, post = eye, eye
+            for s_ in range(3):
+                pre = torch.where((s_ < k)[:, None, None], pre @ Rs[:, s_], pre)
+                post = torch.where((s_ > k)[:, None, None], post @ Rs[:, s_], post)
+            ang = _hinge_angles(U, Y, wk, ax[torch.arange(len(k)), k], pre, post)[..., None]
+            cands, ok = [(ang - icpt) / slope], wk.sum(-1) > 0
+        else:
+            Q = axes_all[bi].transpose(-1, -2)  # columns = the axes
+            orth = (Q.transpose(-1, -2) @ Q - torch.eye(3, dtype=dt, device=dev)).abs().amax((-1, -2)) < 1e-6
+            flip = torch.linalg.det(Q) < 0
+            Q = torch.cat((Q[..., :2], torch.where(flip[:, None, None], -Q[..., 2:], Q[..., 2:])), -1)
+            a0, a1, ok = _ball_angles(U, Y, wk, Q, flip)
+            cands = [(a0 - icpt) / slope, (a1 - icpt) / slope]
+            ok = ok & orth
+            if not bool(orth.all()):
+                left += [u for u in stage.units if u.top in [b for b, o in zip(kind.bodies, orth.tolist()) if not o]]
+        lo_c, hi_c = lo[cols], hi[cols]  # (n, s)
+        best = best_v = None
         for c in cands:
             z = _wrap_to_range(c, lo_c, hi_c, clamp=False)
-            v = (lo_c - z).clamp_min(0).sum(-1) + (z - hi_c).clamp_min(0).sum(-1)
+            v = ((lo_c - z).clamp_min(0) + (z - hi_c).clamp_min(0)).sum(-1)
             if best is None:
                 best, best_v = z, v
             else:
                 better = v < best_v - 1e-9
-                best = torch.where(better[:, None], z, best)
+                best = torch.where(better[..., None], z, best)
                 best_v = torch.where(better, v, best_v)
-        out = out.index_copy(1, ci, torch.where(ok[:, None], best, out.index_select(1, ci)))
+        flat = cols.reshape(-1)
+        cur = out.index_select(1, flat).reshape(T, *cols.shape)
+        out = out.index_copy(1, flat, torch.where(ok[..., None], best, cur).reshape(T, -1))
     return out, left
 
 
