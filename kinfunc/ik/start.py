@@ -32,7 +32,6 @@ from torch import Tensor
 
 from .. import functions as F
 from .. import transforms as tf
-from ..fk import slot_values
 from ..model import Model, Topology
 from .gn import _damped_step
 from .init import initial_q
@@ -420,7 +419,7 @@ def segment_start(
     if not stages:
         return q
     sw = present if sqrt_w is None else present * sqrt_w
-    v0 = slot_values(model, q0)  # (B, 6): constant slots keep these values
+    v0 = None  # (B, 6): the values of slots driven by constant functions (a hinge's fixed neighbours)
     for st in stages:
         cols = torch.tensor(st.columns, device=q.device)
         mask = torch.zeros(topo.n_markers, dtype=q.dtype, device=q.device)
@@ -431,6 +430,9 @@ def segment_start(
         lo_c, hi_c = lo.index_select(0, cols), hi.index_select(0, cols)
         plan = JacobianPlan.build(model, st.columns)
         consts = plan.constants(model)
+        if v0 is None:
+            v0 = consts.v_const[:, 0].reshape(-1, 6)  # level order
+            v0 = v0 if plan.order_inv is None else v0.index_select(0, plan.order_inv)
         seed, left = _closed_form_seed(model, plan, consts, st, q, X, w, v0, lo, hi)
         q = seed.index_copy(1, cols, _wrap_to_range(seed.index_select(1, cols), lo_c, hi_c))
         if left:  # units without a closed form: a 1-D search where they have one coordinate
