@@ -2,7 +2,8 @@
 
 Usage::
 
-    python bench/bench_ik_nongait.py [--trials cmu hdm05] [--max-frames N] [--repeats 3]
+    python bench/bench_ik_nongait.py [--trials cmu hdm05 synthetic] [--max-frames N] [--repeats 3]
+                                     [--synth-frames 240] [--synth-repeats 4]
                                      [--out bench/results/ik_nongait.json]
 
 Trials (shared data, ``nongait/``): ``cmu`` = ``cmu_85_02.c3d`` (810 frames, CMU 41-marker set,
@@ -42,6 +43,35 @@ Per trial:
    of ``kf.marker_positions(fitted, q)`` against the trial, ``q`` = kinfunc's result or OpenSim's
    ``.mot`` read with ``kf.io.read_mot(path, model=fitted).q_for(fitted)``.
 
+``synthetic`` (in the default set; about 100 s of the ~135 s default run on a 2-core machine, 90 s
+of it OpenSim's IK at ~50-60 ms/frame on this model: its two knee coupler constraints make it
+~5x slower than without them, muscles make no difference): full-body trials with a known answer. The Arnold 2013 subject model
+(``arnold2013synthetic/subject01/subject01.osim``: 31 coordinates, two knee coupler constraints, 64
+markers), loaded by OpenSim directly and by ``kf.io.load_osim``; ``nongait_suite(model,
+n_frames=240, noise=0.0029, seed=0)`` gives squat, sit_to_stand, jump, turn360, lying,
+arms_overhead and cartwheel, each with 20 % random gaps (NaN), the right thigh cluster displaced
+by 10 cm over the middle third and the lateral knee markers swapped left / right over frames
+[0.75 T, 0.85 T). Per trial:
+
+1. ``kf.io.write_trc`` (gaps written as ``NaN``); checked as OpenSim reads it
+   (``TimeSeriesTableVec3``: labels, rows, the NaN mask, values) and, after its IK, by its own
+   per-frame total squared marker error against ours at its solution over the present markers
+   (a gap read as data would differ; OpenSim's ``marker_error_RMS`` divides that total by all the
+   markers, missing ones included, so it is not compared directly).
+2. Engines, all marker weights 1, no coordinate tasks: OpenSim's IK tool (accuracy 1e-5, run
+   once, its model marker locations reported: they are compared with ``kf.marker_positions`` at
+   its solution, an FK check); ``kf.ik.solve(model, trial)`` (plain least squares, the same
+   objective) and ``kf.ik.solve(model, trial, robust=True)``, each ``--synth-repeats`` times with
+   1 torch thread (median; half before, half after the OpenSim run).
+3. Scores: per-frame marker RMS against the (corrupted) trial, as above; coordinate errors
+   against ``q_true``: RMS over the frames per coordinate (deg, differences wrapped to
+   [-pi, pi]) of the rotational coordinates except the pelvis angles, mean over coordinates and
+   the worst one, also over the displaced window, the swap window and the other frames; pelvis
+   orientation error = the angle between the true and the fitted pelvis rotation matrices
+   (``kf.fk(model, q).R[:, 0]``) per frame, mean and max; pelvis translation error; clamped
+   limit excursions (kinfunc does not limit a rotational coordinate whose range is a whole turn,
+   OpenSim clamps it at +-180 deg). Time ratio = OpenSim ``tool.run()`` wall / kinfunc median.
+
 Prints a table and writes JSON to ``--out``.
 """
 
@@ -50,6 +80,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import math
 import os
 import platform
@@ -58,17 +89,24 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: shared CPU, no busy-waiting threads
 
 import numpy as np
 import torch
 
 import kinfunc as kf
 from kinfunc.fk import effective_scales, translation_scales
+from kinfunc.ik.synthetic import NONGAIT_KINDS, nongait_suite
+from kinfunc.io._markerio import unit_scale
 from kinfunc.markersets import match
 
 DATA = Path(os.environ.get("KINFUNC_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data") / "nongait"
 TRIALS = {"cmu": "cmu_85_02.c3d", "hdm05": "hdm05_bd_05-01_01_120.c3d"}
+SYNTH_MODEL = DATA.parent / "arnold2013synthetic" / "subject01" / "subject01.osim"
+SYNTHETIC = "synthetic"
 FIT = ("pose", "segment_scales", "marker_offsets")
 
 
@@ -261,9 +299,14 @@ def check_osim_fk(osim, path, model, n_poses=20, seed=0):
 
 
 # ------------------------------------------------------------------------------ OpenSim IK
-def run_opensim_ik(osim, osim_path, trc_path, marker_names, t0, t1, folder):
+def run_opensim_ik(osim, osim_path, trc_path, marker_names, t0, t1, folder, report_locations=False):
+    """OpenSim's IK tool, built in code: one IKMarkerTask of weight 1 per marker, no coordinate
+    tasks, accuracy 1e-5, ``[t0, t1]``. Returns ``(tool.run() wall s, its logged frame-loop s,
+    .mot path, marker-errors .sto path or None, captured log)``; with ``report_locations`` it
+    also writes the model's marker locations per frame (``*_ik_model_marker_locations.sto``)."""
     tool = osim.InverseKinematicsTool()
-    om = osim.Model(str(osim_path))  # keep a reference: the tool does not own it
+    # keep a reference: the tool does not own it; loading logged (missing geometry files) and captured
+    om, load_log = _run_capturing(lambda: osim.Model(str(osim_path)))
     tool.setModel(om)
     tool.setName("nongait")
     tool.setMarkerDataFileName(str(trc_path))
@@ -280,13 +323,15 @@ def run_opensim_ik(osim, osim_path, trc_path, marker_names, t0, t1, folder):
     tool.set_results_directory(str(folder))
     mot = Path(folder) / "opensim_ik.mot"
     tool.setOutputMotionFileName(str(mot))
+    if report_locations:
+        tool.set_report_marker_locations(True)
     t_start = time.perf_counter()
     ok, log = _run_capturing(tool.run)
     wall = time.perf_counter() - t_start
     if not ok:
         raise RuntimeError("OpenSim IK failed:\n" + log[-3000:])
     errs = sorted(Path(folder).glob("*marker_errors.sto"))
-    return wall, _opensim_loop_s(log), mot, (errs[0] if errs else None), log
+    return wall, _opensim_loop_s(log), mot, (errs[0] if errs else None), load_log + log
 
 
 # --------------------------------------------------------------------------------- scoring
@@ -316,10 +361,17 @@ def stats_mm(rms):
     }
 
 
-def limit_violations(model, q):
+def limit_violations(model, q, skip_full_turn=False):
+    """Largest excursion of ``q`` beyond a clamped coordinate's range; ``skip_full_turn``: rotational
+    coordinates whose range spans a whole turn (OpenSim pelvis angles, +-180 deg clamped) are not
+    counted (kinfunc does not treat such a range as a limit; see :func:`kf.ik.solve`)."""
     topo = model.topology
     lo, hi = model.coordinate_limits()
     cl = torch.tensor(topo.coordinate_clamped)
+    if skip_full_turn:
+        full = torch.tensor([getattr(m, "value", m) == "rotational" and r1 - r0 >= 2 * math.pi - 1e-4
+                             for m, (r0, r1) in zip(topo.coordinate_motion, topo.coordinate_ranges)])
+        cl = cl & ~full
     q = q.double()
     over = torch.clamp(q - hi.double(), min=0) + torch.clamp(lo.double() - q, min=0)
     over = over[:, cl]
@@ -453,6 +505,324 @@ def bench_trial(key, args, osim, workdir):
     return out
 
 
+# ------------------------------------------------------------------- synthetic full-body trials
+def check_trc_gaps(osim, trc, trial):
+    """How OpenSim reads the TRC that ``kf.io.write_trc`` wrote (gaps as ``NaN``): its
+    ``TimeSeriesTableVec3`` (the reader the IK tool's ``MarkersReference`` uses) against the
+    trial: labels, rows, NaN mask, values where present."""
+    tab = osim.TimeSeriesTableVec3(str(trc))
+    labels = list(tab.getColumnLabels())
+    flat = tab.flatten()  # keep the table alive while its matrix is copied (a temporary segfaults)
+    mat = flat.getMatrix()
+    a = np.array(mat.to_numpy(), copy=True)
+    T, M = trial.n_frames, trial.n_markers
+    units = tab.getTableMetaDataAsString("Units") if tab.hasTableMetaDataKey("Units") else None
+    out = {"labels_match": labels == list(trial.names), "rows": int(tab.getNumRows()), "units_in_file": units}
+    if out["labels_match"] and a.shape == (T, 3 * M):
+        a = a.reshape(T, M, 3) * (unit_scale(units) if units else 1.0)
+        x = trial.xyz.double().cpu().numpy()
+        nan_os, nan_tr = np.isnan(a), np.isnan(x)
+        both = ~nan_os & ~nan_tr
+        out.update({
+            "missing_samples_trial": int(nan_tr[..., 0].sum()),
+            "missing_samples_opensim": int(nan_os.any(-1).sum()),
+            "partially_missing_opensim": int((nan_os.any(-1) & ~nan_os.all(-1)).sum()),
+            "nan_mask_equal": bool((nan_os == nan_tr).all()),
+            "max_abs_diff_present_m": float(np.abs(a[both] - x[both]).max()) if both.any() else None,
+        })
+    out["ok"] = bool(out["labels_match"] and out.get("nan_mask_equal") and out["rows"] == T
+                     and (out.get("max_abs_diff_present_m") or 0.0) < 1e-8)
+    return out
+
+
+def _wrap(d):
+    """Angle differences wrapped to [-pi, pi]."""
+    return torch.remainder(d + math.pi, 2 * math.pi) - math.pi
+
+
+def coordinate_errors(model, q, q_true, windows=None):
+    """Errors of ``q (T, C)`` against ``q_true``: per-coordinate RMS over the frames (deg; angle
+    differences wrapped to [-pi, pi]) of the rotational coordinates except the pelvis angles
+    (mean and worst coordinate), the pelvis orientation error per frame (the angle of the
+    rotation between the true and the fitted pelvis rotation matrices, ``kf.fk(model, q).R[:, 0]``;
+    deg) and the pelvis translation error per frame (mm). ``windows``: name -> frame indices;
+    the mean coordinate RMS over those frames only is reported too."""
+    topo = model.topology
+    names = topo.coordinate_names
+    q, q_true = q.double(), q_true.double()
+    rot = [getattr(m, "value", m) == "rotational" for m in topo.coordinate_motion]
+    joint = [i for i, n in enumerate(names) if rot[i] and not n.startswith("pelvis_")]
+    trans = [i for i, n in enumerate(names) if not rot[i] and n.startswith("pelvis_")]
+    d = q - q_true
+    dj = _wrap(d[:, joint])
+    per = torch.sqrt(torch.nanmean(dj.square(), 0)) * (180 / math.pi)
+    w = int(torch.argmax(torch.nan_to_num(per, nan=math.inf)))
+    with torch.no_grad():
+        R = kf.fk(model, q.to(model.dtype)).R[:, 0].double()
+        Rt = kf.fk(model, q_true.to(model.dtype)).R[:, 0].double()
+    # ||R - Rt||_F = 2 sqrt(2) sin(theta / 2): accurate for small angles too
+    ang = 2 * torch.asin((torch.linalg.matrix_norm(R - Rt) / (2 * math.sqrt(2))).clamp(max=1.0)) * (180 / math.pi)
+    tr = d[:, trans].norm(dim=-1) * 1e3
+    out = {
+        "coords_scored": [names[i] for i in joint],
+        "mean_coord_rms_deg": float(per.mean()),
+        "worst_coord": names[joint[w]],
+        "worst_coord_rms_deg": float(per[w]),
+        "per_coord_rms_deg": {names[i]: round(float(per[k]), 4) for k, i in enumerate(joint)},
+        "pelvis_orientation_mean_deg": float(ang.nanmean()),
+        "pelvis_orientation_max_deg": float(ang.nan_to_num(nan=math.inf).max()),
+        "pelvis_orientation_frames_gt_10deg": int((ang.nan_to_num(nan=math.inf) > 10).sum()),
+        "pelvis_translation_mean_mm": float(tr.nanmean()),
+        "pelvis_translation_max_mm": float(tr.nan_to_num(nan=math.inf).max()),
+        "frames_with_nan_q": int(torch.isnan(q).any(-1).sum()),
+    }
+    for key, idx in (windows or {}).items():
+        if len(idx):
+            p = torch.sqrt(torch.nanmean(dj[idx].square(), 0)) * (180 / math.pi)
+            out[f"mean_coord_rms_deg_{key}"] = float(p.mean())
+    return out
+
+
+def _log_oddities(log):
+    """Lines of OpenSim's log that warn or report a failure, except missing geometry files and
+    the per-frame error lines."""
+    bad = []
+    for ln in log.splitlines():
+        low = ln.lower()
+        if "couldn't find file" in low or re.match(r"\[info\] frame \d+ ", low):
+            continue
+        if any(k in low for k in ("warn", "error", "fail", "exception", "not converge", "could not")):
+            bad.append(ln.strip())
+    return bad
+
+
+class _Collect(logging.Handler):
+    """Collects what kinfunc logs (``warnings`` too) while active, instead of printing it."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+    def __enter__(self):
+        self._log = logging.getLogger("kinfunc")
+        self._log.addHandler(self)
+        self._warn = warnings.catch_warnings(record=True)
+        self._caught = self._warn.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc):
+        self._warn.__exit__(*exc)
+        self.messages += [str(w.message) for w in self._caught]
+        self._log.removeHandler(self)
+        return False
+
+
+def bench_synthetic(args, osim, workdir):
+    """Synthetic full-body non-gait trials (:func:`kinfunc.ik.synthetic.nongait_suite`) of the
+    Arnold 2013 subject model: OpenSim's IK tool vs ``kf.ik.solve`` plain and robust."""
+    model = kf.io.load_osim(SYNTH_MODEL, dtype=torch.float64)
+    suite = nongait_suite(model, n_frames=args.synth_frames, noise=args.synth_noise, seed=args.synth_seed,
+                          kinds=args.synth_kinds)
+    topo = model.topology
+    out = {"model": str(SYNTH_MODEL), "frames": args.synth_frames, "noise_m": args.synth_noise, "seed": args.synth_seed,
+           "markers": topo.n_markers, "coordinates": topo.n_coordinates, "dependent_coordinates": list(topo.dependent_names),
+           "pelvis_body": topo.body_names[0], "repeats": args.synth_repeats, "torch_threads": 1, "kinds": {}}
+    print(f"[{SYNTHETIC}] {SYNTH_MODEL.name}: {topo.n_coordinates} coordinates, {topo.n_markers} markers; "
+          f"{len(suite)} kinds x {args.synth_frames} frames, noise {args.synth_noise * 1e3:.1f} mm", flush=True)
+    engines = {"kinfunc": {}, "kinfunc_robust": {"robust": True}}
+    torch.set_num_threads(1)
+    with _Collect():
+        for kw in engines.values():  # warm-up (code paths, allocations)
+            kf.ik.solve(model, suite[0][2], **kw)
+    for kind, q_true, trial, truth in suite:
+        folder = Path(workdir) / SYNTHETIC / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        trc = kf.io.write_trc(folder / f"{kind}.trc", trial)
+        r = {"missing_samples_fraction": float(torch.isnan(trial.xyz[..., 0]).double().mean()),
+             "displaced": {"markers": list(truth["displaced"]["markers"]),
+                           "offset_m": [float(v) for v in truth["displaced"]["offset"]],
+                           "frames": [int(truth["displaced"]["frames"][0]), int(truth["displaced"]["frames"][-1])]},
+             "swap": {"markers": list(truth["swap"]["markers"]),
+                      "frames": [int(truth["swap"]["frames"][0]), int(truth["swap"]["frames"][-1])]},
+             "trc_read_by_opensim": check_trc_gaps(osim, trc, trial)}
+        times = {k: [] for k in engines}
+        res = {}
+
+        warned = {k: [] for k in engines}
+
+        def kf_round(n):
+            for name, kw in engines.items():
+                for _ in range(n):
+                    with _Collect() as caught:
+                        t0 = time.perf_counter()
+                        res[name] = kf.ik.solve(model, trial, **kw)
+                        times[name].append(time.perf_counter() - t0)
+                    warned[name] = sorted(set(caught.messages))
+
+        torch.set_num_threads(1)
+        load = [os.getloadavg()[0]]
+        kf_round(max(1, (args.synth_repeats + 1) // 2))
+        load.append(os.getloadavg()[0])
+        wall, loop, mot, sto, log = run_opensim_ik(osim, SYNTH_MODEL, trc, trial.names, float(trial.time[0]),
+                                                   float(trial.time[-1]), folder, report_locations=True)
+        load.append(os.getloadavg()[0])
+        kf_round(max(1, args.synth_repeats // 2))
+        load.append(os.getloadavg()[0])
+        r["load_avg_1min_around_timings"] = load
+
+        motion = kf.io.read_mot(mot, model=model)
+        q_os = motion.q_for(model).double()
+        oso = {"run_s": wall, "frame_loop_s_from_log": loop, "frames_in_mot": int(q_os.shape[0]),
+               "log_oddities": _log_oddities(log)[:20]}
+        if q_os.shape[0] != trial.n_frames:
+            tt = motion.time.double()
+            idx = torch.searchsorted(tt, trial.time.double() - 1e-6).clamp(max=len(tt) - 1)
+            oso["note"] = f".mot has {q_os.shape[0]} rows for {trial.n_frames} frames; aligned by time"
+            q_os = q_os[idx]
+        rms_os = per_frame_rms(model, q_os, trial)
+        # OpenSim's own per-frame total squared marker error vs ours at its q, summed over the
+        # markers present (a gap read as data, e.g. a marker at the origin, would differ). Its
+        # own "marker_error_RMS" divides that total by all the markers, missing ones included.
+        if sto is not None:
+            e = kf.io.read_sto(sto) if hasattr(kf.io, "read_sto") else kf.io.read_mot(sto)
+            if "total_squared_error" in e.names and e.values.shape[0] == q_os.shape[0] == trial.n_frames:
+                with torch.no_grad():
+                    d2 = (kf.marker_positions(model, q_os.to(model.dtype)).double()
+                          [:, [model.marker_names.index(n) for n in trial.names]] - trial.xyz.double()).square().sum(-1)
+                ours = torch.nansum(d2, -1)
+                n_present = (~torch.isnan(d2)).sum(-1)
+                tot = e.values[:, e.names.index("total_squared_error")].double()
+                oso["own_total_sq_error_vs_ours_max_abs_diff_m2"] = float((tot - ours).abs().max())
+                oso["own_total_sq_error_vs_ours_max_rel_diff"] = float(((tot - ours).abs() / ours.clamp(min=1e-12)).max())
+                if "marker_error_RMS" in e.names:
+                    own = e.values[:, e.names.index("marker_error_RMS")].double()
+                    oso["own_reported_mean_rms_mm"] = 1e3 * float(own.mean())
+                    oso["own_rms_vs_ours_max_abs_diff_mm"] = 1e3 * float((own - rms_os).abs().max())
+                    oso["own_rms_vs_sqrt_total_over_all_markers_max_abs_diff_mm"] = 1e3 * float(
+                        (own - torch.sqrt(tot / trial.n_markers)).abs().max())
+                    oso["own_rms_vs_sqrt_total_over_present_markers_max_abs_diff_mm"] = 1e3 * float(
+                        (own - torch.sqrt(tot / n_present.clamp(min=1))).abs().max())
+        # OpenSim's model marker locations at its solution vs kinfunc FK at the same q
+        locs = sorted(folder.glob("*marker_locations.sto"))
+        if locs:
+            L = kf.io.read_mot(locs[0])
+            cols = [[L.names.index(f"{n}_{a}") for a in ("tx", "ty", "tz")] for n in model.marker_names]
+            p_os = L.values.double()[:, torch.tensor(cols)]
+            if p_os.shape[0] == q_os.shape[0]:
+                with torch.no_grad():
+                    p_kf = kf.marker_positions(model, q_os.to(model.dtype)).double()
+                oso["fk_check_max_m"] = float((p_os - p_kf).abs().max())
+        oso["max_clamped_limit_violation"] = limit_violations(model, q_os)
+        oso["max_clamped_limit_violation_except_full_turn"] = limit_violations(model, q_os, skip_full_turn=True)
+        frames = torch.arange(trial.n_frames)
+        disp = truth["displaced"]["frames"].long()
+        swap = truth["swap"]["frames"].long()
+        clean = frames[~(torch.isin(frames, disp) | torch.isin(frames, swap))]
+        windows = {"displaced_window": disp, "swap_window": swap, "clean_frames": clean}
+        oso.update(stats_mm(rms_os))
+        oso.update(coordinate_errors(model, q_os, q_true, windows))
+        r["opensim"] = oso
+        for name in engines:
+            k = res[name]
+            q = k.q.double()
+            e = {"median_s": statistics.median(times[name]), "min_s": min(times[name]), "all_s": times[name],
+                 "iterations": k.iterations,
+                 "converged": bool(k.converged.all()) if isinstance(k.converged, torch.Tensor) else bool(k.converged),
+                 "summary": k.summary(), "warnings": warned[name], "max_clamped_limit_violation": limit_violations(model, q),
+                 "max_clamped_limit_violation_except_full_turn": limit_violations(model, q, skip_full_turn=True)}
+            rms = per_frame_rms(model, q, trial)
+            e.update(stats_mm(rms))
+            e.update(coordinate_errors(model, q, q_true, windows))
+            e["time_ratio_opensim_run_over_this"] = wall / e["median_s"]
+            d = (rms - rms_os) * 1e3
+            d = d[~torch.isnan(d)]
+            e["rms_minus_opensim_mm"] = {"mean": float(d.mean()), "max": float(d.max()), "min": float(d.min())}
+            e["per_frame_rms_mm"] = [round(float(x) * 1e3, 3) for x in rms]
+            r[name] = e
+        oso["per_frame_rms_mm"] = [round(float(x) * 1e3, 3) for x in rms_os]
+        out["kinds"][kind] = r
+        g = r["trc_read_by_opensim"]
+        print(f"[{SYNTHETIC}] {kind}: OpenSim {oso['mean_mm']:.2f} mm / {oso['mean_coord_rms_deg']:.2f} deg "
+              f"({wall:.2f} s), kinfunc {r['kinfunc']['mean_mm']:.2f} mm / {r['kinfunc']['mean_coord_rms_deg']:.2f} deg "
+              f"({r['kinfunc']['median_s']:.3f} s), robust {r['kinfunc_robust']['mean_mm']:.2f} mm / "
+              f"{r['kinfunc_robust']['mean_coord_rms_deg']:.2f} deg ({r['kinfunc_robust']['median_s']:.3f} s); "
+              f"TRC gaps read {'OK' if g['ok'] else 'WRONG'}", flush=True)
+    return out
+
+
+ENGINE_LABEL = {"opensim": "opensim", "kinfunc": "kinfunc", "kinfunc_robust": "kinfunc robust"}
+
+
+def _synth_table(s):
+    hdr = ("kind", "engine", "mean mm", "max mm", "coord deg", "worst coord deg", "pelvis deg mean/max", "time s",
+           "OpenSim/kf")
+    rows = [hdr]
+    tot = {k: [] for k in ENGINE_LABEL}
+    for kind, r in s["kinds"].items():
+        for eng, label in ENGINE_LABEL.items():
+            e = r[eng]
+            tot[eng].append(e)
+            if eng == "opensim":
+                loop = e.get("frame_loop_s_from_log")
+                t = f"{e['run_s']:.2f}" + (f" (loop {loop:.0f})" if loop else "")
+                ratio = ""
+            else:
+                t = f"{e['median_s']:.3f}"
+                ratio = f"{e['time_ratio_opensim_run_over_this']:.1f}x"
+            rows.append((kind, label, f"{e['mean_mm']:.2f}", f"{e['max_mm']:.1f}", f"{e['mean_coord_rms_deg']:.2f}",
+                         f"{e['worst_coord_rms_deg']:.2f} {e['worst_coord']}",
+                         f"{e['pelvis_orientation_mean_deg']:.2f} / {e['pelvis_orientation_max_deg']:.1f}", t, ratio))
+    os_total = sum(e["run_s"] for e in tot["opensim"])
+    for eng, label in ENGINE_LABEL.items():
+        es = tot[eng]
+        if not es:
+            continue
+        tt = sum(e["run_s"] if eng == "opensim" else e["median_s"] for e in es)
+        rows.append(("ALL (mean)", label, f"{statistics.mean(e['mean_mm'] for e in es):.2f}",
+                     f"{max(e['max_mm'] for e in es):.1f}", f"{statistics.mean(e['mean_coord_rms_deg'] for e in es):.2f}",
+                     "", f"{statistics.mean(e['pelvis_orientation_mean_deg'] for e in es):.2f} / "
+                         f"{max(e['pelvis_orientation_max_deg'] for e in es):.1f}",
+                     f"{tt:.2f} (sum)", "" if eng == "opensim" else f"{os_total / tt:.1f}x"))
+    w = [max(len(row[i]) for row in rows) for i in range(len(hdr))]
+    lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(row)) for row in rows]
+    lines.insert(1, "  ".join("-" * x for x in w))
+    lines.insert(len(lines) - 3, "  ".join("-" * x for x in w))
+    lines.append(f"(synthetic: {Path(s['model']).name}, {s['frames']} frames, noise {s['noise_m'] * 1e3:.1f} mm, 20 % gaps, "
+                 "one displaced thigh cluster, one L/R knee-marker swap; marker RMS per frame vs the corrupted "
+                 "data (same FK); coord = RMS over frames vs q_true, wrapped, rotational coordinates except pelvis "
+                 "angles (mean over coordinates, worst one); pelvis = angle between true and fitted pelvis rotations; "
+                 "time = kinfunc median solve, 1 torch thread, OpenSim tool.run() wall (its logged frame loop, "
+                 "whole seconds))")
+    for kind, r in s["kinds"].items():
+        g, o = r["trc_read_by_opensim"], r["opensim"]
+        fk = o.get("fk_check_max_m")
+        own = o.get("own_total_sq_error_vs_ours_max_rel_diff")
+        conv = ("all markers" if (o.get("own_rms_vs_sqrt_total_over_all_markers_max_abs_diff_mm") or 1) < 1e-3
+                else "present markers" if (o.get("own_rms_vs_sqrt_total_over_present_markers_max_abs_diff_mm") or 1) < 1e-3
+                else "?")
+        kw = "; ".join(f"{x}: {' / '.join(r[x]['warnings'])}" for x in ("kinfunc", "kinfunc_robust") if r[x]["warnings"])
+        lines.append(
+            f"{kind}: TRC as OpenSim reads it: {g.get('missing_samples_opensim')} missing samples "
+            f"(trial {g.get('missing_samples_trial')}), NaN mask {'equal' if g.get('nan_mask_equal') else 'DIFFERENT'}, "
+            f"max |diff| {g.get('max_abs_diff_present_m') or 0:.1e} m; OpenSim's own total squared error per frame "
+            f"vs ours over the present markers: max rel diff {own if own is None else f'{own:.1e}'} (its RMS divides "
+            f"by {conv}); FK check (OpenSim marker locations vs kinfunc at OpenSim's q) "
+            f"{fk if fk is None else f'{fk:.1e}'} m; frames with pelvis error > 10 deg: OpenSim "
+            f"{o['pelvis_orientation_frames_gt_10deg']}, kinfunc {r['kinfunc']['pelvis_orientation_frames_gt_10deg']}, "
+            f"robust {r['kinfunc_robust']['pelvis_orientation_frames_gt_10deg']}; clamped-limit excess "
+            f"(all / except full-turn ranges, rad or m): OpenSim {o['max_clamped_limit_violation']:.2g} / "
+            f"{o['max_clamped_limit_violation_except_full_turn']:.2g}, kinfunc "
+            f"{r['kinfunc']['max_clamped_limit_violation']:.2g} / {r['kinfunc']['max_clamped_limit_violation_except_full_turn']:.2g}, "
+            f"robust {r['kinfunc_robust']['max_clamped_limit_violation']:.2g} / "
+            f"{r['kinfunc_robust']['max_clamped_limit_violation_except_full_turn']:.2g}; OpenSim log oddities: "
+            f"{len(o['log_oddities'])}; kinfunc warnings: {kw or 'none'}")
+    return "\n".join(lines)
+
+
 def _table(results):
     rows = []
     hdr = ("trial", "engine", "frames", "mean", "median", "p99", "max", ">25", ">40", "time s", "OpenSim/kf")
@@ -485,13 +855,21 @@ def _table(results):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trials", nargs="*", default=list(TRIALS), choices=list(TRIALS))
+    ap.add_argument("--trials", nargs="*", default=[*TRIALS, SYNTHETIC], choices=[*TRIALS, SYNTHETIC],
+                    help=f"real trials and/or '{SYNTHETIC}' (the full-body synthetic suite); default all")
     ap.add_argument("--max-frames", type=int, default=None, help="keep each trial's first N frames (default all)")
     ap.add_argument("--repeats", type=int, default=6,
                     help="timed kinfunc pose solves with 1 torch thread (median; half before, half after the OpenSim run)")
     ap.add_argument("--repeats-2t", type=int, default=2,
                     help="the same with 2 torch threads (few: on a loaded 2-core machine they can take 10x longer)")
     ap.add_argument("--fit-threads", type=int, default=1, help="torch threads for the (untimed-for-comparison) model fit")
+    ap.add_argument("--synth-frames", type=int, default=240, help="frames per synthetic trial")
+    ap.add_argument("--synth-noise", type=float, default=0.0029, help="synthetic marker noise (m, per axis)")
+    ap.add_argument("--synth-seed", type=int, default=0)
+    ap.add_argument("--synth-kinds", nargs="*", default=list(NONGAIT_KINDS), choices=list(NONGAIT_KINDS))
+    ap.add_argument("--synth-repeats", type=int, default=4,
+                    help="timed kinfunc solves per synthetic trial and variant, 1 torch thread (median; half before, "
+                         "half after the OpenSim run)")
     ap.add_argument("--direct-osim", action="store_true", help="skip save_osim; build the fitted model through the API")
     ap.add_argument("--keep", default=None, help="folder to keep the .osim/.trc/.mot files in (default: a temp folder)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "ik_nongait.json"))
@@ -508,9 +886,13 @@ def main() -> None:
     workdir = args.keep or tempfile.mkdtemp(prefix="kf_ik_nongait_")
     results = {}
     for key in args.trials:
-        results[key] = bench_trial(key, args, osim, workdir)
+        if key == SYNTHETIC:
+            results[key] = bench_synthetic(args, osim, workdir)
+        else:
+            results[key] = bench_trial(key, args, osim, workdir)
     total = time.perf_counter() - t_all
-    table = _table(results)
+    real = {k: v for k, v in results.items() if k != SYNTHETIC}
+    table = "\n\n".join(([_table(real)] if real else []) + ([_synth_table(results[SYNTHETIC])] if SYNTHETIC in results else []))
     print()
     print(table)
     print(f"total run time {total:.1f} s; files in {workdir}")
@@ -518,7 +900,9 @@ def main() -> None:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
                     "torch": torch.__version__, "opensim": getattr(osim, "__version__", None)},
         "args": {"trials": args.trials, "max_frames": args.max_frames, "repeats": args.repeats,
-                 "repeats_2t": args.repeats_2t, "fit_threads": args.fit_threads},
+                 "repeats_2t": args.repeats_2t, "fit_threads": args.fit_threads, "synth_frames": args.synth_frames,
+                 "synth_noise": args.synth_noise, "synth_seed": args.synth_seed, "synth_kinds": args.synth_kinds,
+                 "synth_repeats": args.synth_repeats},
         "total_run_s": total,
         "table": table,
         "trials": results,
