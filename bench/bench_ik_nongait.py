@@ -111,24 +111,20 @@ FIT = ("pose", "segment_scales", "marker_offsets")
 
 
 # ----------------------------------------------------------------------------- helpers
-def _run_capturing(fn):
-    """Call ``fn()`` with the process's stdout/stderr (where OpenSim's C++ logger writes) sent to a
-    temporary file; returns ``(fn's value, the captured text)``."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with tempfile.TemporaryFile() as f:
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
-        try:
-            value = fn()
-        finally:
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-        f.seek(0)
-        return value, f.read().decode(errors="replace")
+try:  # one copy of the stdout/stderr capture: bench_ik's
+    from bench_ik import _run_capturing  # run as a script from bench/
+except ImportError:  # imported as bench.bench_ik_nongait
+    from .bench_ik import _run_capturing
+
+
+def _align_by_time(motion, trial, q_os, oso):
+    """OpenSim's rows at the trial's frame times (its .mot should hold every frame of the range)."""
+    if q_os.shape[0] == trial.n_frames:
+        return q_os
+    tt = motion.time.double()
+    idx = torch.searchsorted(tt, trial.time.double() - 1e-6).clamp(max=len(tt) - 1)
+    oso["note"] = f".mot has {q_os.shape[0]} rows for {trial.n_frames} frames; aligned by time"
+    return q_os[idx]
 
 
 def _opensim_loop_s(text):
@@ -470,12 +466,7 @@ def bench_trial(key, args, osim, workdir):
         e = kf.io.read_sto(sto) if hasattr(kf.io, "read_sto") else kf.io.read_mot(sto)
         if "marker_error_RMS" in e.names:
             oso["own_reported_mean_rms_mm"] = 1e3 * float(e.values[:, e.names.index("marker_error_RMS")].double().mean())
-    if q_os.shape[0] != trial.n_frames:
-        # align by time (OpenSim's .mot should hold every frame of the range)
-        tt = motion.time.double()
-        idx = torch.searchsorted(tt, trial.time.double() - 1e-6).clamp(max=len(tt) - 1)
-        oso["note"] = f".mot has {q_os.shape[0]} rows for {trial.n_frames} frames; aligned by time"
-        q_os = q_os[idx]
+    q_os = _align_by_time(motion, trial, q_os, oso)
 
     # 5. scoring
     rms_kf = per_frame_rms(fitted, q_kf, trial)
@@ -678,11 +669,7 @@ def bench_synthetic(args, osim, workdir):
         q_os = motion.q_for(model).double()
         oso = {"run_s": wall, "frame_loop_s_from_log": loop, "frames_in_mot": int(q_os.shape[0]),
                "log_oddities": _log_oddities(log)[:20]}
-        if q_os.shape[0] != trial.n_frames:
-            tt = motion.time.double()
-            idx = torch.searchsorted(tt, trial.time.double() - 1e-6).clamp(max=len(tt) - 1)
-            oso["note"] = f".mot has {q_os.shape[0]} rows for {trial.n_frames} frames; aligned by time"
-            q_os = q_os[idx]
+        q_os = _align_by_time(motion, trial, q_os, oso)
         rms_os = per_frame_rms(model, q_os, trial)
         # OpenSim's own per-frame total squared marker error vs ours at its q, summed over the
         # markers present (a gap read as data, e.g. a marker at the origin, would differ). Its
