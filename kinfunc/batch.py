@@ -38,7 +38,7 @@ def ik_trial(trial_path: str, out_dir: str, options: dict) -> dict:
     """Run the ``kinfunc ik`` pipeline on one trial; never raises: failures come back as a row
     with ``status="error"`` and the one-line cause. ``options`` are the CLI's (model, setup,
     fit, static, up/forward/auto_orient, dtype, device, report)."""
-    from .cli import run_ik_pipeline
+    from .pipeline import run_ik_pipeline
 
     t0 = _time.perf_counter()
     row = {k: "" for k in SUMMARY_FIELDS}
