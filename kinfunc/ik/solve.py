@@ -609,6 +609,7 @@ def _robust_gn(problem: IKProblem, res: GNResult, theta0, o: GNOptions, restarts
     settle. Returns the result, the final weights ``(T, M)`` and the restarted frames."""
     w = None
     done = set(restarted)
+    total = res.iterations
     for _ in range(max_rounds):
         with torch.no_grad():
             err = torch.linalg.vector_norm(_positions(problem, res) - problem.X, dim=-1)
@@ -619,7 +620,8 @@ def _robust_gn(problem: IKProblem, res: GNResult, theta0, o: GNOptions, restarts
         rp = dataclasses.replace(problem, present=problem.present * w.sqrt())
         res, rs = _solve_gn_staged(rp, res.Z, res.theta if res.theta is not None else theta0, o, restarts, shape_frames)
         done |= set(rs)
-    return res, w, tuple(sorted(done))
+        total += res.iterations
+    return dataclasses.replace(res, iterations=total), w, tuple(sorted(done))
 
 
 def _solve_gn_staged(
@@ -638,6 +640,13 @@ def _solve_gn_staged(
     parameters (started afresh from them, restarted where independent, then with smoothness
     if asked). Returns the result and the frames that were restarted."""
     restarted: set[int] = set()
+    spent = [0]  # iterations of the stages before the last solve
+
+    def gn(p: IKProblem, Z: Tensor, theta: Optional[Tensor]) -> GNResult:
+        r = solve_gn(p, Z, theta, o)
+        spent[0] += r.iterations
+        return r
+
     single = problem.n_sets == 1 or problem.n_theta == 0
     T = problem.n_frames
     subsample = bool(problem.n_theta) and single and T > shape_frames > 0
@@ -645,7 +654,7 @@ def _solve_gn_staged(
     def independent(p: IKProblem, Z: Tensor, frames: Optional[Tensor] = None) -> Tensor:
         """Independent-frame solve of ``p`` (``frames``: which of the problem's frames it holds)
         from ``Z``, with restarts."""
-        Z = solve_gn(p, Z, None, o).Z
+        Z = gn(p, Z, None).Z
         if restarts:
             fixed, rep = repair(p, Z, o)
             Z = fixed.Z
@@ -659,13 +668,13 @@ def _solve_gn_staged(
         Zs = independent(stage, Z0.index_select(0, idx) if Z0 is not None else start_poses(stage, theta0), idx)
         sub = dataclasses.replace(_frame_subset(problem, idx), smooth_sqrt_w=0.0)
         sub = dataclasses.replace(sub, present=sub.present * math.sqrt(T / idx.numel()))
-        theta = solve_gn(sub, Zs, theta0, o).theta
+        theta = gn(sub, Zs, theta0).theta
         final = _pose_only(problem, theta, smooth=False)
         Zf = independent(final, Z0 if Z0 is not None else start_poses(final, theta))
         if problem.smooth_sqrt_w > 0:
-            res = solve_gn(_pose_only(problem, theta), _continuous(problem, Zf), None, o)
+            res = gn(_pose_only(problem, theta), _continuous(problem, Zf), None)
         else:
-            res = solve_gn(final, Zf, None, o)  # converged already: one evaluation, and the positions
+            res = gn(final, Zf, None)  # converged already: one evaluation, and the positions
         res = dataclasses.replace(res, theta=theta)
     else:
         if Z0 is None:
@@ -674,7 +683,7 @@ def _solve_gn_staged(
             Z0 = independent(_pose_only(problem, theta0, smooth=False), Z0)
             if problem.smooth_sqrt_w > 0:  # the same poses, written without jumps of whole turns or Euler branches
                 Z0 = _continuous(problem, Z0)
-        res = solve_gn(problem, Z0, theta0, o)
+        res = gn(problem, Z0, theta0)
         theta = res.theta
         if restarts and single and problem.smooth_sqrt_w == 0:
             final = _pose_only(problem, theta, smooth=False) if problem.n_theta else problem
@@ -689,6 +698,7 @@ def _solve_gn_staged(
         frames = frame_costs(_pose_only(problem, theta, smooth=False), res.Z)[0].sum()
         total = float(frames + coupling_cost(problem, res.Z, theta))
         res = dataclasses.replace(res, objective=total, history=res.history + [total])
+    res = dataclasses.replace(res, iterations=spent[0])  # every stage's iterations (restarts not counted)
     return res, tuple(sorted(restarted))
 
 
