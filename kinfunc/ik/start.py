@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor
 
 from .. import functions as F
 from .. import transforms as tf
+from .._joint_cache import cached_on_joints
 from ..model import Model, Topology
 from .gn import _damped_step
 from .init import initial_q
@@ -252,6 +253,63 @@ def _ball_angles(U: Tensor, Y: Tensor, w: Tensor, Q: Tensor, flip: Tensor) -> tu
     return ang * sign, alt * sign, ok
 
 
+class _KindConstants(NamedTuple):
+    """What :func:`_closed_form_seed` needs of a :class:`_Kind` from the model's joint tensors
+    (kept per set of joint tensors: :func:`kinfunc._joint_cache.cached_on_joints`). ``n``
+    units, ``k`` markers each (padded), ``s`` slots each."""
+
+    bodies: Tensor  # (n,) long
+    parents: Tensor  # (n,) long: parent body, ground = B (the identity appended last)
+    mkc: Tensor  # (n, k) long: marker indices (padding at 0)
+    valid: Tensor  # (n, k): 1 for a real marker
+    Rpf: Tensor  # (n, 3, 3): parent-side joint frame orientation
+    Rcf: Tensor  # (n, 3, 3): child-side
+    slope: Tensor  # (n, s)
+    icpt: Tensor  # (n, s)
+    cols: Tensor  # (n, s) long: coordinates
+    axis: Optional[Tensor] = None  # hinges: (n, 3) unit axis of the varying slot
+    pre: Optional[Tensor] = None  # hinges: (n, 3, 3) constant slot rotations before it
+    post: Optional[Tensor] = None  # ... and after it
+    Q: Optional[Tensor] = None  # balls: (n, 3, 3) the axes as columns (third negated where flip)
+    flip: Optional[Tensor] = None  # balls: (n,) bool
+    orth: Optional[Tensor] = None  # balls: (n,) bool: axes orthonormal (else no closed form)
+    skewed: tuple = ()  # balls: top bodies whose axes are not orthonormal
+
+
+def _kind_constants(model: Model, kind: _Kind, v0: Tensor) -> _KindConstants:
+    """The model-only tensors of a closed-form kind (``v0 (B, 6)``: constant slot values)."""
+    topo = model.topology
+    dev, dt = model.device, model.dtype
+    bi = torch.tensor(kind.bodies, device=dev)
+    mk = torch.tensor(kind.markers, device=dev)
+    axes = model.axes[bi, :3] / torch.linalg.vector_norm(model.axes[bi, :3], dim=-1, keepdim=True)  # (n, 3, 3)
+    base = dict(
+        bodies=bi,
+        parents=torch.tensor([topo.parents[b] if topo.parents[b] >= 0 else topo.n_bodies for b in kind.bodies], device=dev),
+        mkc=mk.clamp_min(0),
+        valid=(mk >= 0).to(dt),
+        Rpf=tf.euler_xyz_to_matrix(model.parent_orientation[bi]),
+        Rcf=tf.euler_xyz_to_matrix(model.child_orientation[bi]),
+        slope=torch.stack([torch.stack([model.slot_params[g][0][j] for g, j in ps]) for ps in kind.params]),
+        icpt=torch.stack([torch.stack([model.slot_params[g][1][j] for g, j in ps]) for ps in kind.params]),
+        cols=torch.tensor(kind.cols, device=dev),
+    )
+    if len(kind.slots[0]) == 1:  # hinges
+        k = torch.tensor([sl[0] for sl in kind.slots], device=dev)
+        Rs = _rodrigues(axes, v0[bi, :3])  # (n, 3 slots, 3, 3)
+        pre = post = torch.eye(3, dtype=dt, device=dev).expand(len(kind.bodies), 3, 3)
+        for s_ in range(3):
+            pre = torch.where((s_ < k)[:, None, None], pre @ Rs[:, s_], pre)
+            post = torch.where((s_ > k)[:, None, None], post @ Rs[:, s_], post)
+        return _KindConstants(**base, axis=axes[torch.arange(len(k), device=dev), k], pre=pre, post=post)
+    Q = axes.transpose(-1, -2)  # columns = the axes
+    orth = (Q.transpose(-1, -2) @ Q - torch.eye(3, dtype=dt, device=dev)).abs().amax((-1, -2)) < 1e-6
+    flip = torch.linalg.det(Q) < 0
+    Q = torch.cat((Q[..., :2], torch.where(flip[:, None, None], -Q[..., 2:], Q[..., 2:])), -1)
+    skewed = tuple(b for b, o in zip(kind.bodies, orth.tolist()) if not o)
+    return _KindConstants(**base, Q=Q, flip=flip, orth=orth, skewed=skewed)
+
+
 def _closed_form_seed(
     model: Model, plan: JacobianPlan, consts, stage: _Stage, q: Tensor, X: Tensor, w: Tensor, v0: Tensor, lo: Tensor, hi: Tensor
 ) -> tuple[Tensor, list]:
@@ -275,49 +333,28 @@ def _closed_form_seed(
     dev, dt = q.device, q.dtype
     s_body = model.global_scale * model.body_scales
     R_all = torch.cat((H[..., :3], torch.eye(3, dtype=dt, device=dev).expand(T, 1, 3, 3)), 1)  # ground last
-    axes_all = model.axes[:, :3] / torch.linalg.vector_norm(model.axes[:, :3], dim=-1, keepdim=True)
     out = q
     for kind in (hinge, ball):
         if kind is None:
             continue
-        bi = torch.tensor(kind.bodies, device=dev)
-        pa = torch.tensor([topo.parents[b] if topo.parents[b] >= 0 else topo.n_bodies for b in kind.bodies], device=dev)
-        mk = torch.tensor(kind.markers, device=dev)
-        mkc = mk.clamp_min(0)
-        R_b, t_b = H[:, bi, :, :3], H[:, bi, :, 3]  # (T, n, 3, 3), (T, n, 3)
-        loc_c = model.child_location[bi] * s_body[bi]  # (n, 3): the joint centre in the body's frame
+        kc = cached_on_joints(kind, model, lambda: _kind_constants(model, kind, v0))
+        cols = kc.cols
+        R_b, t_b = H[:, kc.bodies, :, :3], H[:, kc.bodies, :, 3]  # (T, n, 3, 3), (T, n, 3)
+        loc_c = model.child_location[kc.bodies] * s_body[kc.bodies]  # (n, 3): the joint centre in the body's frame
         centre = (R_b @ loc_c[None, :, :, None])[..., 0] + t_b
-        Rpf = tf.euler_xyz_to_matrix(model.parent_orientation[bi])
-        Rcf = tf.euler_xyz_to_matrix(model.child_orientation[bi])
-        P = p[:, mkc]  # (T, n, k, 3)
         # world = R_pa Rpf M Rcf^T (P - loc_c) + centre
-        U = ((P - t_b[:, :, None]) @ R_b - loc_c[None, :, None]) @ Rcf[None]
-        Y = (X[:, mkc] - centre[:, :, None]) @ (R_all[:, pa] @ Rpf[None])
-        wk = ((w[:, mkc] > 0) & (mk >= 0)).to(dt)
-        slope = torch.stack([torch.stack([model.slot_params[g][0][j] for g, j in ps]) for ps in kind.params])  # (n, s)
-        icpt = torch.stack([torch.stack([model.slot_params[g][1][j] for g, j in ps]) for ps in kind.params])
-        cols = torch.tensor(kind.cols, device=dev)  # (n, s)
+        U = ((p[:, kc.mkc] - t_b[:, :, None]) @ R_b - loc_c[None, :, None]) @ kc.Rcf
+        Y = (X[:, kc.mkc] - centre[:, :, None]) @ (R_all[:, kc.parents] @ kc.Rpf)
+        wk = (w[:, kc.mkc] > 0).to(dt) * kc.valid
         if kind is hinge:
-            k = torch.tensor([sl[0] for sl in kind.slots], device=dev)
-            ax = axes_all[bi]  # (n, 3, 3)
-            Rs = _rodrigues(ax, v0[bi, :3])  # (n, 3 slots, 3, 3)
-            eye = torch.eye(3, dtype=dt, device=dev).expand(len(kind.bodies), 3, 3)
-            pre, post = eye, eye
-            for s_ in range(3):
-                pre = torch.where((s_ < k)[:, None, None], pre @ Rs[:, s_], pre)
-                post = torch.where((s_ > k)[:, None, None], post @ Rs[:, s_], post)
-            ang = _hinge_angles(U, Y, wk, ax[torch.arange(len(k)), k], pre, post)[..., None]
-            cands, ok = [(ang - icpt) / slope], wk.sum(-1) > 0
+            ang = _hinge_angles(U, Y, wk, kc.axis, kc.pre, kc.post)[..., None]
+            cands, ok = [(ang - kc.icpt) / kc.slope], wk.sum(-1) > 0
         else:
-            Q = axes_all[bi].transpose(-1, -2)  # columns = the axes
-            orth = (Q.transpose(-1, -2) @ Q - torch.eye(3, dtype=dt, device=dev)).abs().amax((-1, -2)) < 1e-6
-            flip = torch.linalg.det(Q) < 0
-            Q = torch.cat((Q[..., :2], torch.where(flip[:, None, None], -Q[..., 2:], Q[..., 2:])), -1)
-            a0, a1, ok = _ball_angles(U, Y, wk, Q, flip)
-            cands = [(a0 - icpt) / slope, (a1 - icpt) / slope]
-            ok = ok & orth
-            if not bool(orth.all()):
-                left += [u for u in stage.units if u.top in [b for b, o in zip(kind.bodies, orth.tolist()) if not o]]
+            a0, a1, ok = _ball_angles(U, Y, wk, kc.Q, kc.flip)
+            cands = [(a0 - kc.icpt) / kc.slope, (a1 - kc.icpt) / kc.slope]
+            ok = ok & kc.orth
+            if kc.skewed:
+                left += [u for u in stage.units if u.top in kc.skewed]
         lo_c, hi_c = lo[cols], hi[cols]  # (n, s)
         best = best_v = None
         for c in cands:
