@@ -22,7 +22,7 @@ from .model import Model
 __all__ = ["cached_on_joints"]
 
 V = TypeVar("V")
-_SIZE = 16
+_SIZE = 64  # entries are small; a solve keeps ~10 per model and dtype (plans per tree level, closed-form tables)
 # key -> (owner ref, joint tensor refs, value)
 _CACHE: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
 
@@ -39,6 +39,9 @@ def cached_on_joints(owner: Any, model: Model, compute: Callable[[], V]) -> V:
         _CACHE.move_to_end(key)
         return hit[2]
     value = compute()
+    # entries whose tensors are gone (a model converted for one solve) can never be hit again
+    for k in [k for k, (o, refs, _) in _CACHE.items() if o() is None or any(r() is None for r in refs)]:
+        del _CACHE[k]
     _CACHE[key] = (weakref.ref(owner), [weakref.ref(t) for t in leaves], value)
     while len(_CACHE) > _SIZE:
         _CACHE.popitem(last=False)

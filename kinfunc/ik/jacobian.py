@@ -691,7 +691,7 @@ def _residuals(p: Tensor, targets: MarkerTargets) -> tuple[Tensor, Tensor]:
     return r, (r * r).sum((0, 1))
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=64)  # a solve uses one plan per tree level of the start, plus the solver's
 def _cached_plan(cls, topo, columns, dtype, device) -> JacobianPlan:
     with torch.inference_mode(False):  # kept and reused: ordinary tensors, whatever the caller's mode
         return cls._build(topo, columns, dtype, device)
