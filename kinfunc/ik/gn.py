@@ -405,6 +405,7 @@ class GNResult:
     converged: bool
     history: list
     positions: Optional[Tensor] = None  # (T, M, 3) marker positions at Z, when the solver has them
+    costs: Optional[Tensor] = None  # (T,) each frame's cost at Z, when frames are independent
 
 
 def _frame_subset(problem: IKProblem, idx: Tensor) -> IKProblem:
@@ -561,7 +562,7 @@ def _solve_frames(p: IKProblem, Z0: Tensor, opts: GNOptions, consts) -> GNResult
             tb = p.task_value.index_select(0, back) if p.task_index.numel() else None
             P = P.index_copy(0, back, frame_costs(p, Z.index_select(0, back), consts, targets_all.frames(back), tb)[1])
         history.append(float(cost.sum()))
-    return GNResult(Z, None, float(cost.sum()), it, converged, history, P)
+    return GNResult(Z, None, float(cost.sum()), it, converged, history, P, cost)
 
 
 def solve_gn(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: GNOptions = GNOptions()) -> GNResult:
@@ -576,7 +577,9 @@ def solve_gn(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: GNO
     with torch.no_grad() if nested else torch.inference_mode():
         res = _solve_gn(problem, Z0, theta0, opts)
     copy = lambda x: None if x is None else x.clone()  # noqa: E731
-    return dataclasses.replace(res, Z=copy(res.Z), theta=copy(res.theta), positions=copy(res.positions))
+    return dataclasses.replace(
+        res, Z=copy(res.Z), theta=copy(res.theta), positions=copy(res.positions), costs=copy(res.costs)
+    )
 
 
 def _solve_gn(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: GNOptions) -> GNResult:

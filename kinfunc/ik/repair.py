@@ -12,6 +12,7 @@ never worse than the per-frame solve it started from.
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -78,16 +79,21 @@ class RepairReport:
 
 
 def repair(
-    problem: IKProblem, Z: Tensor, opts: GNOptions = GNOptions(), max_rounds: int = 6, max_iter: int = 20
+    problem: IKProblem, Z: Tensor, opts: GNOptions = GNOptions(), max_rounds: int = 6, max_iter: int = 20,
+    solved: Optional[GNResult] = None,
 ) -> tuple[GNResult, RepairReport]:
     """Restart outlier frames of an independent-frame ``problem`` (no shared parameters, no
     smoothness) from their neighbours; ``Z (T, Cf)`` the solved poses. A frame is tried once
     from each neighbour pose (at most ``max_iter`` iterations) and keeps the result only when it
-    lowers its cost by more than 0.1 %. Returns the result (poses, total cost, marker
-    positions) and a :class:`RepairReport`."""
+    lowers its cost by more than 0.1 %. ``solved``: the solve that gave ``Z``, whose per-frame
+    costs and positions are used when it has them. Returns the result (poses, total cost,
+    marker positions) and a :class:`RepairReport`."""
     if problem.coupled:
         raise ValueError("repair: frames must be independent (no shared parameters, no smoothness)")
-    cost, P = frame_costs(problem, Z)
+    if solved is not None and solved.costs is not None and solved.positions is not None:
+        cost, P = solved.costs, solved.positions
+    else:
+        cost, P = frame_costs(problem, Z)
     tried: set[int] = set()
     improved: set[int] = set()
     pairs: set[tuple[int, int]] = set()  # (frame, seed frame) already tried
@@ -133,4 +139,4 @@ def repair(
         P = P.index_copy(0, tgt, P_new.index_select(0, k))
         improved |= set(tgt.tolist())
     report = RepairReport(rounds, tuple(sorted(tried)), tuple(sorted(improved)))
-    return GNResult(Z, None, float(cost.sum()), 0, True, [float(cost.sum())], P), report
+    return GNResult(Z, None, float(cost.sum()), 0, True, [float(cost.sum())], P, cost), report

@@ -654,9 +654,10 @@ def _solve_gn_staged(
     def independent(p: IKProblem, Z: Tensor, frames: Optional[Tensor] = None) -> Tensor:
         """Independent-frame solve of ``p`` (``frames``: which of the problem's frames it holds)
         from ``Z``, with restarts."""
-        Z = gn(p, Z, None).Z
+        r = gn(p, Z, None)
+        Z = r.Z
         if restarts:
-            fixed, rep = repair(p, Z, o)
+            fixed, rep = repair(p, Z, o, solved=r)
             Z = fixed.Z
             tried = list(rep.restarted)
             restarted.update(frames[tried].tolist() if frames is not None else tried)
@@ -687,7 +688,7 @@ def _solve_gn_staged(
         theta = res.theta
         if restarts and single and problem.smooth_sqrt_w == 0:
             final = _pose_only(problem, theta, smooth=False) if problem.n_theta else problem
-            fixed, rep = repair(final, res.Z, o)
+            fixed, rep = repair(final, res.Z, o, solved=res if not problem.coupled else None)
             restarted |= set(rep.restarted)
             if rep.improved:
                 res = dataclasses.replace(
