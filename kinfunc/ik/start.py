@@ -7,18 +7,21 @@ Here the tree is walked from the root down, and every segment is placed from its
 1. the root body from a weighted rigid (Kabsch) fit of its markers (:mod:`kinfunc.ik.init`);
 2. then, level by level, each joint from the markers of its child body. A *unit* is a joint
    whose child carries markers, together with the joints of unmarked bodies above it (a talus
-   without markers joins the calcaneus below it). For every frame the unit's top body is fitted
-   rigidly to its markers plus its joint centre (known from the parent already placed); the
-   joint coordinates that produce that rotation are read off in closed form where the joint
-   allows it (one rotation axis: the best angle about it; three orthogonal axes: an Euler
-   decomposition in the joint's axes). Several seeds per frame (that closed form and the
-   coordinates' defaults) are then refined by a small Levenberg-Marquardt over the unit's
-   coordinates alone, on the unit's markers alone, all frames and seeds in one batch, and each
-   frame keeps its best seed.
+   without markers joins the calcaneus below it). The unit's markers are written about the
+   joint centre in the child joint frame, the measured ones about the centre's world position
+   (fixed by the parent, already placed) in the parent joint frame, and the joint's
+   coordinates read off in closed form, every unit of a level in one batch: a hinge (one
+   rotation slot linear in its coordinate, any axis, constant slots around it) by the angle
+   that best turns one onto the other; a ball (three orthogonal axes, each linear in its own
+   coordinate) by a rotation-only Procrustes fit decomposed into the axes' Euler angles, of
+   its two Euler solutions the one inside the range. A unit without a closed form gets a grid
+   search over its one coordinate, and such levels a few Levenberg-Marquardt steps on their
+   own coordinates and markers.
 
 Nothing is sequential in time and every step is a batched tensor operation over frames. The
 full solve (:mod:`kinfunc.ik.gn`) then starts from this pose; :mod:`kinfunc.ik.repair` restarts
-frames that still end far above their neighbours.
+frames that still end far above their neighbours. :func:`continuous_in_time` rewrites solved
+poses without jumps of whole turns or Euler solutions (for smoothness terms).
 """
 
 from __future__ import annotations
