@@ -785,3 +785,19 @@ def test_plan_and_joint_constants_are_reused_only_while_valid():
     assert c3.tp.requires_grad and plan.constants(m2).tp is not c3.tp
     c3.tp.sum().backward()
     assert loc.grad is not None and float(loc.grad.abs().sum()) > 0
+
+
+def test_independent_frames_solved_in_blocks_equal_one_batch(monkeypatch):
+    """Long trials are solved in blocks of frames (cache-friendly); frames are independent, so
+    poses, objective and the reported history are those of one batch."""
+    import kinfunc.ik.gn as gn
+
+    model = kf.models.lower_body("cmu", dtype=f64)
+    trial = synthetic_trial(model, gait_motion(model, 90), noise=0.003, gaps=0.1, seed=11)
+    whole = kf.ik.solve(model, trial)
+    monkeypatch.setattr(gn, "_CHUNK", 25)
+    blocks = kf.ik.solve(model, trial)
+    torch.testing.assert_close(blocks.q, whole.q, atol=1e-12, rtol=0)
+    assert blocks.objective == pytest.approx(whole.objective, rel=1e-12)
+    assert blocks.history[-1] == pytest.approx(blocks.objective, rel=1e-12)
+    assert all(b <= a * (1 + 1e-12) for a, b in zip(blocks.history, blocks.history[1:]))
