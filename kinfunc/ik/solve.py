@@ -8,6 +8,7 @@ problem (see :mod:`kinfunc.ik.problem`), solved by batched Gauss-Newton/Levenber
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import re
@@ -78,11 +79,20 @@ class IKResult:
     unused_trial_markers: tuple[str, ...] = ()
     missing_model_markers: tuple[str, ...] = ()
     history: tuple[float, ...] = ()
-    quality: Optional[FitQuality] = None
+    report: Any = dataclasses.field(default=None, repr=False, compare=False)  # FitQuality, or the call that makes it
 
     @property
     def coordinate_names(self) -> tuple[str, ...]:
         return self.model.coordinate_names
+
+    @property
+    def quality(self) -> Optional[FitQuality]:
+        """The :class:`~kinfunc.ik.quality.FitQuality` of this result, made from its marker
+        errors the first time it is asked for (a solve in a loop that never reads it does not
+        pay for it)."""
+        if callable(self.report):
+            object.__setattr__(self, "report", self.report())  # made once; the result stays the same value
+        return self.report
 
     @property
     def frame_flags(self) -> Tensor:
@@ -802,8 +812,8 @@ def _results(problem: IKProblem, info: dict, res: GNResult, trials, fit, solver:
             rms_m = torch.where(cntm > 0, (d2.sum(0) / cntm.clamp_min(1)).sqrt(), torch.full_like(d[0], float("nan")))
             mobj = float((d2 * problem.sqrt_w**2).sum())
             time_k = tr.time.to(dtype=q.dtype, device=q.device)
-            quality = assess(
-                info["markers"], err, rms, problem.X[sl], p, pres, time_k,
+            quality = functools.partial(
+                assess, info["markers"], err, rms, problem.X[sl], p, pres, time_k,
                 restarted=[f - sl.start for f in restarted if sl.start <= f < sl.stop],
                 robust_weight=None if robust_w is None else robust_w[sl],
             )
@@ -828,7 +838,7 @@ def _results(problem: IKProblem, info: dict, res: GNResult, trials, fit, solver:
                     unused_trial_markers=info["unused"][k],
                     missing_model_markers=info["missing"][k],
                     history=tuple(res.history),
-                    quality=quality,
+                    report=quality,
                 )
             )
     return out
