@@ -309,3 +309,53 @@ def test_automatic_scaling_of_the_generic_full_body_model_from_walking_markers()
     true = kf.io.load_osim(d / "subject01" / "subject01.osim", dtype=f64)
     exact = kf.ik.solve(true, kf.io.load_trc(d / "subject01" / "markers.trc"))
     assert max(errors(true, exact.q).values()) < 0.05
+
+
+def _least_change_reference(cand, feas, pen, turns, new_trial):
+    """The plain sequential dynamic programme (a loop over frames) that the scan replaces."""
+    G, T = feas.shape[:2]
+    inf = torch.tensor(float("inf"), dtype=cand.dtype)
+    out = torch.zeros(G, T, dtype=torch.long)
+    for g in range(G):
+        cost, back = torch.where(feas[g, 0], pen[g, 0], inf), []
+        for t in range(1, T):
+            d = cand[g, t][:, None] - cand[g, t - 1][None]
+            step = (d - turns[g] * torch.round(d / turns[g])).abs().sum(-1) * (0.0 if new_trial[t - 1] else 1.0)
+            m = step + cost[None]
+            back.append(m.argmin(1))
+            cost = torch.where(feas[g, t], m.gather(1, back[-1][:, None])[:, 0] + pen[g, t], inf)
+        k = int(cost.argmin())
+        for t in range(T - 1, -1, -1):
+            out[g, t] = k
+            k = int(back[t - 1][k]) if t else k
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 70), st.integers(0, 10_000))
+def test_least_change_scan_equals_the_sequential_dynamic_programme(T, seed):
+    """The log-depth (min, +) scan picks a path as cheap as the frame-by-frame programme's."""
+    from kinfunc.ik.start import _least_change
+
+    g = torch.Generator().manual_seed(seed)
+    G = 3
+    cand = torch.randn(G, T, 2, 3, generator=g, dtype=f64) * 3
+    feas = torch.rand(G, T, 2, generator=g) > 0.25
+    feas[:, :, 0] |= ~feas[:, :, 1]
+    pen = torch.rand(G, T, 2, generator=g, dtype=f64) * 0.01
+    turns = torch.full((G, 3), 2 * math.pi, dtype=f64)
+    new_trial = torch.rand(max(T - 1, 0), generator=g) < 0.1
+
+    def total(ch):
+        c = torch.zeros((), dtype=f64)
+        for gi in range(G):
+            for t in range(T):
+                assert bool(feas[gi, t, ch[gi, t]])
+                c = c + pen[gi, t, ch[gi, t]]
+                if t and not bool(new_trial[t - 1]):
+                    d = cand[gi, t, ch[gi, t]] - cand[gi, t - 1, ch[gi, t - 1]]
+                    c = c + (d - turns[gi] * torch.round(d / turns[gi])).abs().sum()
+        return float(c)
+
+    fast = _least_change(cand, feas, pen, turns, new_trial)
+    assert total(fast) == pytest.approx(total(_least_change_reference(cand, feas, pen, turns, new_trial)), abs=1e-9)

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..fk import fk, marker_positions
 from ..model import Model
-from ..trial import MarkerTrial
+from ..trial import MarkerTrial, linear_brackets
 from .solve import _side_key, solve
 
 __all__ = ["PairScales", "SubjectFit", "marker_pair_scales", "scale_prior_weights", "subsample_trials", "scale_subject"]
@@ -192,10 +192,8 @@ def _interpolate(ts: Tensor, qs: Tensor, t: Tensor) -> Tensor:
     constant beyond the ends)."""
     if ts.numel() == 1:
         return qs.expand(t.shape[0], -1).clone()
-    i = torch.searchsorted(ts.contiguous(), t.contiguous()).clamp(1, ts.numel() - 1)
-    t0, t1 = ts[i - 1], ts[i]
-    w = ((t - t0) / (t1 - t0).clamp_min(1e-12)).clamp(0.0, 1.0)[:, None]
-    return qs[i - 1] * (1.0 - w) + qs[i] * w
+    i0, i1, w = linear_brackets(ts.contiguous(), t.contiguous())
+    return qs[i0] + w[:, None] * (qs[i1] - qs[i0])
 
 
 @dataclasses.dataclass

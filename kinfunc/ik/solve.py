@@ -461,9 +461,7 @@ def _initial_z(
         th = info["theta0"] if theta is None else theta
         model0 = unpack_model(problem, th[0]) if problem.n_theta else problem.model
         if start == "segments":
-            lo = torch.full_like(problem.q_fixed, -math.inf).index_copy(0, problem.free_index, problem.z_lo)
-            hi = torch.full_like(problem.q_fixed, math.inf).index_copy(0, problem.free_index, problem.z_hi)
-            q = segment_start(model0, problem.X, problem.present, problem.q_fixed, lo, hi, problem.sqrt_w)
+            q = segment_start(model0, problem.X, problem.present, problem.q_fixed, *_full_bounds(problem), problem.sqrt_w)
         else:
             q = initial_q(model0, problem.X, problem.present, problem.q_fixed)
     else:
@@ -513,7 +511,8 @@ def solve(
     ``offset_axes`` (marker -> 3 booleans; default: root markers free in X and Z only),
     ``shared``, ``dtype`` (default float64), ``device``.
 
-    Robustness options (docs/ik.md, "Start, restarts, robust loss, fit quality"):
+    Robustness options (docs/ik.md, "Any motion: the start, restarts, the robust loss and the
+    fit-quality report"):
 
     * ``start``: ``"segments"`` (default) places the root by a rigid fit and every joint below
       it from its own segment's markers, level by level (:func:`kinfunc.ik.start.segment_start`),
@@ -584,32 +583,32 @@ def solve(
 
 
 def _positions(problem: IKProblem, res: GNResult) -> Tensor:
-    """Marker positions ``(T, M, 3)`` at the result's poses (the solver's own when it kept them)."""
+    """Marker positions ``(T, M, 3)`` at the result's poses: the solver's own when it kept them,
+    else one forward pass per parameter set (each with its own fitted model)."""
     if res.positions is not None:
         return res.positions
-    th = res.theta[0] if res.theta is not None and problem.n_sets == 1 else None
-    if res.theta is not None and problem.n_sets != 1:
-        from ..fk import marker_positions
-
-        q = expand_q(problem, res.Z)
-        return torch.cat([
-            marker_positions(unpack_model(problem, res.theta[k]), q[problem.theta_index == k])
-            for k in range(problem.n_sets)
-        ])  # trials are contiguous and in set order
-    um = unpack_model(problem, th)
+    q = expand_q(problem, res.Z)
     with torch.no_grad():
-        return problem.plan.evaluate(um, problem.plan.constants(um), expand_q(problem, res.Z), jacobian=False).p
+        if res.theta is None or problem.n_sets == 1:
+            um = unpack_model(problem, None if res.theta is None else res.theta[0])
+            return problem.plan.evaluate(um, problem.plan.constants(um), q, jacobian=False).p
+        P = q.new_empty(q.shape[0], problem.model.topology.n_markers, 3)
+        for k in range(problem.n_sets):
+            idx = torch.nonzero(problem.theta_index == k).flatten()
+            um = unpack_model(problem, res.theta[k])
+            P[idx] = problem.plan.evaluate(um, problem.plan.constants(um), q.index_select(0, idx), jacobian=False).p
+        return P
 
 
-def robust_weights(err: Tensor, present: Tensor, scale: Optional[float] = None) -> tuple[Tensor, float]:
-    """Cauchy weights ``1 / (1 + (e / c)^2)`` ``(T, M)`` of marker errors ``err (T, M)`` (m) and
-    the scale ``c`` (m): ``scale`` if given, else 3 x the median error of the present samples,
-    at least 10 mm. Missing samples get weight 0."""
+def robust_weights(err: Tensor, present: Tensor, scale: Optional[float] = None) -> Tensor:
+    """Cauchy weights ``1 / (1 + (e / c)^2)`` ``(T, M)`` of marker errors ``err (T, M)`` (m) with
+    scale ``c`` (m): ``scale`` if given, else 3 x the median error of the present samples, at
+    least 10 mm. Missing samples get weight 0."""
     if scale is None:
         e = err[present > 0]
         scale = max(3.0 * float(e.median()) if e.numel() else 0.0, 0.010)
     w = 1.0 / (1.0 + (err / scale) ** 2)
-    return torch.where(present > 0, w, torch.zeros_like(w)), float(scale)
+    return torch.where(present > 0, w, torch.zeros_like(w))
 
 
 def _robust_gn(problem: IKProblem, res: GNResult, theta0, o: GNOptions, restarts: bool, shape_frames: int,
@@ -623,7 +622,7 @@ def _robust_gn(problem: IKProblem, res: GNResult, theta0, o: GNOptions, restarts
     for _ in range(max_rounds):
         with torch.no_grad():
             err = torch.linalg.vector_norm(_positions(problem, res) - problem.X, dim=-1)
-        w_new, _ = robust_weights(err, problem.present, scale)
+        w_new = robust_weights(err, problem.present, scale)
         if w is not None and float((w_new - w).abs().max()) < 0.02:
             break
         w = w_new
@@ -716,9 +715,14 @@ def _solve_gn_staged(
 def _continuous(problem: IKProblem, Z: Tensor) -> Tensor:
     """Free poses ``Z (T, Cf)`` made continuous in time (:func:`kinfunc.ik.start.continuous_in_time`)."""
     q = expand_q(problem, Z)
+    return continuous_in_time(problem.model, q, *_full_bounds(problem), problem.trial_id).index_select(1, problem.free_index)
+
+
+def _full_bounds(problem: IKProblem) -> tuple[Tensor, Tensor]:
+    """The bounds the solve enforces, over all coordinates ``(C,)`` each (+-inf where none)."""
     lo = torch.full_like(problem.q_fixed, -math.inf).index_copy(0, problem.free_index, problem.z_lo)
     hi = torch.full_like(problem.q_fixed, math.inf).index_copy(0, problem.free_index, problem.z_hi)
-    return continuous_in_time(problem.model, q, lo, hi, problem.trial_id).index_select(1, problem.free_index)
+    return lo, hi
 
 
 def _pose_only(problem: IKProblem, theta0: Optional[Tensor], smooth: bool = True) -> IKProblem:
@@ -778,6 +782,7 @@ def _results(problem: IKProblem, info: dict, res: GNResult, trials, fit, solver:
     start = 0
     with torch.no_grad():
         Q = expand_q(problem, res.Z)
+        P = _positions(problem, res)
         for k, tr in enumerate(trials):
             n = tr.n_frames
             sl = slice(start, start + n)
@@ -795,10 +800,7 @@ def _results(problem: IKProblem, info: dict, res: GNResult, trials, fit, solver:
                 )
             fitted = fitted_models[kset]
             q = Q[sl]
-            if res.positions is not None:  # the solver's own, at its final poses
-                p = res.positions[sl]
-            else:
-                p = problem.plan.evaluate(um, problem.plan.constants(um), q, jacobian=False).p
+            p = P[sl]
             pres = problem.present[sl] > 0
             d = torch.linalg.vector_norm(p - problem.X[sl], dim=-1)
             err = torch.where(pres, d, torch.full_like(d, float("nan")))

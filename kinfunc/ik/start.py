@@ -482,6 +482,48 @@ def segment_start(
     return q
 
 
+def _min_plus(X: Tensor, Y: Tensor) -> Tensor:
+    """``(X (x) Y)[k, j] = min_m X[k, m] + Y[m, j]`` over the last two axes."""
+    return (X[..., :, :, None] + Y[..., None, :, :]).amin(-2)
+
+
+def _least_change(cand: Tensor, feas: Tensor, pen: Tensor, turns: Tensor, new_trial: Tensor) -> Tensor:
+    """Dynamic programming over frames, in ``log2(T)`` batched steps (no loop over frames): per
+    group ``g`` and frame ``t`` one of two candidates ``cand (G, T, 2, 3)`` (allowed where
+    ``feas (G, T, 2)``, priced ``pen (G, T, 2)``), chosen to minimise the summed change between
+    consecutive frames (angles compared modulo ``turns (G, 3)``); ``new_trial (T - 1,)`` bool
+    marks frames that start a trial (no change counted into them). Returns ``(G, T)`` long.
+
+    The forward costs are a prefix product of the per-frame transition matrices in the
+    (min, +) semiring and the choices a suffix composition of the per-frame "best previous"
+    maps, both by Hillis-Steele scans."""
+    G, T = feas.shape[:2]
+    inf = torch.tensor(float("inf"), dtype=cand.dtype)
+    if T == 1:
+        return torch.where(feas[:, 0], pen[:, 0], inf).argmin(-1)[:, None]
+    dif = cand[:, 1:, :, None, :] - cand[:, :-1, None, :, :]  # (G, T-1, 2 now, 2 before, 3)
+    tw = turns[:, None, None, None, :]
+    step = (dif - tw * torch.round(dif / tw)).abs().sum(-1)
+    step = torch.where(new_trial[None, :, None, None], torch.zeros_like(step), step)
+    A = torch.where(feas[:, 1:, :, None], step + pen[:, 1:, :, None], inf)  # (G, T-1, 2, 2)
+    c0 = torch.where(feas[:, 0], pen[:, 0], inf)  # (G, 2)
+    P = A.clone()
+    s_ = 1
+    while s_ < T - 1:  # P[t] = A[t] (x) A[t-1] (x) ... (x) A[0]
+        P = torch.cat((P[:, :s_], _min_plus(P[:, s_:], P[:, :-s_])), 1)
+        s_ *= 2
+    cost = torch.cat((c0[:, None], (P + c0[:, None, None, :]).amin(-1)), 1)  # (G, T, 2): best cost ending in k
+    back = (A + cost[:, :-1, None, :]).argmin(-1)  # (G, T-1, 2): best candidate before, given this one
+    F = back.flip(1)  # F[i] = b_{T-1-i}; scan to F[i] = b_{T-1-i} o ... o b_{T-1}
+    s_ = 1
+    while s_ < T - 1:
+        F = torch.cat((F[:, :s_], torch.gather(F[:, s_:], 2, F[:, :-s_])), 1)
+        s_ *= 2
+    last = cost[:, -1].argmin(-1)  # (G,)
+    before = torch.gather(F.flip(1), 2, last[:, None, None].expand(G, T - 1, 1))[..., 0]  # choice at t - 1
+    return torch.cat((before, last[:, None]), 1)
+
+
 def continuous_in_time(model: Model, q: Tensor, lo: Tensor, hi: Tensor, trial_id: Tensor) -> Tensor:
     """The same poses ``q (T, C)`` written so that angles change as little as possible from frame
     to frame within each trial (``trial_id (T,)``): an angle may be shifted by whole turns, and a
@@ -537,30 +579,21 @@ def continuous_in_time(model: Model, q: Tensor, lo: Tensor, hi: Tensor, trial_id
                 pen[g, :, k] = 1e-3 * (np.abs(mid_angle) > 0.5 * np.pi)
             feas[g, :, k] = np.all(free_turn(cols, turn) | ((c >= lo_n[cols] - 1e-9) & (c <= hi_n[cols] + 1e-9)), -1)
         feas[g, :, 0] = True  # the solver's own solution (inside its range) stays allowed
-    starts = [0] + [t for t in range(1, T) if tid[t] != tid[t - 1]] + [T]
-    choice = np.zeros((G, T), dtype=np.int64)
-    gi = np.arange(G)
-    for s0, s1 in zip(starts[:-1], starts[1:]):  # least total change: dynamic programming over the two solutions
-        cost = np.where(feas[:, s0], pen[:, s0], np.inf)  # (G, 2)
-        back = np.zeros((G, s1 - s0, 2), dtype=np.int64)
-        for t in range(s0 + 1, s1):
-            dif = cand[:, t, :, None, :] - cand[:, t - 1, None, :, :]  # (G, 2 now, 2 prev, 3)
-            dif = np.abs(dif - turns[:, None, None, :] * np.round(dif / turns[:, None, None, :]))
-            d = dif.sum(-1) + cost[:, None, :]
-            b_ = d.argmin(2)
-            back[:, t - s0] = b_
-            cost = np.where(feas[:, t], np.take_along_axis(d, b_[..., None], 2)[..., 0] + pen[:, t], np.inf)
-        k = cost.argmin(1)
-        for t in range(s1 - 1, s0 - 1, -1):
-            choice[:, t] = k
-            k = back[gi, t - s0, k]
+    new_trial = tid[1:] != tid[:-1]
+    choice = _least_change(
+        torch.as_tensor(cand), torch.as_tensor(feas), torch.as_tensor(pen), torch.as_tensor(turns),
+        torch.as_tensor(new_trial),
+    ).numpy()
+    # whole turns undone where the range allows them: each frame = its trial's first frame plus
+    # the summed wrapped steps since then
+    first = np.maximum.accumulate(np.where(np.r_[True, new_trial], np.arange(T), 0))  # (T,)
     for g, (cols, _, _, _) in enumerate(groups):
         n = len(cols)
         v = cand[g, np.arange(T), choice[g], :n]  # (T, n)
-        for j, c in enumerate(cols):  # whole turns undone where the range allows them
-            if free_turn(c, turns[g, j]):
-                for s0, s1 in zip(starts[:-1], starts[1:]):
-                    dv = np.diff(v[s0:s1, j])
-                    v[s0 + 1 : s1, j] = v[s0, j] + np.cumsum(dv - turns[g, j] * np.round(dv / turns[g, j]))
-        Q[:, cols] = v
+        tw = turns[g, :n]
+        dv = np.diff(v, axis=0)
+        dv = np.where(new_trial[:, None], 0.0, dv - tw * np.round(dv / tw))
+        S = np.vstack((np.zeros((1, n)), np.cumsum(dv, 0)))
+        unwrapped = v[first] + S - S[first]
+        Q[:, cols] = np.where(free_turn(cols, tw)[None], unwrapped, v)
     return torch.as_tensor(Q, dtype=q.dtype, device=q.device)

@@ -48,7 +48,8 @@ class C3DInfo:
     param_end: int  # byte offset after the parameter section
     size: int
     # where n_frames came from: "header", "POINT:FRAMES", "header and POINT:FRAMES" (agreeing),
-    # or "TRIAL:ACTUAL_START_FIELD/ACTUAL_END_FIELD" (trials longer than 65535 frames)
+    # "TRIAL:ACTUAL_START_FIELD/ACTUAL_END_FIELD" (trials longer than 65535 frames) or
+    # "data section (16-bit fields saturated)" (a count of 65535: every complete frame read)
     frames_from: str = "header"
     # integer storage: file units per integer step, |POINT:SCALE| (as ezc3d), else |header scale|
     int_scale: float = 0.0
