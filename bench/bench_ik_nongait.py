@@ -624,7 +624,8 @@ def bench_synthetic(args, osim, workdir):
            "pelvis_body": topo.body_names[0], "repeats": args.synth_repeats, "torch_threads": 1, "kinds": {}}
     print(f"[{SYNTHETIC}] {SYNTH_MODEL.name}: {topo.n_coordinates} coordinates, {topo.n_markers} markers; "
           f"{len(suite)} kinds x {args.synth_frames} frames, noise {args.synth_noise * 1e3:.1f} mm", flush=True)
-    engines = {"kinfunc": {}, "kinfunc_robust": {"robust": True}}
+    engines = {"kinfunc": {}, "kinfunc_robust": {"robust": True},
+               "kinfunc_robust_smooth": {"robust": True, "smoothness": 1.0}}
     torch.set_num_threads(1)
     with _Collect():
         for kw in engines.values():  # warm-up (code paths, allocations)
@@ -741,7 +742,8 @@ def bench_synthetic(args, osim, workdir):
     return out
 
 
-ENGINE_LABEL = {"opensim": "opensim", "kinfunc": "kinfunc", "kinfunc_robust": "kinfunc robust"}
+ENGINE_LABEL = {"opensim": "opensim", "kinfunc": "kinfunc", "kinfunc_robust": "kinfunc robust",
+                "kinfunc_robust_smooth": "robust+smooth 1"}
 
 
 def _synth_table(s):
@@ -777,7 +779,7 @@ def _synth_table(s):
     w = [max(len(row[i]) for row in rows) for i in range(len(hdr))]
     lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(row)) for row in rows]
     lines.insert(1, "  ".join("-" * x for x in w))
-    lines.insert(len(lines) - 3, "  ".join("-" * x for x in w))
+    lines.insert(len(lines) - len(ENGINE_LABEL), "  ".join("-" * x for x in w))
     lines.append(f"(synthetic: {Path(s['model']).name}, {s['frames']} frames, noise {s['noise_m'] * 1e3:.1f} mm, 20 % gaps, "
                  "one displaced thigh cluster, one L/R knee-marker swap; marker RMS per frame vs the corrupted "
                  "data (same FK); coord = RMS over frames vs q_true, wrapped, rotational coordinates except pelvis "
@@ -791,7 +793,8 @@ def _synth_table(s):
         conv = ("all markers" if (o.get("own_rms_vs_sqrt_total_over_all_markers_max_abs_diff_mm") or 1) < 1e-3
                 else "present markers" if (o.get("own_rms_vs_sqrt_total_over_present_markers_max_abs_diff_mm") or 1) < 1e-3
                 else "?")
-        kw = "; ".join(f"{x}: {' / '.join(r[x]['warnings'])}" for x in ("kinfunc", "kinfunc_robust") if r[x]["warnings"])
+        kw = "; ".join(f"{x}: {' / '.join(r[x]['warnings'])}" for x in ("kinfunc", "kinfunc_robust", "kinfunc_robust_smooth")
+                       if r[x]["warnings"])
         lines.append(
             f"{kind}: TRC as OpenSim reads it: {g.get('missing_samples_opensim')} missing samples "
             f"(trial {g.get('missing_samples_trial')}), NaN mask {'equal' if g.get('nan_mask_equal') else 'DIFFERENT'}, "

@@ -229,6 +229,8 @@ def _smooth_op(problem: IKProblem, V: Tensor) -> Tensor:
         return torch.zeros_like(V)
     valid = smooth_valid(problem)[:, None]
     d2 = (V[2:] - 2.0 * V[1:-1] + V[:-2]) * valid * problem.smooth_sqrt_w**2
+    if problem.smooth_rel is not None:
+        d2 = d2 * problem.smooth_rel
     out = torch.zeros_like(V)
     out = out + torch.nn.functional.pad(d2, (0, 0, 0, 2)) - 2.0 * torch.nn.functional.pad(d2, (0, 0, 1, 1))
     out = out + torch.nn.functional.pad(d2, (0, 0, 2, 0))
@@ -351,9 +353,10 @@ class _Linear:
         k0, k1, k2 = band.unbind(-1)
         kn1 = F(keep[1:], (0, 0, 0, 1))
         kn2 = F(keep[2:], (0, 0, 0, 2))
-        d1, d2 = k1[:, None] * keep * kn1, k2[:, None] * keep * kn2  # (Tp, Cf): t with t+1, t with t+2
+        rel = 1.0 if self.p.smooth_rel is None else self.p.smooth_rel
+        d1, d2 = k1[:, None] * keep * kn1 * rel, k2[:, None] * keep * kn2 * rel  # (Tp, Cf): t with t+1, t with t+2
         c1 = torch.diag_embed(d1)
-        Dt = Ad + torch.diag_embed(k0[:, None] * keep)  # t with t
+        Dt = Ad + torch.diag_embed(k0[:, None] * keep * rel)  # t with t
         N = Tp // 2
         e, o = slice(0, Tp, 2), slice(1, Tp, 2)
         top = torch.cat((Dt[e], c1[e]), -1)

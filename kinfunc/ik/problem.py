@@ -81,6 +81,7 @@ class IKProblem:
     theta_names: tuple[str, ...] = ()
     free_index: Optional[Tensor] = None  # (Cf,) long: coordinate index of each free coordinate
     offset_select: Optional[Tensor] = None  # (M, 3, n_offset) 0/1: offset entry -> parameter
+    smooth_rel: Optional[Tensor] = None  # (Cf,) factor of the smoothness weight per free coordinate (None = 1)
     plan: Any = None  # JacobianPlan for the free coordinates (kinfunc.ik.jacobian), built with the problem
 
     @property
@@ -197,7 +198,8 @@ def smooth_residuals(problem: IKProblem, Z: Tensor) -> Tensor:
     if Z.shape[0] < 3:
         return Z[:0]
     d2 = Z[2:] - 2.0 * Z[1:-1] + Z[:-2]
-    return problem.smooth_sqrt_w * d2 * smooth_valid(problem)[:, None]
+    out = problem.smooth_sqrt_w * d2 * smooth_valid(problem)[:, None]
+    return out if problem.smooth_rel is None else out * problem.smooth_rel.sqrt()
 
 
 def prior_residuals(problem: IKProblem, theta: Tensor) -> Tensor:

@@ -141,6 +141,36 @@ def _side_key(name: str) -> str:
     return re.sub(r"(^|_)(r|l)(_|$)", r"\1#\3", name)
 
 
+def _root_rotations(topo) -> set[int]:
+    """Independent coordinates that drive the root joint's rotation slots."""
+    out: set[int] = set()
+    for g in topo.slot_groups:  # output k (flat slot joint * 6 + slot) is driven by input k
+        out.update(i for o, i in zip(g.outputs, g.inputs)
+                   if o < 3 and i < topo.n_coordinates and topo.coordinate_motion[i] is Motion.ROTATIONAL)
+    return out
+
+
+def _smoothness_weights(topo, free_idx: Sequence[int], smoothness) -> Tensor:
+    """Smoothness weight of each free coordinate ``(Cf,)`` (float64).
+
+    A number applies to every free coordinate except the root's rotations: the root's
+    orientation is fixed by its own markers, and its Euler angles are singular where the body
+    lies or turns over (the middle angle at +-90 deg), where smoothing them in time would bias
+    the fit. A mapping gives each named coordinate its weight (others 0)."""
+    names = [topo.coordinate_names[i] for i in free_idx]
+    if isinstance(smoothness, Mapping):
+        bad = [n for n in smoothness if n not in topo.coordinate_names]
+        if bad:
+            raise IKError(f"smoothness: unknown coordinate(s) {bad}; known: {', '.join(topo.coordinate_names)}")
+        w = [float(smoothness.get(n, 0.0)) for n in names]
+    else:
+        root = _root_rotations(topo)
+        w = [0.0 if i in root else float(smoothness) for i in free_idx]
+    if any(not math.isfinite(x) or x < 0 for x in w):
+        raise IKError(f"smoothness: weights must be finite and >= 0 (got {smoothness!r})")
+    return torch.tensor(w, dtype=torch.float64)
+
+
 def build_problem(
     model: Model,
     trials: Sequence[MarkerTrial],
@@ -151,7 +181,7 @@ def build_problem(
     coordinate_tasks: Optional[Mapping[str, CoordinateTask]] = None,
     limits: str = "clamped",
     limit_weight: float = 1e4,
-    smoothness: float = 0.0,
+    smoothness: Union[float, Mapping[str, float]] = 0.0,
     scale_mode: str = "uniform",
     scale_bodies: Optional[Sequence[str]] = None,
     symmetric: bool = False,
@@ -285,6 +315,8 @@ def build_problem(
         z_lo[li] = lo_all[free_idx][li]
         z_hi[li] = hi_all[free_idx][li]
 
+    smooth_w = _smoothness_weights(topo, free_idx, smoothness).to(dtype=dtype, device=um.device)
+
     tasks = dict(setup.coordinate_tasks)
     if coordinate_tasks:
         tasks.update(coordinate_tasks)
@@ -414,7 +446,8 @@ def build_problem(
         n_offset=n_offset,
         prior_target=torch.tensor(target, **kw),
         prior_sqrt_w=torch.tensor(pw, **kw).sqrt(),
-        smooth_sqrt_w=math.sqrt(max(float(smoothness), 0.0)),
+        smooth_sqrt_w=math.sqrt(smooth_w.max().item()) if smooth_w.numel() else 0.0,
+        smooth_rel=smooth_w / smooth_w.max() if smooth_w.numel() and smooth_w.max() > 0 else None,
         theta_names=tuple(names),
         free_index=torch.tensor(free_idx, dtype=torch.long, device=um.device),
         offset_select=_offset_select(offset_map, M, n_offset, dtype, um.device),
@@ -566,7 +599,8 @@ def solve(
         o = gn_options or GNOptions()
         if max_iter is not None:
             o = dataclasses.replace(o, max_iter=max_iter)
-        res, restarted = _solve_gn_staged(problem, Z0, theta0, o, restarts and init is None, shape_frames, start_poses)
+        first = dataclasses.replace(problem, smooth_sqrt_w=0.0) if robust else problem  # see _robust_gn
+        res, restarted = _solve_gn_staged(first, Z0, theta0, o, restarts and init is None, shape_frames, start_poses)
         if robust:
             res, robust_w, restarted = _robust_gn(problem, res, theta0, o, restarts and init is None, shape_frames,
                                                   robust_scale, restarted)
@@ -612,24 +646,33 @@ def robust_weights(err: Tensor, present: Tensor, scale: Optional[float] = None) 
 
 
 def _robust_gn(problem: IKProblem, res: GNResult, theta0, o: GNOptions, restarts: bool, shape_frames: int,
-               scale: Optional[float], restarted: tuple[int, ...], max_rounds: int = 8):
+               scale: Optional[float], restarted: tuple[int, ...], max_rounds: int = 8, smooth_rounds: int = 1):
     """Iteratively reweighted Gauss-Newton with the Cauchy loss (:func:`robust_weights`): every
     round solves the weighted least-squares problem from the last answer, until the weights
-    settle. Returns the result, the final weights ``(T, M)`` and the restarted frames."""
+    settle. With smoothness the rounds run without it (independent frames, cheap) until the
+    weights settle, then at most ``smooth_rounds`` rounds with it. ``res``: the first solve
+    (without smoothness). Returns the result, the final weights ``(T, M)`` and the restarted
+    frames."""
     w = None
     done = set(restarted)
     total = res.iterations
-    for _ in range(max_rounds):
-        with torch.no_grad():
-            err = torch.linalg.vector_norm(_positions(problem, res) - problem.X, dim=-1)
-        w_new = robust_weights(err, problem.present, scale)
-        if w is not None and float((w_new - w).abs().max()) < 0.02:
-            break
-        w = w_new
-        rp = dataclasses.replace(problem, present=problem.present * w.sqrt())
-        res, rs = _solve_gn_staged(rp, res.Z, res.theta if res.theta is not None else theta0, o, restarts, shape_frames)
-        done |= set(rs)
-        total += res.iterations
+    phases = [(dataclasses.replace(problem, smooth_sqrt_w=0.0), max_rounds)]
+    if problem.smooth_sqrt_w > 0:
+        phases.append((problem, smooth_rounds))
+    for k, (p, n) in enumerate(phases):
+        for r in range(n):
+            with torch.no_grad():
+                err = torch.linalg.vector_norm(_positions(problem, res) - problem.X, dim=-1)
+            w_new = robust_weights(err, problem.present, scale)
+            settled = w is not None and float((w_new - w).abs().max()) < 0.02
+            if settled and not (k > 0 and r == 0):  # a new phase solves at least once
+                break
+            w = w_new
+            rp = dataclasses.replace(p, present=problem.present * w.sqrt())
+            res, rs = _solve_gn_staged(rp, res.Z, res.theta if res.theta is not None else theta0, o, restarts,
+                                       shape_frames)
+            done |= set(rs)
+            total += res.iterations
     return dataclasses.replace(res, iterations=total), w, tuple(sorted(done))
 
 
