@@ -266,6 +266,20 @@ class Topology:
             depth.append(0 if p < 0 else depth[p] + 1)
         return tuple(tuple(b for b, d in enumerate(depth) if d == lvl) for lvl in range(max(depth, default=-1) + 1))
 
+    def motion_of(self, name: str) -> Optional[Motion]:
+        """Motion type of an independent or coupled coordinate (``None`` if the model has no
+        such coordinate). A coupled coordinate is rotational if it drives a rotation slot."""
+        if name in self.coordinate_names:
+            return self.coordinate_motion[self.coordinate_names.index(name)]
+        if name not in self.dependent_names:
+            return None
+        d = len(self.coordinate_names) + self.dependent_names.index(name)
+        for g in self.slot_groups:
+            for out, inp in zip(g.outputs, g.inputs):
+                if inp == d and g.key[0].value != "constant":
+                    return Motion.ROTATIONAL if out % 6 < 3 else Motion.TRANSLATIONAL
+        return Motion.ROTATIONAL
+
     def coordinate_index(self, name: str) -> int:
         try:
             return self.coordinate_names.index(name)

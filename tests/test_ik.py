@@ -735,7 +735,8 @@ def test_from_file_coordinate_tasks_follow_the_file(tmp_path):
     tf = np.linspace(t[0] - 0.02, t[-1] + 0.02, 17)
     knee = -0.4 - 0.3 * np.sin(2 * np.pi * tf / (tf[-1] - tf[0]))
     path = _write_coordinate_file(tmp_path / "coords.mot", tf, {"knee_angle_r": knee, "hip_flexion_r": 0.0 * tf})
-    setup = IKSetup(coordinate_tasks={"knee_angle_r": CoordinateTask(1e4, None, from_file=True)}, coordinate_file=path)
+    setup = IKSetup(coordinate_tasks={"knee_angle_r": CoordinateTask(1e4, None, from_file=True)},
+                    coordinate_table=kf.io.read_coordinate_table(path))
     expected = torch.tensor(np.interp(t, tf, knee), dtype=f64)
     prob, _ = build_problem(model, [trial], setup=setup, limits="none")
     torch.testing.assert_close(prob.task_value[:, 0], expected, rtol=0, atol=1e-9)
@@ -754,10 +755,12 @@ def test_from_file_coordinate_task_errors_name_the_fix(tmp_path):
     trial = synthetic_trial(model, gait_motion(model, 6), seed=0)
     t = trial.time.numpy()
     task = {"knee_angle_r": CoordinateTask(1.0, None, from_file=True)}
+    table = lambda p, tt, cols: kf.io.read_coordinate_table(_write_coordinate_file(p, tt, cols))  # noqa: E731
     cases = [
-        (IKSetup(coordinate_tasks=task), "IKSetup.coordinate_file"),
-        (IKSetup(coordinate_tasks=task, coordinate_file=_write_coordinate_file(tmp_path / "a.mot", t, {"hip_flexion_r": 0 * t})), "no column"),
-        (IKSetup(coordinate_tasks=task, coordinate_file=_write_coordinate_file(tmp_path / "b.mot", t[2:], {"knee_angle_r": 0 * t[2:]})), "covers"),
+        (IKSetup(coordinate_tasks=task), "kf.io.read_coordinate_table"),
+        (IKSetup(coordinate_tasks=task, coordinate_file="c.mot"), "c.mot is named but not read"),
+        (IKSetup(coordinate_tasks=task, coordinate_table=table(tmp_path / "a.mot", t, {"hip_flexion_r": 0 * t})), "no column"),
+        (IKSetup(coordinate_tasks=task, coordinate_table=table(tmp_path / "b.mot", t[2:], {"knee_angle_r": 0 * t[2:]})), "covers"),
     ]
     for setup, match in cases:
         with pytest.raises(IKError, match=match):

@@ -19,11 +19,12 @@ from .problem import (
 )
 from .quality import FitQuality, MarkerIssue
 from .scaling import SubjectFit, scale_subject
-from .setup import CoordinateTask, IKSetup
+from .setup import CoordinateTable, CoordinateTask, IKSetup
 from .start import segment_start
 from .solve import FIT_GROUPS, IKError, IKResult, build_problem, solve
 
 __all__ = [
+    "CoordinateTable",
     "CoordinateTask",
     "FIT_GROUPS",
     "FitQuality",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
@@ -10,7 +11,7 @@ from torch import Tensor
 
 from ..trial import linear_brackets
 
-__all__ = ["CoordinateTask", "IKError", "IKSetup", "coordinate_targets"]
+__all__ = ["CoordinateTable", "CoordinateTask", "IKError", "IKSetup", "coordinate_targets"]
 
 
 class IKError(ValueError):
@@ -32,6 +33,24 @@ class CoordinateTask:
 
 
 @dataclasses.dataclass(frozen=True)
+class CoordinateTable:
+    """Targets of ``from_file`` coordinate tasks over time, as a file holds them.
+
+    ``names (N,)`` column labels; ``time (T,)`` seconds, float64; ``values (T, N)`` float64 in
+    the file's units; ``in_degrees``: rotational columns are in degrees (translations are in
+    metres either way; which columns are rotational comes from the model at solve time);
+    ``source``: where the table came from (named in messages).
+    :func:`kinfunc.io.read_coordinate_table` reads one from a .mot/.sto;
+    :func:`kinfunc.io.load_ik_setup` does so for the setup's ``coordinate_file``."""
+
+    names: tuple[str, ...]
+    time: Tensor
+    values: Tensor
+    in_degrees: bool = False
+    source: str = "coordinate table"
+
+
+@dataclasses.dataclass(frozen=True)
 class IKSetup:
     """Weights and tasks for an IK solve.
 
@@ -41,7 +60,8 @@ class IKSetup:
     * ``coordinate_tasks``: coordinate name -> :class:`CoordinateTask`.
     * ``time_range``: ``(t0, t1)`` seconds, inclusive; ``None`` = whole trial.
     * ``model_file``, ``marker_file``, ``output_motion_file``: paths named by a setup file.
-    * ``coordinate_file``: the coordinate table ``from_file`` coordinate tasks read (or ``None``).
+    * ``coordinate_file``: the file the setup names for ``from_file`` coordinate tasks (or ``None``);
+      ``coordinate_table``: its contents (:class:`CoordinateTable`), which the tasks read.
     * ``accuracy``, ``constraint_weight``: the OpenSim solver settings, as read (informative).
     """
 
@@ -52,6 +72,7 @@ class IKSetup:
     marker_file: Optional[str] = None
     output_motion_file: Optional[str] = None
     coordinate_file: Optional[str] = None
+    coordinate_table: Optional[CoordinateTable] = None
     accuracy: Optional[float] = None
     constraint_weight: Optional[float] = None
 
@@ -59,33 +80,36 @@ class IKSetup:
 def coordinate_targets(setup: IKSetup, names: Sequence[str], time: Tensor, model: Any) -> Tensor:
     """Targets ``(T, K)`` of the ``from_file`` coordinate tasks ``names`` (``K``) at the trial
     times ``time (T,)`` (s), in the model's dtype and device: their columns in
-    ``setup.coordinate_file`` (a .mot/.sto; degrees converted as :func:`kinfunc.io.read_mot`
-    does, by the file's ``inDegrees`` and the model's coordinate types), interpolated linearly
-    in time. OpenSim fits a quintic GCV smoothing spline to the file instead; at the file's own
-    sample times both give its values up to that spline's smoothing.
+    ``setup.coordinate_table`` (degrees converted for the model's rotational coordinates),
+    interpolated linearly in time. OpenSim fits a quintic GCV smoothing spline to the file
+    instead; at the file's own sample times both give its values up to that spline's smoothing.
 
-    Raises :class:`IKError` when the setup names no file, the file lacks a column, its times do
-    not increase, a value is not finite, or the trial's times are outside the file's (by more
+    Raises :class:`IKError` when the setup has no table, the table lacks a column, its times do
+    not increase, a value is not finite, or the trial's times are outside the table's (by more
     than 1 microsecond).
     """
     names = list(names)
     kw = dict(dtype=model.dtype, device=model.device)
     if not names:
         return torch.zeros(time.shape[0], 0, **kw)
-    if setup.coordinate_file is None:
+    data = setup.coordinate_table
+    if data is None:
+        where = (f" ({setup.coordinate_file} is named but not read: it did not exist when the setup was loaded)"
+                 if setup.coordinate_file else "")
         raise IKError(
-            f"coordinate task(s) {names}: value_type from_file needs a coordinate file; set "
-            "IKSetup.coordinate_file (a .mot/.sto with these columns) or give constant values"
+            f"coordinate task(s) {names}: value_type from_file needs a coordinate table{where}; load the setup "
+            "with kf.io.load_ik_setup, or pass IKSetup(coordinate_table=kf.io.read_coordinate_table(path)), "
+            "or give constant values"
         )
-    from ..io.mot import read_mot  # (kinfunc.io reads setups into this module's classes)
-
-    src = setup.coordinate_file
-    data = read_mot(src, model=model)
+    src = data.source
     missing = [n for n in names if n not in data.names]
     if missing:
         raise IKError(f"{src}: no column for from_file coordinate task(s) {missing}; columns: {', '.join(data.names)}")
     ft = data.time.to(torch.float64)
     v = data.values[:, [data.names.index(n) for n in names]].to(torch.float64)
+    if data.in_degrees:
+        rot = torch.tensor([str(getattr(model.topology.motion_of(n), "value", "")) == "rotational" for n in names])
+        v = torch.where(rot, v * (math.pi / 180.0), v)
     if ft.numel() > 1 and not bool((ft[1:] > ft[:-1]).all()):
         raise IKError(f"{src}: times must increase from row to row for from_file coordinate tasks")
     bad = [n for k, n in enumerate(names) if not bool(torch.isfinite(v[:, k]).all())]

@@ -3,7 +3,7 @@ from ..trial import DataFileError, DataFileWarning
 from .c3d import load_c3d, write_c3d
 from .convert import convert, load_markers
 from .model_json import ModelFileError, load_model, save_model
-from .mot import MotionData, MotionFileError, read_mot, read_sto, write_mot, write_sto
+from .mot import MotionData, MotionFileError, read_coordinate_table, read_mot, read_sto, write_mot, write_sto
 from .osim import load_osim, save_osim
 from .setup import SetupError, load_ik_setup
 from .trc import load_trc, write_trc
@@ -25,6 +25,7 @@ __all__: list[str] = [
     "load_osim",
     "load_trc",
     "load_urdf",
+    "read_coordinate_table",
     "read_mot",
     "read_sto",
     "save_model",

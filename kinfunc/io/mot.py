@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..model import Model, Motion
 
-__all__ = ["MotionData", "MotionFileError", "read_mot", "read_sto", "write_mot", "write_sto"]
+__all__ = ["MotionData", "MotionFileError", "read_coordinate_table", "read_mot", "read_sto", "write_mot", "write_sto"]
 
 PathLike = Union[str, Path]
 _TRANSLATION_NAME = re.compile(r"(^|_)t[xyz]$")
@@ -142,10 +142,28 @@ def read_sto(path: PathLike) -> MotionData:
 def _rotational_columns(names: Sequence[str], model: Optional[Model]) -> list[bool]:
     if model is None:
         return [not _TRANSLATION_NAME.search(n) for n in names]
-    topo = model.topology
-    motion = dict(zip(topo.coordinate_names, topo.coordinate_motion))
-    motion.update({n: _dependent_motion(model, n) for n in topo.dependent_names})
-    return [motion.get(n) is Motion.ROTATIONAL for n in names]
+    return [model.topology.motion_of(n) is Motion.ROTATIONAL for n in names]
+
+
+def _file_in_degrees(header_lines: Sequence[str], header: Mapping[str, str]) -> bool:
+    """Whether a .mot's rotational columns are in degrees: its ``inDegrees`` flag, else (old
+    SIMM files without the flag) degrees when the header names SIMM."""
+    flag = header.get("inDegrees")
+    if flag is not None:
+        return flag.lower() == "yes"
+    return any("SIMM" in ln for ln in header_lines)
+
+
+def read_coordinate_table(path: PathLike) -> "CoordinateTable":
+    """A .mot/.sto as the targets of ``from_file`` coordinate tasks
+    (:class:`kinfunc.ik.CoordinateTable`): values as in the file, with whether its rotational
+    columns are in degrees (the IK converts them by the model's coordinate types)."""
+    from ..ik.setup import CoordinateTable
+
+    path = Path(path)
+    header_lines, header, names, time, values = _parse(path)
+    return CoordinateTable(tuple(names), torch.from_numpy(time), torch.from_numpy(values),
+                           _file_in_degrees(header_lines, header), str(path))
 
 
 def read_mot(path: PathLike, model: Optional[Model] = None, in_degrees: Optional[bool] = None) -> MotionData:
@@ -162,10 +180,7 @@ def read_mot(path: PathLike, model: Optional[Model] = None, in_degrees: Optional
     header_lines, header, names, time, values = _parse(path)
     flag = header.get("inDegrees")
     if in_degrees is None:
-        if flag is not None:
-            in_degrees = flag.lower() == "yes"
-        else:
-            in_degrees = any("SIMM" in ln for ln in header_lines)
+        in_degrees = _file_in_degrees(header_lines, header)
     rot = _rotational_columns(names, model) if in_degrees else [False] * len(names)
     if any(rot):
         values = values.copy()
@@ -265,7 +280,7 @@ def write_mot(
     full = full_coordinates(m64, qt).numpy()
     topo = model.topology
     names = list(topo.coordinate_names) + list(topo.dependent_names)
-    motion = list(topo.coordinate_motion) + [_dependent_motion(model, n) for n in topo.dependent_names]
+    motion = [topo.motion_of(n) for n in names]
     full = full.copy()
     for k, mo in enumerate(motion):
         if mo is Motion.ROTATIONAL:
@@ -288,14 +303,3 @@ def write_mot(
             "",
         ],
     )
-
-
-def _dependent_motion(model: Model, name: str) -> Motion:
-    """A coupled coordinate is rotational if it drives a rotation slot, else translational."""
-    topo = model.topology
-    d = len(topo.coordinate_names) + topo.dependent_names.index(name)
-    for g in topo.slot_groups:
-        for out, inp in zip(g.outputs, g.inputs):
-            if inp == d and g.key[0].value != "constant":
-                return Motion.ROTATIONAL if out % 6 < 3 else Motion.TRANSLATIONAL
-    return Motion.ROTATIONAL

@@ -15,6 +15,22 @@ PathLike = Union[str, Path]
 _UNSET = {"", "unassigned"}
 
 
+def _coordinate_table(path, file: str):
+    """The setup's coordinate file, read for its ``from_file`` coordinate tasks (``None`` when
+    it does not exist: a solve that uses those tasks then says so)."""
+    from .mot import read_coordinate_table
+
+    if not Path(file).exists():
+        return None
+    try:
+        return read_coordinate_table(file)
+    except OSError as e:
+        raise SetupError(
+            f"{path}: <coordinate_file> {file} cannot be read ({e.strerror or e}); the from_file coordinate "
+            "tasks take their targets from it: fix the path (relative to the setup file) or the task's value_type"
+        ) from None
+
+
 class SetupError(ValueError):
     """An IK setup file is malformed or unsupported; the message names the file and element."""
 
@@ -141,6 +157,7 @@ def load_ik_setup(path: PathLike) -> IKSetup:
         marker_file=_file(base, tool, "marker_file"),
         output_motion_file=_file(base, tool, "output_motion_file"),
         coordinate_file=coordinate_file,
+        coordinate_table=_coordinate_table(path, coordinate_file) if any(t.from_file for t in tasks.values()) else None,
         accuracy=_float(path, tool, "accuracy", "<InverseKinematicsTool>"),
         constraint_weight=_float(path, tool, "constraint_weight", "<InverseKinematicsTool>", allow_inf=True),
     )
