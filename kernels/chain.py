@@ -4,30 +4,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..tree import tree_schedule
+
 __all__ = ["compose_chain", "compose_chain_reference", "tree_levels"]
 
 
 def tree_levels(parents: tuple[int, ...]) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]:
-    """Static schedule for ``parents`` (``parents[b] < b``, -1 = ground).
-
-    Returns per depth level ``(bodies, parent_positions)`` where ``parent_positions`` index
-    into the concatenation of all earlier levels' bodies (-1 for ground).
-    """
-    depth: list[int] = []
-    for b, p in enumerate(parents):
-        if p >= b:
-            raise ValueError(f"parents must be topologically ordered (parent < child); body {b} has parent {p}")
-        depth.append(0 if p < 0 else depth[p] + 1)
-    out = []
-    position: dict[int, int] = {}
-    n_done = 0
-    for lvl in range(max(depth, default=-1) + 1):
-        bodies = tuple(b for b, d in enumerate(depth) if d == lvl)
-        out.append((bodies, tuple(position[parents[b]] if parents[b] >= 0 else -1 for b in bodies)))
-        for k, b in enumerate(bodies):
-            position[b] = n_done + k
-        n_done += len(bodies)
-    return tuple(out)
+    """Static schedule for ``parents`` (``parents[b] < b``, -1 = ground), from
+    :func:`kinfunc.tree.tree_schedule`: per depth level ``(bodies, parent_positions)`` where
+    ``parent_positions`` index into the concatenation of all earlier levels' bodies (-1 for
+    ground)."""
+    s = tree_schedule(tuple(parents))
+    return tuple(zip(s.levels, s.parent_position))
 
 
 def compose_chain_reference(parents: tuple[int, ...], R_local: Tensor, t_local: Tensor) -> tuple[Tensor, Tensor]:

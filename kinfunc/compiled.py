@@ -90,22 +90,9 @@ def _plan(topo: Topology) -> _Plan:
             stages[j][2].append(row[(b, s)])
     trans_bodies = tuple(b for b in range(B) if any((b, s) in row for s in range(3, 6)))
     trans_rows = tuple(tuple(row.get((b, s), n) for b in trans_bodies) for s in range(3, 6))
-    depth: list[int] = []
-    for p in topo.parents:
-        depth.append(0 if p < 0 else depth[p] + 1)
-    levels = []
-    pos_in_level: dict[int, int] = {}
-    order: list[int] = []
-    for lvl in range(max(depth, default=-1) + 1):
-        bodies = tuple(b for b in range(B) if depth[b] == lvl)
-        ppos = tuple(pos_in_level[topo.parents[b]] if lvl else -1 for b in bodies)
-        for k, b in enumerate(bodies):
-            pos_in_level[b] = k
-        levels.append((bodies, ppos))
-        order.extend(bodies)
-    perm = [0] * B
-    for k, b in enumerate(order):
-        perm[b] = k
+    sched = topo.schedule
+    levels = list(zip(sched.levels, sched.parent_in_level))
+    perm = sched.position
     return _Plan(
         parents=topo.parents,
         n_coords=topo.n_coordinates,

@@ -36,6 +36,7 @@ from torch import Tensor
 
 from . import functions as F
 from ._pytree import register_static_dataclass, tree_map
+from .tree import TreeSchedule, tree_schedule
 
 __all__ = [
     "Motion",
@@ -259,12 +260,14 @@ class Topology:
         return len(self.marker_names)
 
     @property
+    def schedule(self) -> "TreeSchedule":
+        """The tree's static level schedule (:class:`kinfunc.tree.TreeSchedule`)."""
+        return tree_schedule(self.parents)
+
+    @property
     def levels(self) -> tuple[tuple[int, ...], ...]:
         """Bodies grouped by depth (level 0 = children of ground)."""
-        depth: list[int] = []
-        for p in self.parents:
-            depth.append(0 if p < 0 else depth[p] + 1)
-        return tuple(tuple(b for b, d in enumerate(depth) if d == lvl) for lvl in range(max(depth, default=-1) + 1))
+        return self.schedule.levels
 
     def motion_of(self, name: str) -> Optional[Motion]:
         """Motion type of an independent or coupled coordinate (``None`` if the model has no

@@ -12,7 +12,7 @@ ROOT = Path(kinfunc.__file__).parent
 
 # lowest first; a part may import its own layer's other parts only where listed in CORE order
 LAYERS = [
-    ("_pytree", "allocator", "transforms", "functions", "markersets", "filters", "model", "trial", "models",
+    ("_pytree", "tree", "allocator", "transforms", "functions", "markersets", "filters", "model", "trial", "models",
      "_joint_cache", "kernels", "fk", "compiled"),
     ("ik",),
     ("io",),

@@ -222,17 +222,16 @@ class JacobianPlan:
         col_of = {c: k for k, c in enumerate(columns)}
         lt = lambda x: torch.tensor(list(x), dtype=torch.long, device=dev)  # noqa: E731
         # tree levels: bodies stored level by level; parents of level k lie in level k - 1
-        order = [b for lvl in topo.levels for b in lvl]
-        pos = {b: k for k, b in enumerate(order)}
-        levels, start = [], 0
-        for k, bodies in enumerate(topo.levels):
+        sched = topo.schedule
+        order = list(sched.order)
+        pos = dict(enumerate(sched.position))
+        levels = []
+        for k, bodies in enumerate(sched.levels):
             par = None
             if k:
-                prev_start = start - len(topo.levels[k - 1])
-                rel = [pos[topo.parents[b]] - prev_start for b in bodies]
+                rel = sched.parent_in_level[k]
                 par = rel[0] if len(set(rel)) == 1 else lt(rel)
-            levels.append((start, len(bodies), par))
-            start += len(bodies)
+            levels.append((sched.level_start[k], len(bodies), par))
         # coupler outputs: dependent d <- (its coordinate, its column among coupler values)
         dep_src: dict[int, tuple[int, int]] = {}
         col = 0
@@ -284,12 +283,8 @@ class JacobianPlan:
         tr = [e for e in entries if e[0] % 6 >= 3]
         mbodies = sorted(set(topo.marker_bodies))
 
-        def chain(b):  # level positions of b and its ancestors
-            out = set()
-            while b >= 0:
-                out.add(pos[b])
-                b = topo.parents[b]
-            return out
+        def chain(b):  # level positions of b and the bodies above it
+            return {pos[a] for a, up in enumerate(sched.ancestors[b]) if up}
 
         anc = [chain(b) for b in mbodies]
         Cf = len(columns)

@@ -93,16 +93,10 @@ def _stages(topo: Topology) -> tuple[_Stage, ...]:
             continue
         for o, i in zip(g.outputs, g.inputs):
             drives[o // 6] |= {c for c in _independent_inputs(topo, i) if c < C and not topo.coordinate_locked[c]}
-    children: list[list[int]] = [[] for _ in range(B)]
-    for b, p in enumerate(topo.parents):
-        if p >= 0:
-            children[p].append(b)
+    children, depth = topo.schedule.children, topo.schedule.depth
     marked = [False] * B
     for b in topo.marker_bodies:
         marked[b] = True
-    depth = [0] * B
-    for b, p in enumerate(topo.parents):
-        depth[b] = 0 if p < 0 else depth[p] + 1
     covered = {0}
     by_depth: dict[int, list[_Unit]] = {}
     for b in range(1, B):
