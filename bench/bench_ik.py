@@ -183,7 +183,7 @@ def main() -> None:
     if not DATA.exists():
         sys.exit(f"shared data not found at {DATA} (set KINFUNC_SHARED_DATA)")
     torch.set_num_threads(args.threads)
-    retained = False if args.default_allocator else kf.retain_freed_memory()
+    retained = False if args.default_allocator else kf.allocator.retain_freed_memory()
     osim = None
     if not args.no_opensim:
         try:

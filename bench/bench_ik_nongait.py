@@ -871,7 +871,7 @@ def main() -> None:
         sys.exit("opensim is not installed (pip install opensim): this benchmark compares against it")
     osim.Logger.removeFileSink()
     osim.Logger.setLevelString("info")  # OpenSim logs its frame-loop time; captured, not printed
-    kf.retain_freed_memory()
+    kf.allocator.retain_freed_memory()
     t_all = time.perf_counter()
     workdir = args.keep or tempfile.mkdtemp(prefix="kf_ik_nongait_")
     results = {}

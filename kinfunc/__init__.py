@@ -4,8 +4,7 @@ Conventions: SI units (metres, radians); Y up, X forward; column vectors; poses 
 ``(R (..., 3, 3), t (..., 3))`` mapping child coordinates into parent/world; quaternions wxyz;
 frame orientations are body-fixed XYZ Euler angles.
 """
-from . import filters, functions, ik, io, markersets, models, transforms
-from .allocator import retain_freed_memory
+from . import allocator, filters, functions, ik, io, markersets, models, transforms  # noqa: F401  (allocator: a submodule, not exported)
 from ._pytree import tree_map
 from .compiled import CompiledFK, compile_fk
 from .fk import Poses, fk, marker_positions
@@ -47,7 +46,18 @@ __all__ = [
     "marker_positions",
     "markersets",
     "models",
-    "retain_freed_memory",
     "transforms",
     "tree_map",
 ]
+
+
+def __getattr__(name: str):
+    if name == "retain_freed_memory":  # a process-wide allocator switch, not kinematics
+        import warnings
+
+        from . import allocator
+
+        warnings.warn("kinfunc.retain_freed_memory moves to kinfunc.allocator.retain_freed_memory (this alias goes in "
+                      "the next release)", DeprecationWarning, stacklevel=2)
+        return allocator.retain_freed_memory
+    raise AttributeError(f"module 'kinfunc' has no attribute '{name}'")

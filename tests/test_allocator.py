@@ -13,7 +13,7 @@ import kinfunc as kf
 SCRIPT = """
 import resource, sys, torch
 import kinfunc as kf
-applied = kf.retain_freed_memory() if sys.argv[1] == "1" else None
+applied = kf.allocator.retain_freed_memory() if sys.argv[1] == "1" else None
 def round_trip():  # what an IK iteration does: many arrays of a few hundred KiB, then all freed
     xs = [torch.ones(50_000, dtype=torch.float64) for _ in range(40)]
     return sum(float(x[-1]) for x in xs)
@@ -44,4 +44,4 @@ def test_retain_freed_memory_stops_refaulting():
 
 
 def test_retain_freed_memory_refuses_nonsense():
-    assert kf.retain_freed_memory(0) is False
+    assert kf.allocator.retain_freed_memory(0) is False

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import kinfunc as kf
 from kinfunc import transforms as tf
 from kinfunc.ik.gn import GNOptions, frame_costs, solve_gn
+from kinfunc.ik.problem import objective as ik_objective
 from kinfunc.ik.quality import partner_name
 from kinfunc.ik.repair import repair
 from kinfunc.ik.solve import build_problem
@@ -223,12 +224,12 @@ def test_shape_fit_on_a_subsample_matches_the_full_fit():
     assert float((full.model.body_scales - sub.model.body_scales).abs().max()) < 3e-3
     assert sub.q.shape == full.q.shape and float(sub.marker_rms.max()) < 0.01
     assert sub.objective == pytest.approx(
-        float(kf.ik.objective(*_objective_args(model, trial, sub, kw))), rel=1e-9
+        float(ik_objective(*_objective_args(model, trial, sub, kw))), rel=1e-9
     )
 
 
 def _objective_args(model, trial, res, kw):
-    """``(problem, Z, theta)`` of ``res`` for :func:`kinfunc.ik.objective`."""
+    """``(problem, Z, theta)`` of ``res`` for :func:`kinfunc.ik.problem.objective`."""
     problem, info = build_problem(model, [trial], kw["fit"], symmetric=True)
     names = problem.theta_names
     theta = torch.zeros(1, len(names), dtype=f64)

@@ -83,3 +83,26 @@ def test_ik_never_reads_files():
         tree = ast.parse(src.read_text())
         calls = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
         assert "open" not in calls, f"{mod} opens files; reading belongs in kinfunc.io"
+
+
+def test_public_names_are_few_and_old_ones_warn():
+    import warnings
+
+    import pytest
+
+    assert len(kinfunc.__all__) <= 24 and len(kinfunc.ik.__all__) <= 14
+    for mod in (kinfunc, kinfunc.ik, kinfunc.io):
+        for name in mod.__all__:
+            assert getattr(mod, name) is not None and not name.startswith("_")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in kinfunc.ik.__all__:
+            getattr(kinfunc.ik, name)  # no warning
+    from kinfunc.ik.solve import build_problem
+
+    with pytest.warns(DeprecationWarning, match="import it from kinfunc.ik.solve"):
+        assert kinfunc.ik.build_problem is build_problem
+    with pytest.warns(DeprecationWarning, match="kinfunc.allocator"):
+        assert kinfunc.retain_freed_memory is kinfunc.allocator.retain_freed_memory
+    with pytest.raises(AttributeError):
+        kinfunc.ik.no_such_name

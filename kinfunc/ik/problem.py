@@ -45,7 +45,7 @@ __all__ = [
 
 @dataclasses.dataclass(frozen=True)
 class IKProblem:
-    """Everything the solvers need, as tensors (built by :func:`kinfunc.ik.build_problem`).
+    """Everything the solvers need, as tensors (built by :func:`kinfunc.ik.solve.build_problem`).
 
     Shapes: ``T`` frames (all trials concatenated), ``M`` used markers, ``C`` coordinates,
     ``Cf`` free coordinates, ``K`` parameter sets, ``P`` shared parameters per set.
