@@ -1,4 +1,4 @@
-"""The whole-body anatomical model: 40 coordinates, 21 bodies, marker and keypoint sets.
+"""The whole-body anatomical model: 40 coordinates, 23 bodies, marker and keypoint sets.
 
 Structure and conventions
 -------------------------
@@ -6,7 +6,7 @@ Y up, X forward, Z to the right (OpenSim's frame), SI units. Bodies::
 
     pelvis -> femur -> tibia -> talus -> calcn -> toes            (per leg, _r and _l)
     pelvis -> torso -> head
-    torso  -> humerus -> ulna -> radius -> hand                    (per arm, _r and _l)
+    torso  -> scapula -> humerus -> ulna -> radius -> hand         (per arm, _r and _l)
 
 Coordinates (OpenSim names and signs; rad / m)::
 
@@ -15,7 +15,7 @@ Coordinates (OpenSim names and signs; rad / m)::
               subtalar_angle, mtp_angle
     lumbar_extension, lumbar_bending, lumbar_rotation                 (pelvis -> torso)
     neck_flexion, neck_bending, neck_rotation                         (torso -> head)
-    per arm:  arm_flex, arm_add, arm_rot (torso -> humerus), elbow_flex (humerus -> ulna),
+    per arm:  arm_flex, arm_add, arm_rot (scapula -> humerus; the scapula only translates), elbow_flex (humerus -> ulna),
               pro_sup (ulna -> radius), wrist_flex, wrist_dev (radius -> hand)
 
 Signs: hip/arm flexion +, hip/arm adduction +, hip/arm internal rotation +, knee flexion
@@ -63,7 +63,8 @@ import math
 
 import torch
 
-from ..model import Joint, Model, ModelBuilder
+from .. import functions as F
+from ..model import Dof, Joint, Model, ModelBuilder
 from ._parts import (
     ANKLE_LOCATION,
     DEG,
@@ -87,6 +88,10 @@ LUMBAR_LOCATION: Vec = (-0.1007, 0.0815, 0.0)  # L5/S1 in the pelvis (Gait2392 b
 NECK_LOCATION: Vec = (-0.035, 0.43, 0.0)  # C7/T1 in the torso (torso origin: L5/S1)
 SHOULDER_LOCATION: Vec = (0.0, 0.372, 0.17)  # glenohumeral centre in the torso (right)
 ELBOW_LOCATION: Vec = (0.0, -0.285, 0.0)  # elbow centre in the humerus (origin: GH centre)
+# shoulder girdle translation with arm elevation (m, as amplitude * (1 - cos angle)): the
+# scapulohumeral rhythm (Inman et al. 1944; clavicle elevation and scapular upward rotation,
+# Ludewig et al. 2009) lifts the glenohumeral centre ~3-4 cm by 90 deg of abduction
+GIRDLE_RHYTHM = {"abduction_up": 0.035, "flexion_up": 0.025, "abduction_lateral": -0.025}
 CARRYING_ANGLE = 10.0 * DEG  # forearm points down and laterally at full extension
 FOREARM_LENGTH = 0.265  # elbow centre -> wrist centre
 _c, _s = math.cos(CARRYING_ANGLE), math.sin(CARRYING_ANGLE)
@@ -140,8 +145,8 @@ LANDMARKS: dict[str, tuple[str, Vec]] = {
     "clavicle": ("torso", (0.040, 0.385, 0.0)),  # jugular notch
     "sternum": ("torso", (0.085, 0.235, 0.0)),  # xiphoid process
     "back": ("torso", (-0.105, 0.310, 0.110)),  # right scapula (CMU RBAC, PiG RBAK)
-    "acromion": ("torso", (-0.005, 0.420, 0.180)),
-    "shoulder_centre": ("torso", SHOULDER_LOCATION),
+    "acromion": ("scapula", (-0.005, 0.048, 0.010)),  # relative to the glenohumeral centre
+    "shoulder_centre": ("scapula", (0.0, 0.0, 0.0)),
     "neck_base": ("torso", (-0.010, 0.400, 0.0)),  # between the shoulders (OpenPose Neck)
     "thorax": ("torso", (-0.015, 0.390, 0.0)),  # Human3.6M Thorax
     "spine_mid": ("torso", (-0.020, 0.140, 0.0)),  # Human3.6M Spine
@@ -407,16 +412,35 @@ RANGES: dict[str, tuple[float, float]] = {
 }
 
 
-def _arm(mb: ModelBuilder, side: str, clamped: bool) -> None:
+def _rhythm(amplitude: float) -> F.Spline:
+    """``amplitude * (1 - cos(q))`` as a natural spline through knots every 30 deg."""
+    x = tuple(a * DEG for a in range(-180, 181, 30))
+    return F.Spline(x, tuple(amplitude * (1.0 - math.cos(v)) for v in x))
+
+
+def _arm(mb: ModelBuilder, side: str, clamped: bool, rhythm: bool) -> None:
     m = 1.0 if side == "r" else -1.0
+    if rhythm:
+        # the shoulder girdle translates (no rotation) with arm elevation: the humerus keeps
+        # its humerothoracic angles, the glenohumeral centre and acromion rise and move medially
+        girdle = (
+            Dof((0.0, 1.0, 0.0), f"arm_add_{side}", _rhythm(GIRDLE_RHYTHM["abduction_up"])),
+            Dof((0.0, 1.0, 0.0), f"arm_flex_{side}", _rhythm(GIRDLE_RHYTHM["flexion_up"])),
+            Dof((0.0, 0.0, m), f"arm_add_{side}", _rhythm(GIRDLE_RHYTHM["abduction_lateral"])),
+        )
+    else:
+        girdle = ()
+    mb.add_body(
+        f"scapula_{side}",
+        Joint(f"girdle_{side}", "torso", parent_location=mirror_point(SHOULDER_LOCATION, m), translations=girdle),
+    )
     mb.add_body(
         f"humerus_{side}",
         Joint.ball(
             f"shoulder_{side}",
-            "torso",
+            f"scapula_{side}",
             (f"arm_flex_{side}", f"arm_add_{side}", f"arm_rot_{side}"),
             axes=((0, 0, 1), (m, 0, 0), (0, m, 0)),
-            parent_location=mirror_point(SHOULDER_LOCATION, m),
         ),
     )
     mb.add_body(
@@ -455,6 +479,7 @@ def full_body(
     *,
     clamped: bool = True,
     rolling_knee: bool = True,
+    shoulder_rhythm: bool = True,
 ) -> Model:
     """The whole-body model (40 coordinates) with a marker or keypoint set.
 
@@ -466,7 +491,11 @@ def full_body(
     the pelvis) are flagged clamped to their anatomical ranges (IK enforces clamped ranges).
     ``rolling_knee``: the tibia translates with knee flexion along
     :data:`~kinfunc.models._parts.KNEE_PATH` (a pin at the extended position otherwise; then
-    each leg equals :func:`~kinfunc.models.lower_body`'s exactly).
+    each leg equals :func:`~kinfunc.models.lower_body`'s exactly). ``shoulder_rhythm``: the
+    shoulder girdle (a ``scapula`` body carrying the glenohumeral centre and the acromion)
+    translates with arm elevation, as a smooth function of ``arm_add`` and ``arm_flex``
+    (:data:`GIRDLE_RHYTHM`); it never rotates, so the arm angles stay humerothoracic as in
+    OpenSim's models. Off: the shoulder is a ball joint fixed in the torso.
 
     Coordinates (see the module docstring for signs), ``q (C,) = (40,)``, rad / m::
 
@@ -476,8 +505,8 @@ def full_body(
         lumbar_rotation, neck_flexion, neck_bending, neck_rotation, arm_flex_r, arm_add_r,
         arm_rot_r, elbow_flex_r, pro_sup_r, wrist_flex_r, wrist_dev_r, (same _l)
 
-    Bodies (21): ``pelvis``, per leg ``femur tibia talus calcn toes``, ``torso``, ``head``,
-    per arm ``humerus ulna radius hand``. Y up, X forward, Z right; metres.
+    Bodies (23): ``pelvis``, per leg ``femur tibia talus calcn toes``, ``torso``, ``head``,
+    per arm ``scapula humerus ulna radius hand``. Y up, X forward, Z right; metres.
     """
     if marker_set not in MARKER_SETS:
         raise ValueError(f"unknown marker_set {marker_set!r} for full_body; choose one of {', '.join(MARKER_SETS)}")
@@ -502,8 +531,8 @@ def full_body(
     for name in ("lumbar_extension", "lumbar_bending", "lumbar_rotation", "neck_flexion", "neck_bending", "neck_rotation"):
         lo, hi = RANGES[name]
         mb.add_coordinate(name, 0.0, (lo * DEG, hi * DEG), clamped=clamped)
-    _arm(mb, "r", clamped)
-    _arm(mb, "l", clamped)
+    _arm(mb, "r", clamped, shoulder_rhythm)
+    _arm(mb, "l", clamped, shoulder_rhythm)
 
     markers: dict[str, tuple[str, Vec]] = {}
     for right, left, landmark in MARKER_SETS[marker_set]:
