@@ -174,11 +174,11 @@ def test_frame_jacobians_equal_jacrev_all_terms():
         coordinate_tasks=tasks,
         scale_mode="per_axis",
     )
-    Z = q[:, info["free_index"]].clone()
+    Z = q[:, info.free_index].clone()
     ai = prob.free_names.index("ankle")
     Z[:3, ai] = torch.tensor([0.7, -0.8, 0.2], dtype=f64)  # two frames beyond the ankle limit
-    th = info["theta0"] + 0.01 * torch.randn(
-        info["theta0"].shape, generator=torch.Generator().manual_seed(0), dtype=f64
+    th = info.theta0 + 0.01 * torch.randn(
+        info.theta0.shape, generator=torch.Generator().manual_seed(0), dtype=f64
     )
     r, Jz, Jt = frame_jacobians(prob, Z, th)
     rr, Jzr, Jtr = frame_jacobians_autodiff(prob, Z, th)
@@ -223,8 +223,8 @@ def test_frame_jacobians_per_trial_parameters():
         model, trials, ("pose", "global_scale", "segment_scales", "marker_offsets"), shared=False, scale_mode="per_axis"
     )
     assert prob.n_sets == 2
-    Z = torch.cat([random_q(model, 4, seed=s) for s in (1, 2)])[:, info["free_index"]]
-    th = info["theta0"] + 0.01 * torch.randn(info["theta0"].shape, generator=torch.Generator().manual_seed(3), dtype=f64)
+    Z = torch.cat([random_q(model, 4, seed=s) for s in (1, 2)])[:, info.free_index]
+    th = info.theta0 + 0.01 * torch.randn(info.theta0.shape, generator=torch.Generator().manual_seed(3), dtype=f64)
     r, Jz, Jt = frame_jacobians(prob, Z, th)
     rr, Jzr, Jtr = frame_jacobians_autodiff(prob, Z, th)
     torch.testing.assert_close(r, rr, rtol=0, atol=1e-12)
@@ -247,7 +247,7 @@ def test_frame_normal_equations_equal_jacobian_products(which):
     tasks = {"knee_add": CoordinateTask(5.0, 0.05), "h1": CoordinateTask(2.0)} if which == "chain" else {}
     weights = {n: 1.0 + 0.1 * k for k, n in enumerate(model.marker_names)}
     prob, info = build_problem(model, [trial], coordinate_tasks=tasks, marker_weights=weights)
-    Z = q[:, info["free_index"]].clone()
+    Z = q[:, info.free_index].clone()
     if which == "chain":
         Z[:2, prob.free_names.index("ankle")] = torch.tensor([0.7, -0.8], dtype=f64)  # beyond the ankle limit
     r, J, _ = frame_jacobians(prob, Z, None)
@@ -272,7 +272,7 @@ def test_frame_normal_equations_float32_close_to_float64():
     out = {}
     for dtype in (torch.float32, f64):
         prob, info = build_problem(model, [trial], dtype=dtype)
-        out[dtype] = frame_normal_equations(prob, q[:, info["free_index"]].to(dtype))
+        out[dtype] = frame_normal_equations(prob, q[:, info.free_index].to(dtype))
     for a32, a64 in zip(out[torch.float32], out[f64]):
         assert a32.dtype == torch.float32
         torch.testing.assert_close(a32.double(), a64, rtol=2e-4, atol=2e-6 * float(a64.abs().max()))
@@ -314,8 +314,8 @@ def test_objective_gradient_matches_finite_differences():
         smoothness=0.5,
         coordinate_tasks={"knee_add": CoordinateTask(3.0, 0.0)},
     )
-    Z = (q[:, info["free_index"]] + 0.05).requires_grad_(True)
-    th = (info["theta0"] + 0.02).requires_grad_(True)
+    Z = (q[:, info.free_index] + 0.05).requires_grad_(True)
+    th = (info.theta0 + 0.02).requires_grad_(True)
     f = objective(prob, Z, th)
     gZ, gt = torch.autograd.grad(f, (Z, th))
     eps = 1e-6
@@ -505,7 +505,7 @@ def test_smoothness_pose_fit_is_a_minimum_of_the_whole_objective():
     gn_res = kf.ik.solve(model, trial, **kw)
     assert gn_res.converged and gn_res.solver == "gn"
     prob, info = build_problem(model, [trial], **kw)
-    assert gn_res.objective == pytest.approx(float(objective(prob, gn_res.q[:, info["free_index"]], None)), rel=1e-10)
+    assert gn_res.objective == pytest.approx(float(objective(prob, gn_res.q[:, info.free_index], None)), rel=1e-10)
     lb = kf.ik.solve(model, trial, solver="lbfgs", init=gn_res.q, **kw)
     assert lb.objective >= gn_res.objective * (1 - 1e-7)
 

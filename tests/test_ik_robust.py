@@ -236,7 +236,7 @@ def _objective_args(model, trial, res, kw):
     for k, n in enumerate(names):
         body = n.split(":", 1)[1].replace("r/l", "r")
         theta[0, k] = res.model.body_scales[model.topology.body_index(body), 0]
-    return problem, res.q[:, info["free_index"]], theta
+    return problem, res.q[:, info.free_index], theta
 
 
 # ----------------------------------------------------------------------------- real data

@@ -171,6 +171,27 @@ def _smoothness_weights(topo, free_idx: Sequence[int], smoothness) -> Tensor:
     return torch.tensor(w, dtype=torch.float64)
 
 
+@dataclasses.dataclass(frozen=True)
+class ProblemInfo:
+    """What :func:`build_problem` knows besides the tensors of the problem.
+
+    ``markers``: the ``M`` markers used (model order); ``used_marker_index``: their indices in
+    the full model; ``frames``: frames per trial; ``unused`` / ``missing``: per trial, trial
+    markers the model lacks and used markers the trial lacks; ``theta0 (K, P)``: starting
+    shared parameters; ``free_index``: coordinate index of each free coordinate; ``model_full``:
+    the model as given (all markers); ``trials``: the trials (time range applied)."""
+
+    markers: tuple[str, ...]
+    used_marker_index: Any
+    frames: tuple[int, ...]
+    unused: tuple
+    missing: tuple
+    theta0: Tensor
+    free_index: tuple[int, ...]
+    model_full: Model
+    trials: tuple
+
+
 def build_problem(
     model: Model,
     trials: Sequence[MarkerTrial],
@@ -195,7 +216,7 @@ def build_problem(
 ) -> tuple[IKProblem, dict]:
     """Assemble the :class:`~kinfunc.ik.problem.IKProblem` for :func:`solve` (same arguments).
 
-    Returns the problem and an info dict (``markers``, ``frames`` per trial, unmatched names,
+    Returns the problem and its :class:`ProblemInfo` (``markers``, ``frames`` per trial, unmatched names,
     ``theta0 (K, P)``, ``Z0 (T, Cf)`` initial values, ``used_marker_index``).
     """
     fit = tuple(fit)
@@ -453,16 +474,16 @@ def build_problem(
         offset_select=_offset_select(offset_map, M, n_offset, dtype, um.device),
         plan=JacobianPlan.build(um, free_idx),
     )
-    info = dict(
+    info = ProblemInfo(
         markers=tuple(used),
         used_marker_index=used_idx,
-        frames=[tr.n_frames for tr in trials],
-        unused=unused_by_trial,
-        missing=missing_by_trial,
+        frames=tuple(tr.n_frames for tr in trials),
+        unused=tuple(unused_by_trial),
+        missing=tuple(missing_by_trial),
         theta0=theta0,
-        free_index=free_idx,
+        free_index=tuple(free_idx),
         model_full=model,
-        trials=list(trials),
+        trials=tuple(trials),
     )
     return problem, info
 
@@ -476,12 +497,12 @@ def _offset_select(offset_map: Tensor, M: int, n: int, dtype, device) -> Tensor:
 
 
 def _initial_z(
-    problem: IKProblem, info: dict, init: Optional[Tensor], fit: tuple[str, ...], start: str = "segments",
+    problem: IKProblem, info: ProblemInfo, init: Optional[Tensor], fit: tuple[str, ...], start: str = "segments",
     theta: Optional[Tensor] = None,
 ) -> Tensor:
     """Starting free poses ``(T, Cf)`` of ``problem``'s frames: ``init``, or the start named by
     ``start`` for the model with shared parameters ``theta (K, P)`` (default their start values)."""
-    free_idx = info["free_index"]
+    free_idx = info.free_index
     T = problem.n_frames
     if init is not None:
         q = init.to(dtype=problem.X.dtype, device=problem.X.device)
@@ -491,7 +512,7 @@ def _initial_z(
             )
         q = q.expand(T, -1)
     elif "pose" in fit:
-        th = info["theta0"] if theta is None else theta
+        th = info.theta0 if theta is None else theta
         model0 = unpack_model(problem, th[0]) if problem.n_theta else problem.model
         if start == "segments":
             q = segment_start(model0, problem.X, problem.present, problem.q_fixed, *_full_bounds(problem), problem.sqrt_w)
@@ -499,7 +520,7 @@ def _initial_z(
             q = initial_q(model0, problem.X, problem.present, problem.q_fixed)
     else:
         q = problem.q_fixed.expand(T, -1)
-    return q[:, free_idx].clone()
+    return q[:, list(free_idx)].clone()
 
 
 def solve(
@@ -580,7 +601,7 @@ def solve(
     if start not in ("segments", "root"):
         raise IKError(f"start='{start}': use 'segments' (segment-by-segment sweep) or 'root' (rigid root fit only)")
     restarted: tuple[int, ...] = ()
-    theta0 = info["theta0"] if problem.n_theta else None
+    theta0 = info.theta0 if problem.n_theta else None
     chosen = "gn" if solver == "auto" else solver
 
     def start_poses(p: IKProblem, theta: Optional[Tensor]) -> Tensor:
@@ -612,7 +633,7 @@ def solve(
     wall = _time.perf_counter() - t_start
     if not res.converged:
         log.warning("IK (%s) stopped after %d iterations without meeting its tolerance", chosen, res.iterations)
-    out = _results(problem, info, res, info["trials"], fit, chosen, wall, restarted, robust_w)
+    out = _results(problem, info, res, info.trials, fit, chosen, wall, restarted, robust_w)
     return out[0] if isinstance(trial, MarkerTrial) else out
 
 
@@ -815,11 +836,11 @@ def _solve_shape_only(problem, Z0, theta0, chosen, max_iter, gn_options, lbfgs_o
     return GNResult(Z0, th, float(objective(problem, Z0, th)), n, True, [])
 
 
-def _results(problem: IKProblem, info: dict, res: GNResult, trials, fit, solver: str, wall: float,
+def _results(problem: IKProblem, info: ProblemInfo, res: GNResult, trials, fit, solver: str, wall: float,
              restarted: tuple[int, ...] = (), robust_w: Optional[Tensor] = None) -> list[IKResult]:
     """One :class:`IKResult` per trial (marker positions from the solver when it kept them)."""
-    full: Model = info["model_full"]
-    used_idx = info["used_marker_index"]
+    full: Model = info.model_full
+    used_idx = info.used_marker_index
     out = []
     fitted_models: dict[int, Model] = {}
     start = 0
@@ -858,7 +879,7 @@ def _results(problem: IKProblem, info: dict, res: GNResult, trials, fit, solver:
             mobj = float((d2 * problem.sqrt_w**2).sum())
             time_k = tr.time.to(dtype=q.dtype, device=q.device)
             quality = functools.partial(
-                assess, info["markers"], err, rms, problem.X[sl], p, pres, time_k,
+                assess, info.markers, err, rms, problem.X[sl], p, pres, time_k,
                 restarted=[f - sl.start for f in restarted if sl.start <= f < sl.stop],
                 robust_weight=None if robust_w is None else robust_w[sl],
             )
@@ -867,7 +888,7 @@ def _results(problem: IKProblem, info: dict, res: GNResult, trials, fit, solver:
                     q=q,
                     model=fitted,
                     time=time_k,
-                    marker_names=info["markers"],
+                    marker_names=info.markers,
                     marker_error=err,
                     marker_rms=rms,
                     marker_max=mx,
@@ -880,8 +901,8 @@ def _results(problem: IKProblem, info: dict, res: GNResult, trials, fit, solver:
                     wall_time=wall,
                     solver=solver,
                     fit=tuple(fit),
-                    unused_trial_markers=info["unused"][k],
-                    missing_model_markers=info["missing"][k],
+                    unused_trial_markers=info.unused[k],
+                    missing_model_markers=info.missing[k],
                     history=tuple(res.history),
                     report=quality,
                 )
