@@ -541,8 +541,8 @@ def _fk_frozen_impl(plan: _Plan, consts: tuple, slot_params, coupler_params, qT:
                 slot[(b, sl)] = li[1][k]
             else:
                 slot[(b, sl)] = _add(_mul(U[inp], li[0][k]), li[1][k])
-    R_w, t_w = _chain_rows(plan, consts, slot, lambda ax, v: _rot_rows(ax, torch.full_like(qT[0], v) if isinstance(v, float) else v))
-    ref = qT[0]
+    ref = qT.new_zeros(N)  # the shape of one row (a model without coordinates has no row of q)
+    R_w, t_w = _chain_rows(plan, consts, slot, lambda ax, v: _rot_rows(ax, torch.full_like(ref, v) if isinstance(v, float) else v))
 
     def full(e: _Row) -> Tensor:
         return torch.full_like(ref, e) if isinstance(e, float) else e
@@ -574,7 +574,10 @@ def fk_soa(model: Model, q: Tensor, markers: bool = False):
 def _to_soa(q: Tensor, C: int) -> Tensor:
     if q.shape[-1] != C:
         raise ValueError(f"q has {q.shape[-1]} coordinates in its last dimension; the model has {C}")
-    return q.reshape(-1, C).t().contiguous()
+    n = 1
+    for d in q.shape[:-1]:
+        n *= d
+    return q.reshape(n, C).t().contiguous()  # (C, N); N given, not inferred: C may be 0
 
 
 def _wrap(plan: _Plan, R: Tensor, t: Tensor, X: Optional[Tensor], batch: torch.Size):
