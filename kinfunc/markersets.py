@@ -9,6 +9,13 @@ Matching (:func:`match`) pairs model and trial names in three passes -- exact na
 ignoring case/prefix/separators, same alias key -- each trial name used at most once; what
 remains is reported as unmatched on both sides, and names that map to the same key as another
 name on their side are reported as ambiguous instead of guessed.
+
+Keypoints of pose estimators (COCO ``left_knee``, OpenPose/Halpe ``LKnee``, Human3.6M
+``LFoot``, SMPL ``left_ankle``, OpenCap ``LHJC_study``...) denote joint centres or facial
+points, not skin landmarks: their exact spellings are looked up first in :data:`KEYPOINTS`
+(keys such as ``("L", "KNEE_JC")``), so ``left_knee`` pairs with ``LKnee`` but not with the
+lateral-epicondyle marker ``LKNE``. OpenCap's augmented skin markers (``r.ASIS_study``,
+``L_knee_study``, ...) share the keys of the lab markers they imitate.
 """
 from __future__ import annotations
 
@@ -17,42 +24,83 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Optional
 
-__all__ = ["ALIASES", "Match", "landmark_key", "match"]
+__all__ = ["ALIASES", "KEYPOINTS", "Match", "landmark_key", "match"]
 
 # landmark -> spellings used by CMU (Vicon 41-marker), Plug-in-Gait, OpenSim Gait2392 and
 # common lab sets. Only spellings of the *same* anatomical landmark are grouped.
 ALIASES: Mapping[str, tuple[str, ...]] = {
-    "ASIS": ("ASI", "ASIS", "FWT"),  # anterior superior iliac spine (CMU: front waist)
-    "PSIS": ("PSI", "PSIS", "BWT"),  # posterior superior iliac spine (CMU: back waist)
+    "ASIS": ("ASI", "ASIS", "FWT", "ASISSTUDY"),  # anterior superior iliac spine (CMU: front waist)
+    "PSIS": ("PSI", "PSIS", "BWT", "PSISSTUDY"),  # posterior superior iliac spine (CMU: back waist)
     "SACRUM": ("SACR", "SACRUM", "SACRAL", "VSACRAL", "VSAC", "SAC"),
     "THIGH": ("THI", "THIGH"),  # lateral thigh wand/marker
-    "KNEE": ("KNE", "KNEE", "KNEELAT", "LFC", "KNEL"),  # lateral femoral epicondyle
-    "KNEE_MED": ("KNM", "MKN", "MFC", "KNEEMED", "KNEM", "MKNE"),
+    "KNEE": ("KNE", "KNEE", "KNEELAT", "LFC", "KNEL", "KNEESTUDY"),  # lateral femoral epicondyle
+    "KNEE_MED": ("KNM", "MKN", "MFC", "KNEEMED", "KNEM", "MKNE", "MKNEESTUDY"),
     "TIBIA": ("TIB", "SHN", "SHANK", "TIBIA"),  # lateral shank marker (PiG TIB == CMU SHN)
-    "ANKLE": ("ANK", "ANKLE", "ANKLELAT", "LMAL", "LATMAL", "LMA", "ANKL"),  # lateral malleolus
-    "ANKLE_MED": ("MED", "MMAL", "ANKLEMED", "MEDMAL", "MMA", "ANKM", "MANK"),
-    "HEEL": ("HEE", "HEEL", "CAL", "CALC"),
+    "ANKLE": ("ANK", "ANKLE", "ANKLELAT", "LMAL", "LATMAL", "LMA", "ANKL", "ANKLESTUDY"),  # lateral malleolus
+    "ANKLE_MED": ("MED", "MMAL", "ANKLEMED", "MEDMAL", "MMA", "ANKM", "MANK", "MANKLESTUDY"),
+    "HEEL": ("HEE", "HEEL", "CAL", "CALC", "CALCSTUDY"),  # also OpenPose/Halpe LHeel
     "TOE": ("TOE", "MT2", "TOEMED2"),  # 2nd metatarsal head (PiG/CMU TOE)
-    "MT5": ("MT5", "MET5", "VMH"),
+    "MT5": ("MT5", "MET5", "VMH", "5METASTUDY"),
     "MT1": ("MT1", "MET1"),
-    "SHOULDER": ("SHO", "SHOULDER", "ACR", "ACROMION"),
-    "ELBOW": ("ELB", "ELBOW", "LEL", "ELBOWLAT"),
+    "SHOULDER": ("SHO", "SHOULDER", "ACR", "ACROMION", "SHOULDERSTUDY"),  # acromion
+    "ELBOW": ("ELB", "ELBOW", "LEL", "ELBOWLAT", "LELBOWSTUDY"),  # lateral humeral epicondyle
+    "ELBOW_MED": ("MEL", "MELB", "ELBOWMED", "MELBOWSTUDY"),
+    "UPPER_ARM": ("UPA",),
+    "FOREARM": ("FRM",),
     "WRIST_A": ("WRA",),
     "WRIST_B": ("WRB",),
     "FINGER": ("FIN",),
     "FRONT_HEAD": ("FHD",),
     "BACK_HEAD": ("BHD",),
-    "C7": ("C7",),
+    "BACK": ("BAC", "BAK"),  # scapula marker (CMU RBAC, Plug-in-Gait RBAK)
+    "C7": ("C7", "C7STUDY"),
     "T10": ("T10",),
     "CLAVICLE": ("CLAV",),
     "STERNUM": ("STRN",),
     "TEMPLE": ("TEMPLE",),
 }
 
+# landmark -> exact spellings of pose-estimator keypoints (COCO, Halpe/AlphaPose, OpenPose
+# BODY_25, Human3.6M, SMPL, OpenCap joint centres); the side is read from the name as usual.
+# These are looked up before ALIASES (case-sensitive, whole name after any ``subject:`` prefix).
+KEYPOINTS: Mapping[str, tuple[str, ...]] = {
+    "HIP_JC": ("left_hip", "right_hip", "LHip", "RHip", "LHJC_study", "RHJC_study"),
+    "MID_HIP": ("MidHip", "Hip"),  # OpenPose/Halpe mid-hip, Human3.6M root
+    "KNEE_JC": ("left_knee", "right_knee", "LKnee", "RKnee", "Rknee"),
+    "ANKLE_JC": ("left_ankle", "right_ankle", "LAnkle", "RAnkle", "LFoot", "RFoot"),  # H36M Foot = ankle
+    "SHOULDER_JC": ("left_shoulder", "right_shoulder", "LShoulder", "RShoulder"),
+    "ELBOW_JC": ("left_elbow", "right_elbow", "LElbow", "RElbow"),
+    "WRIST_JC": ("left_wrist", "right_wrist", "LWrist", "RWrist"),
+    "NOSE": ("nose", "Nose"),
+    "EYE": ("left_eye", "right_eye", "LEye", "REye"),
+    "EAR": ("left_ear", "right_ear", "LEar", "REar"),
+    "NECK_BASE": ("Neck", "Thorax"),  # between the shoulders (OpenPose, Halpe; H36M thorax)
+    "HEAD_TOP": ("Head",),  # Halpe, Human3.6M
+    "BIG_TOE": ("LBigToe", "RBigToe"),
+    "SMALL_TOE": ("LSmallToe", "RSmallToe"),
+    "MTP_JC": ("left_foot", "right_foot"),  # SMPL foot joint (ball of the foot)
+    "HAND": ("left_hand", "right_hand"),  # SMPL hand joint (knuckles)
+    "NECK_JC": ("neck",),  # SMPL neck joint (cervicothoracic)
+    "HEAD_JC": ("head",),  # SMPL head joint
+    "PELVIS_JC": ("pelvis",),  # SMPL root
+    "COLLAR": ("left_collar", "right_collar"),
+    "SPINE1": ("spine1",),
+    "SPINE2": ("spine2",),
+    "SPINE3": ("spine3",),
+    "SPINE_MID": ("Spine",),  # Human3.6M
+    "FACE": ("Neck/Nose",),  # Human3.6M
+}
+
+
 _LOOKUP: dict[str, str] = {}
 for _k, _names in ALIASES.items():
     for _n in _names:
         _LOOKUP[_n] = _k
+
+_KEYPOINT_LOOKUP: dict[str, str] = {}
+for _k, _names in KEYPOINTS.items():
+    for _n in _names:
+        _KEYPOINT_LOOKUP[_n] = _k
 
 _SEP = re.compile(r"[\s._\-]+")
 
@@ -81,10 +129,19 @@ def _split_side(name: str) -> tuple[Optional[str], str, str]:
     return None, whole, whole
 
 
+_UNSIDED_KEYPOINTS = {"MID_HIP", "NOSE", "NECK_BASE", "HEAD_TOP", "NECK_JC", "HEAD_JC", "PELVIS_JC", "SPINE1", "SPINE2", "SPINE3", "SPINE_MID", "FACE"}
+
+
 def landmark_key(name: str) -> Optional[tuple[Optional[str], str]]:
     """``(side, landmark)`` for a marker label, ``None`` when the landmark is not in
-    :data:`ALIASES`. ``landmark_key("Bob:LFWT") == ("L", "ASIS") == landmark_key("L.ASIS")``."""
+    :data:`ALIASES` or :data:`KEYPOINTS`. ``landmark_key("Bob:LFWT") == ("L", "ASIS") ==
+    landmark_key("L.ASIS")``; ``landmark_key("left_knee") == ("L", "KNEE_JC") ==
+    landmark_key("LKnee")``."""
     side, body, whole = _split_side(name)
+    base = name.rsplit(":", 1)[-1].strip()
+    if base in _KEYPOINT_LOOKUP:
+        kp = _KEYPOINT_LOOKUP[base]
+        return (None if kp in _UNSIDED_KEYPOINTS else side), kp
     if body in _LOOKUP:
         return side, _LOOKUP[body]
     if whole in _LOOKUP:  # unsided landmarks such as C7, SACR, V.Sacral

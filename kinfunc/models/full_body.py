@@ -424,8 +424,8 @@ def _arm(mb: ModelBuilder, side: str, clamped: bool, rhythm: bool) -> None:
         # the shoulder girdle translates (no rotation) with arm elevation: the humerus keeps
         # its humerothoracic angles, the glenohumeral centre and acromion rise and move medially
         girdle = (
-            Dof((0.0, 1.0, 0.0), f"arm_add_{side}", _rhythm(GIRDLE_RHYTHM["abduction_up"])),
             Dof((0.0, 1.0, 0.0), f"arm_flex_{side}", _rhythm(GIRDLE_RHYTHM["flexion_up"])),
+            Dof((0.0, 1.0, 0.0), f"arm_add_{side}", _rhythm(GIRDLE_RHYTHM["abduction_up"])),
             Dof((0.0, 0.0, m), f"arm_add_{side}", _rhythm(GIRDLE_RHYTHM["abduction_lateral"])),
         )
     else:
