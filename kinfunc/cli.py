@@ -1,4 +1,4 @@
-"""The ``kinfunc`` command: demo, ik, scale, fk, convert, info.
+"""The ``kinfunc`` command: demo, ik, scale, fk, convert, info, view.
 
 Every subcommand has ``--help``. Bad input ends with exit code 2 and one line on stderr
 naming the cause (``--debug`` shows the traceback); progress goes to stderr, results to
@@ -70,6 +70,30 @@ def cmd_ik(a) -> int:
     ok = sum(r["status"] == "ok" for r in rows)
     print(f"{ok}/{len(rows)} trials solved; summary: {out / 'summary.csv'}")
     return 0 if ok == len(rows) else 1
+
+
+def cmd_view(a) -> int:
+    folder = Path(a.result_dir)
+    if folder.is_file() and folder.suffix.lower() in (".html", ".htm"):
+        page = folder
+    elif not folder.is_dir():
+        raise CLIError(f"{folder}: no such result folder (give the --out folder of `kinfunc ik` or `kinfunc demo`)")
+    else:
+        page = folder / "report.html"
+    if not page.is_file():
+        inner = sorted(folder.glob("*/report.html"))[:5]
+        hint = ("; reports in its subfolders (a batch): " + ", ".join(str(p.parent) for p in inner)) if inner else \
+            "; write one with `kinfunc ik TRIAL --model ... --out DIR` (without --no-report; needs matplotlib: " \
+            "pip install 'kinfunc[report]') or `kinfunc demo`"
+        raise CLIError(f"{folder}: no report.html in this folder{hint}")
+    page = page.resolve()
+    print(page)
+    if not a.no_open:
+        import webbrowser
+
+        if not webbrowser.open(page.as_uri()):
+            _say("could not start a web browser here; open the file above in one (it needs no network)")
+    return 0
 
 
 def _fit_list(spec: str) -> tuple[str, ...]:
@@ -289,6 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "or an IK setup .xml.")
     i.add_argument("file")
     i.set_defaults(func=cmd_info)
+
+    v = sub.add_parser("view", parents=[common], help="open a result folder's report.html (3-D viewer) in a browser",
+                       description="Open RESULT_DIR/report.html (written by `kinfunc ik` or `kinfunc demo`) in the "
+                       "default web browser: the fitted skeleton over time with the markers and their errors, "
+                       "joint-angle curves and the fit-quality flags. The page is self-contained (no network).")
+    v.add_argument("result_dir", metavar="RESULT_DIR", help="output folder of `kinfunc ik`/`demo` (or a report .html)")
+    v.add_argument("--no-open", action="store_true", help="only print the report's path")
+    v.set_defaults(func=cmd_view)
     return p
 
 

@@ -1,5 +1,7 @@
 """Plots of an IK result: ``report.png`` and ``report.html`` (matplotlib, Agg backend).
 
+``report.html`` opens with the interactive 3-D viewer of :mod:`kinfunc.viewer` (the skeleton,
+model and measured markers over time, joint-angle curves; self-contained, no network).
 :func:`make_report` draws joint-angle curves per coordinate in degrees (optionally over a
 reference motion such as OpenSim's IK ``.mot``), marker RMS per frame, per-marker error bars
 and a 3-D stick figure (body origins parent -> child, model markers vs measured). matplotlib
@@ -36,13 +38,16 @@ def _np(x) -> np.ndarray:
 
 
 def make_report(result: Any, out_dir: PathLike, trial: Any = None, reference: Any = None,
-                reference_label: str = "reference", title: Optional[str] = None) -> Optional[dict]:
+                reference_label: str = "reference", title: Optional[str] = None, viewer: bool = True,
+                max_frames: int = 1000) -> Optional[dict]:
     """Write ``report.png`` and ``report.html`` for an :class:`kinfunc.ik.IKResult` into ``out_dir``.
 
     ``trial``: the :class:`kinfunc.MarkerTrial` that was fitted (metres, model frame) for the
-    measured markers in the stick figure; ``reference``: a ``.mot`` path or a
+    measured markers in the stick figure and the viewer; ``reference``: a ``.mot`` path or a
     :class:`kinfunc.io.MotionData` to overlay (columns matched by coordinate name, time axis
-    as stored). Returns ``{"png": path, "html": path}``, or ``None`` when matplotlib is missing.
+    as stored). ``viewer``: embed the interactive 3-D viewer (:mod:`kinfunc.viewer`, self-
+    contained, at most ``max_frames`` frames shown) in ``report.html``. Returns
+    ``{"png": path, "html": path}``, or ``None`` when matplotlib is missing.
     """
     if not have_matplotlib():
         print("kinfunc: matplotlib not installed, report skipped (pip install 'kinfunc[report]')", file=sys.stderr)
@@ -183,20 +188,27 @@ def make_report(result: Any, out_dir: PathLike, trial: Any = None, reference: An
     if q is not None:
         items = "".join(f"<li>{html.escape(line.strip())}</li>" for line in q.lines(result.time, max_lines=50)[1:])
         quality = f"<h2>Fit quality</h2><p>{html.escape(q.summary())}</p>" + (f"<ul>{items}</ul>" if items else "")
+    from .viewer import viewer_html
+
+    motion = viewer_html(model, result, trial, max_frames=max_frames, title=head, reference=ref,
+                         reference_label=reference_label) if viewer else ""
     doc = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>kinfunc IK report</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}td:first-child{{text-align:left}}</style></head>
 <body><h1>kinfunc IK report</h1>
 <p>{summary}</p>
 <p>Model: {html.escape(topo.name)} ({topo.n_bodies} bodies, {topo.n_coordinates} coordinates);
 frames: {T}; time {t[0]:.3f}&ndash;{t[-1]:.3f} s{'; reference: ' + html.escape(str(getattr(ref, 'source', '') or reference_label)) if ref is not None else ''}.</p>
-<img src="report.png" style="max-width:100%">
+{'<h2>Motion</h2>' + motion if motion else ''}
+<h2>Plots</h2>
+<img src="report.png" style="max-width:100%" alt="joint angles, marker errors and stick figures">
 {quality}
 <h2>Marker errors (mm)</h2>
 <table><tr><th>marker</th><th>RMS</th><th>95th percentile</th><th>coverage</th></tr>{rows}</table>
 </body></html>
 """
     page = out / "report.html"
-    page.write_text(doc)
+    page.write_text(doc, encoding="utf-8")
     return {"png": png, "html": page}

@@ -16,7 +16,7 @@ LAYERS = [
      "_joint_cache", "kernels", "fk", "compiled"),
     ("ik",),
     ("io",),
-    ("report",),
+    ("viewer", "report"),
     ("pipeline", "demo"),
     ("batch", "cli", "__main__"),
 ]

@@ -46,6 +46,17 @@ def test_report_png_and_html(small_result, tmp_path):
     assert "truth.mot" in page
 
 
+def test_report_html_embeds_the_viewer(small_result, tmp_path):
+    """report.html carries the 3-D viewer inline (kinfunc.viewer; its browser tests: test_viewer.py)."""
+    pytest.importorskip("matplotlib")
+    res, tr, q = small_result
+    page = report.make_report(res, tmp_path / "r", trial=tr)["html"].read_text(encoding="utf-8")
+    assert "<h2>Motion</h2>" in page and page.count('id="kfv-data"') == 1 and "window.kfViewer" in page
+    data = json.loads(page.split('id="kfv-data">', 1)[1].split("</script>", 1)[0])
+    assert data["n_shown"] == data["n_total"] == q.shape[0] and data["markers"] == list(res.marker_names)
+    assert data["has_measured"] and "http://" not in page and "https://" not in page
+
+
 def test_report_without_matplotlib_is_skipped(small_result, tmp_path, monkeypatch, capsys):
     real_import = builtins.__import__
 
