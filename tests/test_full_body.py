@@ -283,8 +283,7 @@ def _flip_knees(model, q):
 def test_coco17_keypoint_fit_of_a_synthetic_motion():
     model = kf.models.full_body("coco17", dtype=f64)
     free = kf.models.full_body("coco17", dtype=f64, clamped=False)
-    # a full turn while stepping in place; deep squats, sit-to-stand and arms overhead from
-    # 17 keypoints are not yet found from the default start (exact when started at the truth)
+    # a full turn while stepping in place (deep squats, sit-to-stand, cartwheels: the test below)
     q = _flip_knees(model, nongait_motion(free, "turn360", n_frames=60))
     trial = synthetic_trial(model, q, noise=0.002, seed=1)
     res = kf.ik.solve(model, trial)
@@ -295,6 +294,26 @@ def test_coco17_keypoint_fit_of_a_synthetic_motion():
     idx = [names.index(n) for n in seen]
     rms = _angle_err(res.q[:, idx], q[:, idx]).square().mean(0).sqrt()
     assert float(rms.max()) < 4 * DEG, dict(zip(seen, (rms / DEG).tolist()))
+
+
+def test_coco17_keypoints_of_squat_sit_to_stand_and_cartwheel_from_the_default_start():
+    """17 keypoints (two on the pelvis, one per limb segment), 1 cm noise per axis, 10 % gaps,
+    smoothness 1: every frame fitted (no frame above 30 mm keypoint RMS) and the observable
+    limb and trunk angles within 4 deg RMS on average. (Before the start handled two-point
+    roots and one-point segments, squats and sit-to-stand ended 10-25 cm off on most frames.)"""
+    model = kf.models.full_body("coco17", dtype=f64)
+    free = kf.models.full_body("coco17", dtype=f64, clamped=False)
+    names = model.coordinate_names
+    seen = [f"{j}_{s}" for j in ("hip_flexion", "hip_adduction", "knee_angle", "arm_flex", "arm_add", "elbow_flex")
+            for s in "rl"] + ["lumbar_extension", "lumbar_bending"]
+    idx = [names.index(n) for n in seen]
+    for kind in ("squat", "sit_to_stand", "cartwheel"):
+        q = _flip_knees(model, nongait_motion(free, kind, n_frames=120))
+        trial = synthetic_trial(model, q, noise=0.01, gaps=0.1, seed=1)
+        res = kf.ik.solve(model, trial, smoothness=1.0)
+        assert float(res.marker_rms.max()) < 0.030, kind
+        rms = _angle_err(res.q[:, idx], q[:, idx]).square().mean(0).sqrt()
+        assert float(rms.mean()) < 4 * DEG, (kind, float(rms.mean() / DEG))
 
 
 def test_real_cmu_take_whole_body_fit():

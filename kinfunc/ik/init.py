@@ -42,6 +42,25 @@ def kabsch(P: Tensor, X: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return R, t, ok
 
 
+def _robust_template_fit(P: Tensor, X: Tensor, present: Tensor, on_root: list, rounds: int = 4,
+                         scale: float = 0.10) -> tuple[Tensor, Tensor, Tensor]:
+    """Root pose from every marker's template ``P (M, 3)`` (root frame, model at its default
+    pose) when the root has fewer than 3 markers of its own (keypoints: two hips): the root's
+    markers weigh 10 times more, and markers far from their template (limbs away from the
+    default pose: a squat, arms overhead) are down-weighted by a Cauchy loss of ``scale`` (m),
+    so the trunk's markers, which stay near their template, settle the rotation the root's
+    markers leave open. Returns ``R (T, 3, 3)``, ``t (T, 3)``, ``ok (T,)``."""
+    base = present * torch.tensor([10.0 if r else 1.0 for r in on_root], dtype=present.dtype, device=X.device)
+    Xz = torch.where(present[..., None] > 0, X, torch.zeros_like(X))
+    Pt = P.expand(X.shape[0], -1, -1)
+    w = base
+    for _ in range(rounds):
+        R, t, ok = kabsch(Pt, Xz, w)
+        d = torch.linalg.vector_norm((Pt @ R.transpose(-1, -2)) + t[:, None] - Xz, dim=-1)
+        w = base / (1.0 + (d / scale) ** 2)
+    return R, t, ok
+
+
 def _nearest_valid(ok: Tensor) -> Tensor:
     """``(T,)`` index of the nearest frame with ``ok`` (itself if ok; 0 if none is ok). O(T), no loops."""
     T = ok.shape[0]
@@ -75,10 +94,10 @@ def rigid_root_fit(model: Model, X: Tensor, present: Tensor, q0: Tensor) -> tupl
         ri = torch.tensor(root, device=X.device)
         P = model.marker_offsets.index_select(0, ri) * (model.global_scale * model.body_scales[0])
         Xr, wr = X.index_select(1, ri), present.index_select(1, ri)
+        R, t, ok = kabsch(P.expand(X.shape[0], -1, -1), torch.where(wr[..., None] > 0, Xr, torch.zeros_like(Xr)), wr)
     else:
         poses, P = template()
-        Xr, wr = X, present
-    R, t, ok = kabsch(P.expand(X.shape[0], -1, -1), torch.where(wr[..., None] > 0, Xr, torch.zeros_like(Xr)), wr)
+        R, t, ok = _robust_template_fit(P, X, present, [b == 0 for b in topo.marker_bodies])
     if bool(ok.all()):
         return R, t
     # fallbacks below use every marker's template and the root pose at q0

@@ -215,14 +215,31 @@ def _rodrigues(a: Tensor, v: Tensor) -> Tensor:
 def _rotation_fit(U: Tensor, Y: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     """Rotations ``R (..., 3, 3)`` about the origin minimising ``sum_i w_i |R u_i - y_i|^2`` for
     ``U, Y (..., k, 3)``, ``w (..., k)``, and ``ok (...)``: at least two points with weight
-    (with the origin, three points fix a rotation)."""
+    (with the origin, three points fix a rotation), or one point off the origin (then the
+    least rotation taking it onto its target direction)."""
     H = (U * w[..., None]).transpose(-1, -2) @ Y  # sum w u y^T
     Us, _, Vh = torch.linalg.svd(H)
     V = Vh.transpose(-1, -2)
     d = torch.sign(torch.linalg.det(V @ Us.transpose(-1, -2)))
     d = torch.where(d == 0, torch.ones_like(d), d)
     D = torch.diag_embed(torch.stack((torch.ones_like(d), torch.ones_like(d), d), -1))
-    return V @ D @ Us.transpose(-1, -2), (w > 0).sum(-1) >= 2
+    R = V @ D @ Us.transpose(-1, -2)
+    # one point (a keypoint per segment): the least rotation taking it onto its measured
+    # direction (its twist is left for the next level and the solver)
+    n = (w > 0).sum(-1)
+    u = (U * (w[..., None] > 0)).sum(-2)
+    y = (Y * (w[..., None] > 0)).sum(-2)
+    nu, ny = torch.linalg.vector_norm(u, dim=-1), torch.linalg.vector_norm(y, dim=-1)
+    tiny = 1e-9
+    uh, yh = u / nu.clamp_min(tiny)[..., None], y / ny.clamp_min(tiny)[..., None]
+    v = torch.linalg.cross(uh, yh)
+    c = (uh * yh).sum(-1)
+    Kv = tf.skew(v)
+    eye = torch.eye(3, dtype=U.dtype, device=U.device)
+    swing = eye + Kv + (Kv @ Kv) / (1.0 + c).clamp_min(1e-6)[..., None, None]
+    one = (n == 1) & (nu > tiny) & (ny > tiny) & (c > -1.0 + 1e-6)
+    R = torch.where(one[..., None, None], swing, R)
+    return R, (n >= 2) | one
 
 
 def _hinge_angles(U: Tensor, Y: Tensor, w: Tensor, axis: Tensor, pre: Tensor, post: Tensor) -> Tensor:
