@@ -260,8 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("ik", parents=[common], help="inverse kinematics of one trial, or a batch (folder/glob)",
                        description="Inverse kinematics over whole trials. TRIAL: .trc/.c3d file(s), a folder or a "
                        "quoted glob; several trials run as a batch with a summary CSV.")
-    k.add_argument("trial", nargs="+", help=".trc/.c3d file, folder or glob")
-    k.add_argument("--model", required=True, help="a .osim, a .json model (kinfunc scale/demo output) or builtin:cmu|pig|opensim")
+    k.add_argument("trial", nargs="+", help=".trc/.c3d file (or 3-D keypoints: .npy/.npz/.json), folder or glob")
+    k.add_argument("--model", required=True, help="a .osim, a .json model (kinfunc scale/demo output), builtin:cmu|pig|opensim (lower body) or builtin:full_body:SET (SET: cmu, pig, coco17, halpe26, body25, h36m17, smpl24, opencap)")
     k.add_argument("--setup", help="OpenSim IK setup .xml (marker weights, coordinate tasks, time range)")
     k.add_argument("--static", help="static trial: fit scales/offsets on it first, then pose-only IK on TRIAL")
     k.add_argument("--fit", default="pose", help="comma-separated groups to fit: " + ", ".join(FIT_CHOICES)

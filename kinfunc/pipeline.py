@@ -39,13 +39,22 @@ def dtype_of(name: str):
 
 
 def load_model_spec(spec: str, dtype=None, device=None):
-    """A model from ``spec``: ``builtin:cmu|pig|opensim``, a ``.osim`` or a ``.json`` model file."""
+    """A model from ``spec``: ``builtin:cmu|pig|opensim`` (the lower body),
+    ``builtin:full_body:<set>`` (the whole body with marker or keypoint set ``<set>``: cmu, pig,
+    coco17, halpe26, body25, h36m17, smpl24, opencap), a ``.osim`` or a ``.json`` model file."""
     import torch
 
     from . import io
-    from .models import lower_body
+    from .models import full_body, lower_body
+    from .models.full_body import MARKER_SETS as FULL_SETS
 
     dtype = dtype or torch.float64
+    if spec.startswith("builtin:full_body"):
+        name = spec.split(":", 2)[2] if spec.count(":") >= 2 else "cmu"
+        if name not in FULL_SETS:
+            raise PipelineError(f"unknown full-body marker set '{name}' in '{spec}'; use builtin:full_body:<set> with "
+                                f"<set> one of {', '.join(FULL_SETS)}")
+        return full_body(name, dtype=dtype, device=device)
     if spec.startswith("builtin:") or spec in BUILTIN_SETS:
         name = spec.split(":", 1)[-1]
         if name not in BUILTIN_SETS:
@@ -63,14 +72,15 @@ def load_model_spec(spec: str, dtype=None, device=None):
 
 
 def load_trial(path: str):
-    """A marker trial from a ``.trc`` or ``.c3d`` file (metres, lab frame as stored)."""
+    """A marker trial from a ``.trc`` or ``.c3d`` file, or 3-D keypoints with confidences from a
+    ``.npy``/``.npz``/``.json`` file (:func:`kinfunc.io.load_keypoints`; metres, lab frame as stored)."""
     from .io import load_markers
 
     p = Path(path)
     if not p.exists():
         raise PipelineError(f"{path}: trial file not found")
-    if p.suffix.lower() not in (".trc", ".c3d"):
-        raise PipelineError(f"{path}: unknown trial file type '{p.suffix}'; use .trc or .c3d")
+    if p.suffix.lower() not in (".trc", ".c3d", ".npy", ".npz", ".json"):
+        raise PipelineError(f"{path}: unknown trial file type '{p.suffix}'; use .trc, .c3d or keypoints .npy/.npz/.json")
     return load_markers(p)
 
 

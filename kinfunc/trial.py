@@ -34,6 +34,9 @@ class MarkerTrial:
     * ``time``: ``(T,)`` seconds.
     * ``units``: the length unit as read from the file (``"mm"``, ``"m"``, ``"cm"``).
     * ``source``: the file it came from, if any; ``meta``: anything else the loader reports.
+    * ``confidence``: ``(T, M)`` in ``[0, 1]`` or ``None`` (= 1): how much each sample counts
+      (a pose estimator's keypoint scores). IK multiplies each marker's weight by it per
+      frame; 0 is a gap.
     """
 
     names: tuple[str, ...]
@@ -43,6 +46,7 @@ class MarkerTrial:
     units: str = "m"
     source: Optional[str] = None
     meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    confidence: Optional[Tensor] = None
 
     def __post_init__(self) -> None:
         T = self.xyz.shape[0]
@@ -52,6 +56,12 @@ class MarkerTrial:
             )
         if self.time.shape != (T,):
             raise ValueError(f"MarkerTrial: time shape {tuple(self.time.shape)} != ({T},)")
+        c = self.confidence
+        if c is not None:
+            if tuple(c.shape) != (T, len(self.names)):
+                raise ValueError(f"MarkerTrial: confidence shape {tuple(c.shape)} != ({T}, {len(self.names)}) (frames, markers)")
+            if not bool(((c >= 0) & (c <= 1)).all()):
+                raise ValueError("MarkerTrial: confidence must lie in [0, 1] (NaN not allowed; use 0 for a missing sample)")
 
     @property
     def n_frames(self) -> int:
@@ -67,7 +77,8 @@ class MarkerTrial:
         if missing:
             raise KeyError(f"{self.source or 'trial'}: no marker(s) {missing}; available: {', '.join(self.names)}")
         idx = [self.names.index(n) for n in names]
-        return dataclasses.replace(self, names=tuple(names), xyz=self.xyz[:, idx])
+        c = None if self.confidence is None else self.confidence[:, idx]
+        return dataclasses.replace(self, names=tuple(names), xyz=self.xyz[:, idx], confidence=c)
 
     def slice(self, t0: Optional[float] = None, t1: Optional[float] = None) -> "MarkerTrial":
         """Frames with ``t0 <= time <= t1`` (seconds; ``None`` = open end)."""
@@ -77,7 +88,8 @@ class MarkerTrial:
             keep &= self.time >= t0 - eps
         if t1 is not None:
             keep &= self.time <= t1 + eps
-        return dataclasses.replace(self, xyz=self.xyz[keep], time=self.time[keep])
+        c = None if self.confidence is None else self.confidence[keep]
+        return dataclasses.replace(self, xyz=self.xyz[keep], time=self.time[keep], confidence=c)
 
     # ------------------------------------------------------------------ names
     def renamed(self, mapping: Mapping[str, str]) -> "MarkerTrial":
@@ -124,7 +136,11 @@ class MarkerTrial:
         x0, x1 = self.xyz[i0], self.xyz[i1]
         w_ = w.to(self.xyz.dtype)[:, None, None]
         x = torch.where(w_ == 0, x0, torch.where(w_ == 1, x1, x0 + w_ * (x1 - x0)))
-        return dataclasses.replace(self, xyz=x, time=tn.to(self.time.dtype), rate=float(rate))
+        c = self.confidence
+        if c is not None:  # the lower of the two neighbours' confidences (never more than either)
+            wc = w.to(c.dtype)[:, None]
+            c = torch.where(wc == 0, c[i0], torch.where(wc == 1, c[i1], torch.minimum(c[i0], c[i1])))
+        return dataclasses.replace(self, xyz=x, time=tn.to(self.time.dtype), rate=float(rate), confidence=c)
 
     def filtered(self, cutoff_hz: float, order: int = 4) -> "MarkerTrial":
         """Zero-phase low-pass Butterworth (``order``, -3 dB at ``cutoff_hz`` per pass; run

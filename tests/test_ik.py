@@ -804,3 +804,34 @@ def test_independent_frames_solved_in_blocks_equal_one_batch(monkeypatch):
     assert blocks.objective == pytest.approx(whole.objective, rel=1e-12)
     assert blocks.history[-1] == pytest.approx(blocks.objective, rel=1e-12)
     assert all(b <= a * (1 + 1e-12) for a, b in zip(blocks.history, blocks.history[1:]))
+
+
+def test_per_sample_confidence_weights_the_fit():
+    """MarkerTrial.confidence (T, M): 0 acts as a gap, a low score lets a corrupted sample
+    count less; it follows select/slice/resample."""
+    import dataclasses
+
+    model = kf.models.lower_body("cmu", dtype=f64)
+    q = gait_motion(model, 20)
+    trial = synthetic_trial(model, q, noise=0.0, seed=3)
+    j = 4
+    bad = trial.xyz.clone()
+    bad[:, j] += torch.tensor([0.05, 0.0, 0.0], dtype=f64)
+    conf = torch.ones(trial.n_frames, trial.n_markers, dtype=f64)
+    conf[:, j] = 0.0
+    gap = bad.clone()
+    gap[:, j] = float("nan")
+    r0 = kf.ik.solve(model, dataclasses.replace(trial, xyz=bad, confidence=conf))
+    rg = kf.ik.solve(model, dataclasses.replace(trial, xyz=gap))
+    torch.testing.assert_close(r0.q, rg.q, rtol=0, atol=1e-9)
+    conf[:, j] = 0.01
+    rl = kf.ik.solve(model, dataclasses.replace(trial, xyz=bad, confidence=conf))
+    r1 = kf.ik.solve(model, dataclasses.replace(trial, xyz=bad))
+    e = lambda r: float((r.q - q).abs().max())  # noqa: E731
+    assert e(rl) < 0.2 * e(r1)
+    t = dataclasses.replace(trial, confidence=conf)
+    assert t.select(trial.names[j:j + 2]).confidence[0, 0] == 0.01
+    assert t.slice(0.0, 0.05).confidence.shape[0] == t.slice(0.0, 0.05).n_frames
+    assert t.resample(50.0).confidence.shape == (t.resample(50.0).n_frames, t.n_markers)
+    with pytest.raises(ValueError, match="confidence shape"):
+        dataclasses.replace(trial, confidence=conf[:, :3])

@@ -289,7 +289,7 @@ def build_problem(
     w = torch.tensor([1.0 if weights is None else float(weights[m]) for m in used], dtype=dtype, device=um.device)
 
     # --- data ---------------------------------------------------------------------------
-    Xs, tids = [], []
+    Xs, Cs, tids = [], [], []
     for k, tr in enumerate(trials):
         xyz = tr.xyz.to(device=um.device, dtype=dtype)
         cols = [tr.names.index(m) if m in tr.names else -1 for m in used]
@@ -299,12 +299,19 @@ def build_problem(
         else:
             X = torch.full((tr.n_frames, M, 3), float("nan"), dtype=dtype, device=um.device)
             X[:, have] = xyz[:, [cols[j] for j in have]]
+        if tr.confidence is not None:  # per-sample weights: scale the residual by sqrt(confidence)
+            c = torch.zeros(tr.n_frames, M, dtype=dtype, device=um.device)
+            c[:, have] = tr.confidence.to(device=um.device, dtype=dtype)[:, [cols[j] for j in have]]
+        else:
+            c = torch.ones(tr.n_frames, M, dtype=dtype, device=um.device)
+        Cs.append(c)
         Xs.append(X)
         tids.append(torch.full((tr.n_frames,), k, dtype=torch.long, device=um.device))
     X = torch.cat(Xs, 0) if len(Xs) > 1 else Xs[0]
     present = torch.isfinite(X).all(-1)
     X = torch.where(present[..., None], X, torch.zeros_like(X))
-    present = present.to(dtype)
+    conf = torch.cat(Cs, 0) if len(Cs) > 1 else Cs[0]
+    present = present.to(dtype) * conf.sqrt()  # residual factor: 0 in gaps, sqrt(confidence) else
     trial_id = torch.cat(tids, 0)
     theta_index = trial_id if not shared else torch.zeros_like(trial_id)
     K = 1 if shared else len(trials)

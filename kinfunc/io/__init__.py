@@ -3,6 +3,7 @@ from ..trial import DataFileError, DataFileWarning
 from .c3d import load_c3d, write_c3d
 from .convert import convert, load_markers
 from .model_json import ModelFileError, load_model, save_model
+from .keypoints import load_keypoints
 from .mot import MotionData, MotionFileError, read_coordinate_table, read_mot, read_sto, write_mot, write_sto
 from .osim import load_osim, save_osim
 from .setup import SetupError, load_ik_setup
@@ -20,6 +21,7 @@ __all__: list[str] = [
     "convert",
     "load_c3d",
     "load_ik_setup",
+    "load_keypoints",
     "load_markers",
     "load_model",
     "load_osim",

@@ -12,7 +12,8 @@ __all__ = ["convert", "load_markers"]
 
 
 def load_markers(path: PathLike, **kwargs: Any) -> MarkerTrial:
-    """:func:`load_c3d` or :func:`load_trc` by file extension (``.c3d``/``.trc``, any case)."""
+    """:func:`load_c3d`, :func:`load_trc` or (``.npy``/``.npz``/``.json`` keypoints)
+    :func:`load_keypoints` by file extension (any case)."""
     from .c3d import load_c3d
     from .trc import load_trc
 
@@ -21,7 +22,11 @@ def load_markers(path: PathLike, **kwargs: Any) -> MarkerTrial:
         return load_c3d(path, **kwargs)
     if ext == ".trc":
         return load_trc(path, **kwargs)
-    raise ValueError(f"{path}: unknown marker file type {ext!r}; expected .c3d or .trc")
+    if ext in (".npy", ".npz", ".json"):
+        from .keypoints import load_keypoints
+
+        return load_keypoints(path, **kwargs)
+    raise ValueError(f"{path}: unknown marker file type {ext!r}; expected .c3d, .trc, or keypoints .npy/.npz/.json")
 
 
 def convert(src: PathLike, dst: PathLike, *, units: Optional[str] = None, **load_kwargs: Any) -> MarkerTrial:
