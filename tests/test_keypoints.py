@@ -84,3 +84,28 @@ def test_markerless_end_to_end_keypoints_in_mot_and_report_out(tmp_path):
     seen = [model.coordinate_names.index(f"{j}_{s}") for j in ("hip_flexion", "knee_angle", "elbow_flex") for s in "rl"]
     d = torch.remainder(got[:, seen] - q[:, seen] + math.pi, 2 * math.pi) - math.pi
     assert float(d.square().mean(0).sqrt().mean()) < 5 * math.pi / 180
+
+
+def test_smpl_joints_to_anatomical_coordinates():
+    """24 SMPL-style joint positions of a squat by a subject 8 % off the model per segment,
+    1 cm noise: segment scales and poses in one call; observable angles within 4.5 deg RMS
+    on average, every frame fitted."""
+    model = kf.models.full_body("smpl24", dtype=f64)
+    free = kf.models.full_body("smpl24", dtype=f64, clamped=False)
+    names = model.coordinate_names
+    q = nongait_motion(free, "squat", n_frames=80).clone()
+    for s in "rl":
+        q[:, names.index(f"knee_angle_{s}")] *= -1
+    lo, hi = model.coordinate_limits()
+    q = torch.maximum(torch.minimum(q, hi), lo)
+    g = torch.Generator().manual_seed(0)
+    subject = model.replace(body_scales=model.body_scales * (1 + 0.08 * (2 * torch.rand(model.body_scales.shape[0], 1, generator=g, dtype=f64) - 1)))
+    joints = synthetic_trial(subject, q, noise=0.01, seed=1).xyz
+    res = kf.ik.smpl_to_anatomical(joints, rate=100.0)
+    seen = [names.index(f"{j}_{s}") for j in ("hip_flexion", "hip_adduction", "knee_angle", "arm_flex", "arm_add", "elbow_flex")
+            for s in "rl"]
+    d = torch.remainder(res.q[:, seen] - q[:, seen] + math.pi, 2 * math.pi) - math.pi
+    assert float(d.square().mean(0).sqrt().mean()) < 4.5 * math.pi / 180
+    assert float(res.marker_rms.max()) < 0.035
+    with pytest.raises(kf.ik.IKError, match="SMPL's joint order"):
+        kf.ik.smpl_to_anatomical(joints[:, :17])

@@ -12,6 +12,7 @@ import warnings as _warnings
 
 from .evaluate import setup_objective
 from .gn import GNOptions
+from .keypoints import smpl_to_anatomical
 from .lbfgs import LBFGSOptions
 from .quality import FitQuality, MarkerIssue
 from .scaling import SubjectFit, scale_subject
@@ -32,6 +33,7 @@ __all__ = [
     "SubjectFit",
     "scale_subject",
     "setup_objective",
+    "smpl_to_anatomical",
     "solve",
 ]
 
