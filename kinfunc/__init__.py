@@ -4,7 +4,7 @@ Conventions: SI units (metres, radians); Y up, X forward; column vectors; poses 
 ``(R (..., 3, 3), t (..., 3))`` mapping child coordinates into parent/world; quaternions wxyz;
 frame orientations are body-fixed XYZ Euler angles.
 """
-from . import allocator, filters, functions, ik, io, markersets, models, transforms  # noqa: F401  (allocator: a submodule, not exported)
+from . import allocator, filters, functions, ik, io, markersets, models, nn, transforms  # noqa: F401  (allocator: a submodule, not exported)
 from ._pytree import tree_map
 from .compiled import CompiledFK, compile_fk
 from .fk import Poses, fk, marker_positions
@@ -46,6 +46,7 @@ __all__ = [
     "marker_positions",
     "markersets",
     "models",
+    "nn",
     "transforms",
     "tree_map",
 ]
