@@ -361,3 +361,20 @@ def test_least_change_scan_equals_the_sequential_dynamic_programme(T, seed):
 
     fast = _least_change(cand, feas, pen, turns, new_trial)
     assert total(fast) == pytest.approx(total(_least_change_reference(cand, feas, pen, turns, new_trial)), abs=1e-9)
+
+
+def test_frames_without_data_are_flagged_not_silent():
+    """A person leaving the volume: frames with no markers (or fewer than 3) are doubtful frames
+    with that reason, the others are not."""
+    model = _model()
+    q = gait_motion(model, 40)
+    trial = synthetic_trial(model, q, noise=0.002, seed=1)
+    x = trial.xyz.clone()
+    x[10:15] = float("nan")
+    x[20, 2:] = float("nan")  # two markers left
+    res = kf.ik.solve(model, dataclasses.replace(trial, xyz=x))
+    flagged = set(torch.nonzero(res.frame_flags).flatten().tolist())
+    assert set(range(10, 15)) | {20} <= flagged
+    why = dict(res.quality.frame_reasons)
+    assert "no marker data" in why[12] and "only 2 markers" in why[20]
+    assert not ({0, 1, 2, 30, 31} & flagged)

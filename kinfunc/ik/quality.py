@@ -170,9 +170,17 @@ def assess(
     med_all = float(rms[fin].median()) if bool(fin.any()) else 0.0
     local = fin & (rms > 1.5 * med_local + 0.004)
     high = fin & (rms > max(3.0 * med_all, med_all + 0.015))
+    n_present = present.sum(-1)
+    typical = float(n_present.double().median()) if T else 0.0
+    # no data at all, or under 3 markers where frames usually have more (a body needs 3 points)
+    few = (n_present == 0) | ((n_present < 3) & (typical >= 3))
     reasons = []
-    for f in torch.nonzero(local | high).flatten().tolist():
+    for f in torch.nonzero(local | high | few).flatten().tolist():
         r = []
+        if bool(few[f]):
+            k = int(n_present[f])
+            r.append("no marker data: pose carried over from the start or bridged by smoothness, not measured" if k == 0
+                     else f"only {k} marker{'s' if k > 1 else ''}: pose not determined by the data")
         if bool(local[f]):
             r.append(f"RMS {1e3 * float(rms[f]):.0f} mm against {1e3 * float(med_local[f]):.0f} mm around it")
         if bool(high[f]):
@@ -217,7 +225,7 @@ def assess(
             issues.append(MarkerIssue(names[m], a, b, tt[a], tt[b], mx, reason, w))
     issues.sort(key=lambda i: (i.first, i.marker))
     return FitQuality(
-        frame_flags=local | high,
+        frame_flags=local | high | few,
         frame_reasons=tuple(reasons),
         marker_flags=marker_flags,
         marker_names=names,
