@@ -76,12 +76,15 @@ def slot_values(model: Model, q: Tensor) -> Tensor:
     return v.reshape(v.shape[:-1] + (B, 6))
 
 
-def effective_scales(model: Model) -> tuple[Tensor, Tensor]:
-    """``(s_body (B, 3), s_parent (B, 3))``: each body's total scale and its parent's (1 for ground)."""
-    s_body = model.global_scale * model.body_scales
-    ones = torch.ones_like(s_body[:1])
-    s_all = torch.cat((ones, s_body), 0)
-    s_parent = s_all[[p + 1 for p in model.topology.parents]]
+def effective_scales(model: Model, s_body: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``(s_body (..., B, 3), s_parent (..., B, 3))``: each body's total scale and its parent's
+    (1 for ground). ``s_body``: total scales to use instead of the model's
+    ``global_scale * body_scales`` (e.g. one set per subject, with batch dimensions)."""
+    if s_body is None:
+        s_body = model.global_scale * model.body_scales
+    ones = torch.ones_like(s_body[..., :1, :])
+    s_all = torch.cat((ones, s_body), -2)
+    s_parent = s_all[..., [p + 1 for p in model.topology.parents], :]
     return s_body, s_parent
 
 
@@ -116,15 +119,20 @@ def translation_weights(axes: Tensor, unscaled_slots: tuple[int, ...]) -> tuple[
 
 def translation_factors(axes: Tensor, s_parent: Tensor, unscaled_slots: tuple[int, ...]) -> Tensor:
     """The rule of :func:`translation_scales` on raw leaves: ``axes (B, 6, 3)``,
-    ``s_parent (B, 3)``, static ``unscaled_slots`` (flat ``joint * 3 + k``) -> ``(B, 3)``."""
+    ``s_parent (..., B, 3)``, static ``unscaled_slots`` (flat ``joint * 3 + k``) -> ``(..., B, 3)``."""
     W, keep = translation_weights(axes, unscaled_slots)
-    return (W * s_parent[:, None, :]).sum(-1) + (1.0 - keep)
+    return (W * s_parent[..., :, None, :]).sum(-1) + (1.0 - keep)
 
 
-def local_transforms(model: Model, q: Tensor) -> tuple[Tensor, Tensor]:
-    """Pose of every body in its parent body ``(R (..., B, 3, 3), t (..., B, 3))`` at ``q (..., C)``."""
+def local_transforms(model: Model, q: Tensor, s_body: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Pose of every body in its parent body ``(R (..., B, 3, 3), t (..., B, 3))`` at ``q (..., C)``.
+
+    The one place that encodes a joint: slot rotations about their axes, slot translations
+    scaled by the parent's scale factors (OpenSim's rule), the joint frames in parent and child.
+    ``s_body (..., B, 3)``: total body scales replacing the model's (batch dimensions broadcast
+    with ``q``'s)."""
     v = slot_values(model, q)
-    s_body, s_parent = effective_scales(model)
+    s_body, s_parent = effective_scales(model, s_body)
     axes = model.axes / torch.linalg.vector_norm(model.axes, dim=-1, keepdim=True)  # (B, 6, 3)
     K = tf.skew(axes[:, :3])  # (B, 3, 3, 3)
     K2 = K @ K
@@ -143,7 +151,8 @@ def local_transforms(model: Model, q: Tensor) -> tuple[Tensor, Tensor]:
     RmRc = Rm @ Rc.transpose(-1, -2)
     R = Rp @ RmRc
     t = (Rp @ (tm - (RmRc @ tc[..., None])[..., 0])[..., None])[..., 0] + tp
-    return R, t
+    batch = torch.broadcast_shapes(R.shape[:-3], t.shape[:-2])
+    return R.expand(batch + R.shape[-3:]), t.expand(batch + t.shape[-2:])
 
 
 def fk(model: Model, q: Tensor) -> Poses:

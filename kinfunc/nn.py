@@ -29,9 +29,8 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-from . import transforms as tf
 from ._pytree import tree_flatten, tree_unflatten
-from .fk import marker_positions, slot_values, translation_weights
+from .fk import local_transforms, marker_positions
 from .kernels import compose_chain
 from .model import Model
 from .models import FULL_BODY_MARKER_SETS, full_body
@@ -50,34 +49,9 @@ def keypoint_names(keypoints: str) -> tuple[str, ...]:
 
 def _scaled_marker_positions(model: Model, q: Tensor, s_body: Tensor) -> Tensor:
     """Markers ``(..., M, 3)`` with per-element total body scales ``s_body (..., B, 3)``
-    (``global_scale * body_scales``): :func:`kinfunc.fk.local_transforms`'s algebra with the
-    scale factors carrying batch dimensions."""
+    (``global_scale * body_scales``), through :func:`kinfunc.fk.local_transforms`."""
     topo = model.topology
-    v = slot_values(model, q)  # (..., B, 6)
-    ones = torch.ones_like(s_body[..., :1, :])
-    s_parent = torch.cat((ones, s_body), -2)[..., [p + 1 for p in topo.parents], :]  # (..., B, 3)
-    W, keep = translation_weights(model.axes, topo.unscaled_slots)  # (B, 3, 3), (B, 3)
-    s_tr = (W * s_parent[..., :, None, :]).sum(-1) + (1.0 - keep)  # (..., B, 3)
-    axes = model.axes / torch.linalg.vector_norm(model.axes, dim=-1, keepdim=True)
-    K = tf.skew(axes[:, :3])
-    K2 = K @ K
-    eye = torch.eye(3, dtype=v.dtype, device=v.device)
-    ang = v[..., :3]
-    s = torch.sin(ang)[..., None, None]
-    c = torch.cos(ang)[..., None, None]
-    Rk = eye + s * K + (1.0 - c) * K2
-    Rm = Rk[..., 0, :, :] @ Rk[..., 1, :, :] @ Rk[..., 2, :, :]
-    tm = ((v[..., 3:] * s_tr)[..., None] * axes[:, 3:]).sum(-2)
-    Rp = tf.euler_xyz_to_matrix(model.parent_orientation)
-    Rc = tf.euler_xyz_to_matrix(model.child_orientation)
-    tp = model.parent_location * s_parent
-    tc = model.child_location * s_body
-    RmRc = Rm @ Rc.transpose(-1, -2)
-    R = Rp @ RmRc
-    t = (Rp @ (tm - (RmRc @ tc[..., None])[..., 0])[..., None])[..., 0] + tp
-    batch = torch.broadcast_shapes(R.shape[:-3], t.shape[:-2])
-    R = R.expand(batch + R.shape[-3:])
-    t = t.expand(batch + t.shape[-2:])
+    R, t = local_transforms(model, q, s_body)
     Rw, tw = compose_chain(topo.parents, R, t)
     mb = list(topo.marker_bodies)
     off = model.marker_offsets * s_body[..., mb, :]  # (..., M, 3)
