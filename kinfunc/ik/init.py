@@ -20,6 +20,18 @@ from ..model import Model
 __all__ = ["kabsch", "rigid_root_fit", "root_coordinates", "initial_q"]
 
 
+def procrustes_rotation(H: Tensor) -> Tensor:
+    """The proper rotation ``R (..., 3, 3)`` maximising ``tr(R H)`` for the cross-covariance
+    ``H = sum_i w_i p_i x_i^T (..., 3, 3)`` (i.e. best turning the ``p`` onto the ``x``):
+    ``V diag(1, 1, det) U^T`` from the SVD ``H = U S V^T``, never a reflection."""
+    U, _, Vh = torch.linalg.svd(H)
+    V = Vh.transpose(-1, -2)
+    d = torch.sign(torch.linalg.det(V @ U.transpose(-1, -2)))
+    d = torch.where(d == 0, torch.ones_like(d), d)
+    Dm = torch.diag_embed(torch.stack((torch.ones_like(d), torch.ones_like(d), d), -1))
+    return V @ Dm @ U.transpose(-1, -2)
+
+
 def kabsch(P: Tensor, X: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Weighted rigid fit ``X ~ R P + t`` per frame.
 
@@ -32,12 +44,7 @@ def kabsch(P: Tensor, X: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     cP = (ws[..., None] * P).sum(-2)
     cX = (ws[..., None] * X).sum(-2)
     H = ((P - cP[..., None, :]) * ws[..., None]).transpose(-1, -2) @ (X - cX[..., None, :])
-    U, _, Vh = torch.linalg.svd(H)
-    V = Vh.transpose(-1, -2)
-    d = torch.sign(torch.linalg.det(V @ U.transpose(-1, -2)))
-    d = torch.where(d == 0, torch.ones_like(d), d)
-    Dm = torch.diag_embed(torch.stack((torch.ones_like(d), torch.ones_like(d), d), -1))
-    R = V @ Dm @ U.transpose(-1, -2)
+    R = procrustes_rotation(H)
     t = cX - (R @ cP[..., None])[..., 0]
     return R, t, ok
 

@@ -50,10 +50,10 @@ def smpl_to_anatomical(
     go to :func:`kinfunc.ik.solve`. Returns its :class:`~kinfunc.ik.IKResult` (``res.q (T, C)``,
     ``res.model`` the scaled model, ``res.quality``).
 
-    Measured on the model's own squat, jump and cartwheel, 120 frames (subject +-8 % per
-    segment, 1 cm noise per axis): hip flexion/adduction, knee, arm flexion/adduction, elbow
-    and lumbar angles 3.0-3.9 deg RMS on average (worst single angle about 7 deg); arms raised
-    straight overhead 7.6 deg."""
+    Measured (``python bench/bench_full_body.py``) on the model's seven synthetic motions, 120
+    frames, a subject 8 % off the model per segment, 1 cm noise per axis: hip flexion/adduction,
+    knee, arm flexion/adduction, elbow and lumbar angles 2.8-4.1 deg RMS on average (worst single
+    angle 6-8 deg), arms overhead included."""
     if joints.ndim != 3 or joints.shape[1:] != (24, 3):
         raise IKError(f"smpl_to_anatomical: joints of shape {tuple(joints.shape)}; expected (T, 24, 3) in SMPL's joint order")
     if model is None:

@@ -213,11 +213,11 @@ def build_problem(
     shared: bool = True,
     dtype: torch.dtype = torch.float64,
     device: Any = None,
-) -> tuple[IKProblem, dict]:
+) -> tuple[IKProblem, ProblemInfo]:
     """Assemble the :class:`~kinfunc.ik.problem.IKProblem` for :func:`solve` (same arguments).
 
-    Returns the problem and its :class:`ProblemInfo` (``markers``, ``frames`` per trial, unmatched names,
-    ``theta0 (K, P)``, ``Z0 (T, Cf)`` initial values, ``used_marker_index``).
+    Returns the problem and its :class:`ProblemInfo` (markers used, frames per trial, unmatched
+    names, ``theta0 (K, P)``, free coordinates).
     """
     fit = tuple(fit)
     bad = [f for f in fit if f not in FIT_GROUPS]

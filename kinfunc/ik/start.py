@@ -38,7 +38,7 @@ from .. import transforms as tf
 from .._joint_cache import cached_on_joints
 from ..model import Model, Topology
 from .gn import _damped_step
-from .init import initial_q
+from .init import initial_q, procrustes_rotation
 from .jacobian import JacobianPlan, MarkerTargets
 
 __all__ = ["segment_start", "StartOptions"]
@@ -217,13 +217,7 @@ def _rotation_fit(U: Tensor, Y: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     ``U, Y (..., k, 3)``, ``w (..., k)``, and ``ok (...)``: at least two points with weight
     (with the origin, three points fix a rotation), or one point off the origin (then the
     least rotation taking it onto its target direction)."""
-    H = (U * w[..., None]).transpose(-1, -2) @ Y  # sum w u y^T
-    Us, _, Vh = torch.linalg.svd(H)
-    V = Vh.transpose(-1, -2)
-    d = torch.sign(torch.linalg.det(V @ Us.transpose(-1, -2)))
-    d = torch.where(d == 0, torch.ones_like(d), d)
-    D = torch.diag_embed(torch.stack((torch.ones_like(d), torch.ones_like(d), d), -1))
-    R = V @ D @ Us.transpose(-1, -2)
+    R = procrustes_rotation((U * w[..., None]).transpose(-1, -2) @ Y)  # H = sum w u y^T
     # one point (a keypoint per segment): the least rotation taking it onto its measured
     # direction (its twist is left for the next level and the solver)
     n = (w > 0).sum(-1)

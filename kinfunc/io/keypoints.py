@@ -36,13 +36,12 @@ _UNITS = {"m": 1.0, "cm": 0.01, "mm": 0.001}
 
 def _names(path: Path, k: int, names: Optional[Sequence[str]], keypoint_set: Optional[str]) -> tuple[str, ...]:
     if names is None and keypoint_set is not None:
-        from ..models.full_body import MARKER_SETS
+        from ..nn import keypoint_names
 
-        if keypoint_set not in MARKER_SETS:
-            raise DataFileError(f"{path}: unknown keypoint_set {keypoint_set!r}; known: {', '.join(MARKER_SETS)}")
-        from ..models import full_body
-
-        names = full_body(marker_set=keypoint_set).marker_names
+        try:
+            names = keypoint_names(keypoint_set)
+        except ValueError as e:
+            raise DataFileError(f"{path}: unknown keypoint_set {keypoint_set!r} ({e})") from None
     if names is None:
         raise DataFileError(f"{path}: the file names no keypoints; pass keypoint_set='coco17' (or another set) or names=[...]")
     names = tuple(str(n) for n in names)

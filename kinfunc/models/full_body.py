@@ -65,6 +65,7 @@ import torch
 
 from .. import functions as F
 from ..model import Dof, Joint, Model, ModelBuilder
+from .lower_body import MARKER_SETS as LOWER_BODY_SETS
 from ._parts import (
     ANKLE_LOCATION,
     DEG,
@@ -201,15 +202,7 @@ _CMU = (
     ("RWRA", "LWRA", "wrist_bar_thumb_cmu"),
     ("RWRB", "LWRB", "wrist_bar_pinkie_cmu"),
     ("RFIN", "LFIN", "finger"),
-    ("RFWT", "LFWT", "asis"),
-    ("RBWT", "LBWT", "psis"),
-    ("RTHI", "LTHI", "thigh_lateral"),
-    ("RKNE", "LKNE", "lateral_epicondyle"),
-    ("RSHN", "LSHN", "shin"),
-    ("RANK", "LANK", "lateral_malleolus"),
-    ("RHEE", "LHEE", "heel"),
-    ("RTOE", "LTOE", "second_metatarsal_head"),
-    ("RMT5", "LMT5", "fifth_metatarsal_head"),
+    *LOWER_BODY_SETS["cmu"],  # the legs and pelvis: the lower body's own set
 )
 _PIG = (
     ("RFHD", "LFHD", "front_head"),
@@ -226,14 +219,7 @@ _PIG = (
     ("RWRA", "LWRA", "wrist_bar_thumb"),
     ("RWRB", "LWRB", "wrist_bar_pinkie"),
     ("RFIN", "LFIN", "finger"),
-    ("RASI", "LASI", "asis"),
-    ("RPSI", "LPSI", "psis"),
-    ("RTHI", "LTHI", "thigh_lateral"),
-    ("RKNE", "LKNE", "lateral_epicondyle"),
-    ("RTIB", "LTIB", "tibia_lateral"),
-    ("RANK", "LANK", "lateral_malleolus"),
-    ("RHEE", "LHEE", "heel"),
-    ("RTOE", "LTOE", "second_metatarsal_head"),
+    *LOWER_BODY_SETS["pig"],
 )
 _COCO17 = (
     ("nose", "", "nose"),
