@@ -14,7 +14,7 @@ import kinfunc as kf
 from kinfunc import functions as F
 from kinfunc.ik import CoordinateTask, IKError, IKSetup
 from kinfunc.ik.gn import frame_jacobians, frame_jacobians_autodiff
-from kinfunc.ik.init import initial_q, kabsch, rigid_root_fit, root_coordinates
+from kinfunc.ik.init import _svd_rotation, initial_q, kabsch, procrustes_rotation, rigid_root_fit, root_coordinates
 from kinfunc.ik.jacobian import JacobianPlan, marker_jacobian
 from kinfunc.ik.problem import expand_q, frame_residual, objective
 from kinfunc.ik.solve import build_problem
@@ -348,6 +348,36 @@ def test_kabsch_recovers_rigid_transform(seed):
     assert bool(ok)
     torch.testing.assert_close(Rf, R, atol=1e-10, rtol=0)
     torch.testing.assert_close(tf_, t, atol=1e-10, rtol=0)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 10_000), st.sampled_from(["float64", "float32"]))
+def test_procrustes_rotation_is_the_best_proper_rotation(seed, dtype):
+    """The SVD-free path equals the SVD's optimum on every kind of cross-covariance: points in
+    3D, two points about a centre (rank 2), collinear points (rank 1), reflections and zeros."""
+    dt = getattr(torch, dtype)
+    g = torch.Generator().manual_seed(seed)
+    n = 64
+    P = torch.randn(n, 5, 3, generator=g, dtype=f64)
+    R = kf.transforms.rotvec_to_matrix(torch.randn(n, 3, generator=g, dtype=f64) * 2)
+    X = P @ R.transpose(-1, -2) + 0.05 * torch.randn(n, 5, 3, generator=g, dtype=f64)
+    w = torch.ones(n, 5, dtype=f64)
+    w[8:16, 2:] = 0  # two points
+    P[16:24] = P[16:24, :1] * torch.rand(1, 5, 1, generator=g, dtype=f64)  # collinear
+    X[24:32] = -X[24:32]  # best fit by a reflection: must stay a rotation
+    w[32:34] = 0  # nothing
+    iso = torch.tensor([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1], [0, 0, 0]], dtype=f64)  # tetrahedron
+    P[34:40] = iso
+    X[34:40] = -(iso @ R[34:40].transpose(-1, -2))  # a reflection of an isotropic cloud
+    H = ((P * w[..., None]).transpose(-1, -2) @ X).to(dt)
+    Rf = procrustes_rotation(H)
+    Rs = _svd_rotation(H.double())
+    eye = torch.eye(3, dtype=f64)
+    assert float((Rf.double().transpose(-1, -2) @ Rf.double() - eye).abs().max()) < (1e-10 if dtype == "float64" else 1e-5)
+    assert float(torch.linalg.det(Rf.double()).min()) > 0
+    gain = lambda Rm: (Rm * H.double().transpose(-1, -2)).sum((-1, -2))  # noqa: E731  tr(R H)
+    loss = (gain(Rs) - gain(Rf.double())) / H.double().flatten(-2).norm(dim=-1).clamp_min(1e-30)
+    assert float(loss.max()) < (1e-12 if dtype == "float64" else 1e-5)
 
 
 def test_root_coordinates_roundtrip():

@@ -72,10 +72,26 @@ def frame_jacobians_autodiff(problem: IKProblem, Z: Tensor, theta: Optional[Tens
     return r, Jz, Jt
 
 
-def _task_limit_rows(problem: IKProblem, model, q: Tensor, Z: Tensor, task_value: Optional[Tensor] = None):
-    """Coordinate-task and joint-limit residuals ``(T, K)`` and their Jacobian ``(T, K, Cf)``
-    (``None`` when the problem has neither); ``task_value (T, Kc)``: the task targets of these
-    frames (default the problem's, all frames)."""
+def _limit_terms(problem: IKProblem, Z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The joint-limit rows' share of the normal equations at ``Z (T, Cf)``: ``cost (T,)``, the
+    diagonal of ``J^T J`` ``(T, Cf)`` and ``J^T r`` ``(T, Cf)``. Each row ``w (z - clamp(z))``
+    depends on one coordinate, so ``J^T J`` is diagonal (``w^2`` where the coordinate is
+    outside its range)."""
+    p_ = problem
+    zl = Z[:, p_.limit_index]
+    over = zl - torch.clamp(zl, p_.z_lo[p_.limit_index], p_.z_hi[p_.limit_index])  # (T, L)
+    w2 = p_.limit_sqrt_w**2
+    diag = Z.new_zeros(Z.shape).index_copy_(1, p_.limit_index, w2 * (over != 0).to(Z.dtype))
+    g = Z.new_zeros(Z.shape).index_copy_(1, p_.limit_index, w2 * over)
+    return w2 * (over * over).sum(-1), diag, g
+
+
+def _task_limit_rows(
+    problem: IKProblem, model, q: Tensor, Z: Tensor, task_value: Optional[Tensor] = None, limits: bool = True
+):
+    """Coordinate-task and (with ``limits``) joint-limit residuals ``(T, K)`` and their Jacobian
+    ``(T, K, Cf)`` (``None`` when there are none); ``task_value (T, Kc)``: the task targets of
+    these frames (default the problem's, all frames)."""
     p_ = problem
     rows, J = [], []
     if p_.task_index.numel():
@@ -84,7 +100,7 @@ def _task_limit_rows(problem: IKProblem, model, q: Tensor, Z: Tensor, task_value
         tv = p_.task_value if task_value is None else task_value
         rows.append(p_.task_sqrt_w * (qf[:, p_.task_index] - tv))
         J.append(p_.task_sqrt_w[:, None] * dq[:, p_.task_index][..., p_.free_index])
-    if p_.limit_index.numel():
+    if limits and p_.limit_index.numel():
         zl = Z[:, p_.limit_index]
         lo, hi = p_.z_lo[p_.limit_index], p_.z_hi[p_.limit_index]
         rows.append(p_.limit_sqrt_w * (zl - torch.clamp(zl, lo, hi)))
@@ -179,13 +195,16 @@ def frame_normal_equations(
     p_ = problem
     model, q, plan, consts, targets = _pose_pieces(p_, Z, consts, targets)
     cost, A, g, pos = plan.normal_equations(model, consts, q, targets)
-    extra = _task_limit_rows(p_, model, q, Z, task_value)
+    extra = _task_limit_rows(p_, model, q, Z, task_value, limits=False)
     if extra is not None:
         r, J = extra
         Jt = J.transpose(-1, -2)
         cost = cost + (r * r).sum(-1)
         A = A + Jt @ J
         g = g + (Jt @ r[..., None])[..., 0]
+    if p_.limit_index.numel():
+        lc, ld, lg = _limit_terms(p_, Z)
+        cost, A, g = cost + lc, A + torch.diag_embed(ld), g + lg
     return cost, A, g, pos
 
 
@@ -200,9 +219,11 @@ def frame_costs(
     at ``Z (T, Cf)`` without any derivatives (one forward pass)."""
     model, q, plan, consts, targets = _pose_pieces(problem, Z, consts, targets)
     cost, pos = plan.marker_costs(model, consts, q, targets)
-    extra = _task_limit_rows(problem, model, q, Z, task_value)
+    extra = _task_limit_rows(problem, model, q, Z, task_value, limits=False)
     if extra is not None:
         cost = cost + (extra[0] * extra[0]).sum(-1)
+    if problem.limit_index.numel():
+        cost = cost + _limit_terms(problem, Z)[0]
     return cost, pos
 
 

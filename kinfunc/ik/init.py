@@ -1,6 +1,6 @@
 """Initial poses for IK: a rigid (Kabsch) fit of the root body per frame, nothing sequential.
 
-Every frame is fitted independently (one batched SVD). Frames with fewer than three usable
+Every frame is fitted independently (one batched Procrustes fit). Frames with fewer than three usable
 root markers take the rotation of the nearest frame (in time) that has three, and a
 translation that puts the markers they do have in place (or that frame's translation when
 none is present). Coordinates other than the root's stay at their defaults.
@@ -20,16 +20,75 @@ from ..model import Model
 __all__ = ["kabsch", "rigid_root_fit", "root_coordinates", "initial_q"]
 
 
-def procrustes_rotation(H: Tensor) -> Tensor:
-    """The proper rotation ``R (..., 3, 3)`` maximising ``tr(R H)`` for the cross-covariance
-    ``H = sum_i w_i p_i x_i^T (..., 3, 3)`` (i.e. best turning the ``p`` onto the ``x``):
-    ``V diag(1, 1, det) U^T`` from the SVD ``H = U S V^T``, never a reflection."""
+def _svd_rotation(H: Tensor) -> Tensor:
+    """:func:`procrustes_rotation` by the SVD (any ``H``, rank-deficient or reflecting)."""
     U, _, Vh = torch.linalg.svd(H)
     V = Vh.transpose(-1, -2)
     d = torch.sign(torch.linalg.det(V @ U.transpose(-1, -2)))
     d = torch.where(d == 0, torch.ones_like(d), d)
     Dm = torch.diag_embed(torch.stack((torch.ones_like(d), torch.ones_like(d), d), -1))
     return V @ Dm @ U.transpose(-1, -2)
+
+
+def _cofactor_rows(Y: Tensor) -> Tensor:
+    """Cofactors ``(9, n)`` of 3 x 3 matrices given as their row-major entries ``Y (9, n)``
+    (``cof X = det(X) X^-T``): entry ``(i, j)`` is ``X[i1, j1] X[i2, j2] - X[i1, j2] X[i2, j1]``
+    with ``(i1, i2)``, ``(j1, j2)`` the cyclic successors of ``i``, ``j``."""
+    e = Y.unbind(0)
+    return torch.stack([
+        e[3 * ((i + 1) % 3) + (j + 1) % 3] * e[3 * ((i + 2) % 3) + (j + 2) % 3]
+        - e[3 * ((i + 1) % 3) + (j + 2) % 3] * e[3 * ((i + 2) % 3) + (j + 1) % 3]
+        for i in range(3) for j in range(3)
+    ])
+
+
+def _polar_rotation(Y: Tensor, iters: int = 8) -> tuple[Tensor, Tensor]:
+    """The orthogonal polar factor of 3 x 3 matrices given as row-major entries ``Y (9, n)``
+    by scaled Newton iteration ``X <- (g X + X^-T / g) / 2`` (Higham) in elementwise arithmetic,
+    and ``ok (n,)``: the iteration reached an orthogonal matrix."""
+    for _ in range(iters):
+        cof = _cofactor_rows(Y)
+        det = (Y[:3] * cof[:3]).sum(0)
+        det = torch.where(det.abs() > 1e-30, det, torch.ones_like(det))
+        inv_t = cof / det  # X^-T
+        g = ((inv_t * inv_t).sum(0) / (Y * Y).sum(0)).sqrt().sqrt()
+        Y = 0.5 * (g * Y + inv_t / g)
+    R = Y.t().reshape(-1, 3, 3)
+    eye = torch.eye(3, dtype=Y.dtype, device=Y.device)
+    err = (R.transpose(-1, -2) @ R - eye).flatten(-2).abs().amax(-1)
+    tol = 1e-9 if Y.dtype == torch.float64 else 1e-4
+    return R, err < tol
+
+
+def procrustes_rotation(H: Tensor) -> Tensor:
+    """The proper rotation ``R (..., 3, 3)`` maximising ``tr(R H)`` for the cross-covariance
+    ``H = sum_i w_i p_i x_i^T (..., 3, 3)`` (i.e. best turning the ``p`` onto the ``x``):
+    ``V diag(1, 1, det) U^T`` from the SVD ``H = U S V^T``, never a reflection.
+
+    Computed without the SVD where possible (5-10x faster batched): with ``H`` scaled to unit
+    norm, ``H + cof(H) = U diag(s1 + d s2 s3, s2 + d s1 s3, s3 + d s1 s2) V^T``
+    (``d = det U det V``) has the same singular vectors, so its orthogonal polar factor,
+    transposed, is the answer wherever that factor is a rotation: always when ``det H > 0``, at
+    rank 2 (two points about a joint centre, where ``H`` alone has no unique polar factor), and
+    for a reflection to undo when only the smallest entry turns negative. The other frames (a
+    reflection of an evenly spread cloud, collinear points) take the SVD."""
+    shape = H.shape
+    n = H.numel() // 9
+    if n == 0:
+        return H.new_zeros(shape)
+    Y = H.reshape(n, 9).t()
+    Y = Y / (Y * Y).sum(0).sqrt().clamp_min(torch.finfo(H.dtype).tiny)
+    # transpose (entries (i, j) -> (j, i)): the polar factor of H^T + cof(H)^T
+    Yt = (Y + _cofactor_rows(Y)).reshape(3, 3, n).transpose(0, 1).reshape(9, n)
+    R, ok = _polar_rotation(Yt)
+    # det(H + cof H) = d prod(s_i + d s_j s_k) has the sign of the polar factor's determinant
+    # (> 0: a rotation) and is (s1 s2)^2 at rank 2: small for (nearly) collinear points
+    det_x = (Yt[:3] * _cofactor_rows(Yt)[:3]).sum(0)
+    ok = ok & (det_x > (1e-8 if H.dtype == torch.float64 else 1e-4))
+    if not bool(ok.all()):
+        bad = torch.nonzero(~ok).flatten()
+        R = R.index_copy(0, bad, _svd_rotation(H.reshape(n, 3, 3).index_select(0, bad)))
+    return R.reshape(shape)
 
 
 def kabsch(P: Tensor, X: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
