@@ -19,7 +19,7 @@ __all__ = ["main", "load_model_spec", "load_trial", "run_ik_pipeline"]
 FIT_CHOICES = ("pose", "global_scale", "segment_scales", "marker_offsets")
 
 
-from .pipeline import BUILTIN_SETS, PipelineError, _say, load_model_spec, load_trial, run_ik_pipeline
+from .pipeline import BUILTIN_SETS, PipelineError, _say, check_height_option, load_model_spec, load_trial, run_ik_pipeline
 from .pipeline import dtype_of as _dtype
 from .pipeline import match_markers as _match
 from .pipeline import orient as _orient
@@ -54,9 +54,10 @@ def cmd_ik(a) -> int:
     if a.up and a.auto_orient:
         raise CLIError("--up/--forward and --auto-orient exclude each other; pick one")
     fit = _fit_list(a.fit)
+    check_height_option(a.height, fit, a.static)  # fail before the first trial (or every trial of a batch)
     opts = dict(model=a.model, setup=a.setup, static=a.static, fit=fit, up=a.up, forward=a.forward,
                 auto_orient=a.auto_orient, dtype=a.dtype, device=a.device, solver=a.solver, smoothness=a.smoothness,
-                report=not a.no_report, reference=a.reference, robust=a.robust)
+                report=not a.no_report, reference=a.reference, robust=a.robust, height=a.height)
     if len(trials) == 1 and not a.batch:
         out = a.out or f"{trials[0].stem}_kinfunc"
         res, files = run_ik_pipeline(str(trials[0]), out_dir=out, **opts)
@@ -109,13 +110,14 @@ def cmd_scale(a) -> int:
     from .ik import solve
 
     dt = _dtype(a.dtype)
-    mdl = load_model_spec(a.model, dtype=dt, device=a.device)
-    st = _match(mdl, _orient(load_trial(a.static), a.up, a.forward, a.auto_orient, _say), _say)
     fit = _fit_list(a.fit)
     if "pose" not in fit:
         fit = ("pose",) + fit
-    _say(f"scaling on {st.n_frames} frames, fit={'+'.join(fit)}")
-    res = solve(mdl, st, fit=fit, dtype=dt, device=a.device)
+    check_height_option(a.height, fit, None)
+    mdl = load_model_spec(a.model, dtype=dt, device=a.device)
+    st = _match(mdl, _orient(load_trial(a.static), a.up, a.forward, a.auto_orient, _say), _say)
+    _say(f"scaling on {st.n_frames} frames, fit={'+'.join(fit)}" + (f", height {a.height:g} m" if a.height else ""))
+    res = solve(mdl, st, fit=fit, dtype=dt, device=a.device, height=a.height)
     print(res.summary())
     out = Path(a.out)
     if out.suffix.lower() == ".osim":
@@ -275,6 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--robust", action="store_true",
                    help="robust marker loss: down-weight displaced, swapped or mislabelled markers (listed in the "
                    "quality report); leave off for clean data and OpenSim comparisons")
+    k.add_argument("--height", type=float, metavar="METRES",
+                   help="the subject's standing height in metres (e.g. 1.62): a prior on the scales fitted "
+                   "(with --fit ...,segment_scales or global_scale, or --static); the data override it where they "
+                   "see a segment")
     k.add_argument("--reference", help="a .mot to overlay in the report (e.g. OpenSim's IK result)")
     k.add_argument("--no-report", action="store_true", help="skip report.png/report.html")
     k.add_argument("--jobs", type=int, default=1, help="parallel processes for a batch (default 1)")
@@ -288,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fit", default="segment_scales,marker_offsets",
                    help="groups (pose is always added; default segment_scales,marker_offsets)")
     s.add_argument("--out", default="model_scaled.json", help="output model: .json (any input) or .osim (.osim input)")
+    s.add_argument("--height", type=float, metavar="METRES",
+                   help="the subject's standing height in metres (e.g. 1.62): a prior on the scales")
     s.add_argument("--up")
     s.add_argument("--forward")
     s.add_argument("--auto-orient", action="store_true")

@@ -14,7 +14,7 @@ import time as _time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-__all__ = ["PipelineError", "BUILTIN_SETS", "dtype_of", "load_model_spec", "load_trial", "orient", "match_markers",
+__all__ = ["PipelineError", "BUILTIN_SETS", "check_height_option", "dtype_of", "load_model_spec", "load_trial", "orient", "match_markers",
            "run_ik_pipeline"]
 
 BUILTIN_SETS = ("cmu", "pig", "opensim")
@@ -131,17 +131,21 @@ def run_ik_pipeline(trial_path: str, *, model: str, out_dir: Optional[str] = Non
                     up: Optional[str] = None, forward: Optional[str] = None, auto_orient: bool = False,
                     dtype: str = "float64", device: Optional[str] = None, solver: str = "auto",
                     smoothness: float = 0.0, report: bool = True, reference: Optional[str] = None,
-                    robust: bool = False, log: Callable[[str], None] = _say) -> tuple[Any, dict]:
+                    robust: bool = False, height: Optional[float] = None,
+                    log: Callable[[str], None] = _say) -> tuple[Any, dict]:
     """Load, (scale on ``static``,) solve IK on one trial and write outputs into ``out_dir``.
 
     Returns ``(IKResult, files)``; ``files`` names what was written (``motion``, ``model``,
     ``errors``, ``quality``, ``png``, ``html``). ``robust``: the robust marker loss (outlier
-    markers down-weighted, see :func:`kinfunc.ik.solve`). Used by ``kinfunc ik`` and by
-    :mod:`kinfunc.batch`.
+    markers down-weighted, see :func:`kinfunc.ik.solve`). ``height``: the subject's standing
+    height (m), a prior on the scales fitted (on ``static`` when given, else in ``fit``; see
+    ``height`` of :func:`kinfunc.ik.solve`). Used by ``kinfunc ik`` and by :mod:`kinfunc.batch`.
     """
     from . import io
     from .ik import solve
 
+    height = check_height_option(height, fit, static)
+    scales = ("segment_scales", "global_scale")
     dt = dtype_of(dtype)
     t0 = _time.perf_counter()
     mdl = load_model_spec(model, dtype=dt, device=device)
@@ -151,14 +155,15 @@ def run_ik_pipeline(trial_path: str, *, model: str, out_dir: Optional[str] = Non
     if static:
         st = match_markers(mdl, orient(load_trial(static), up, forward, auto_orient, log), log)
         log(f"static trial {Path(static).name}: fitting {'+'.join(static_fit)} on {st.n_frames} frames")
-        sres = solve(mdl, st, fit=tuple(static_fit), setup=_no_time(ik_setup), dtype=dt, device=device)
+        sres = solve(mdl, st, fit=tuple(static_fit), setup=_no_time(ik_setup), dtype=dt, device=device,
+                     height=height if any(f in static_fit for f in scales) else None)
         log(f"static: {sres.summary()}")
         mdl = sres.model
         fit = tuple(f for f in fit if f == "pose") or ("pose",)
     rng = f" (setup time range {ik_setup.time_range[0]:g}-{ik_setup.time_range[1]:g} s)" if ik_setup and ik_setup.time_range else ""
     log(f"IK on {trial.n_frames} frames{rng}, fit={'+'.join(fit)} ...")
     res = solve(mdl, trial, fit=tuple(fit), setup=ik_setup, solver=solver, smoothness=smoothness, dtype=dt,
-                device=device, robust=robust)
+                device=device, robust=robust, height=height if any(f in fit for f in scales) else None)
     log(res.summary())
     for line in res.quality.lines(res.time):
         log(line)
@@ -190,6 +195,22 @@ def run_ik_pipeline(trial_path: str, *, model: str, out_dir: Optional[str] = Non
         for k, v in files.items():
             log(f"wrote {k}: {v}")
     return res, files
+
+
+def check_height_option(height: Optional[float], fit: Sequence[str], static: Optional[str]) -> Optional[float]:
+    """``--height`` checked (metres, and something to scale: a static trial or a scale group in ``fit``)."""
+    if height is None:
+        return None
+    from .ik.scaling import check_height
+
+    try:
+        h = check_height(height)
+    except ValueError as e:
+        raise PipelineError(f"--{e}") from None
+    if not static and not any(f in fit for f in ("segment_scales", "global_scale")):
+        raise PipelineError(f"--height {h:g} is a prior on the scales: fit them too (--fit pose,segment_scales or "
+                            "--fit pose,global_scale) or give a --static trial")
+    return h
 
 
 def _no_time(setup):

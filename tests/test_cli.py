@@ -238,6 +238,10 @@ def test_ik_with_static_trial_fits_shape_first(tmp_path, capsys):
     (["scale", "missing.trc", "--model", "builtin:cmu"], "missing.trc"),
     (["info", "model.json"], "model.json"),
     (["ik", "good.trc", "--model", "builtin:cmu", "--fit", "pose,wings"], "wings"),
+    (["ik", "good.trc", "--model", "builtin:cmu", "--fit", "pose,segment_scales", "--height", "1620"],
+     "--height=1620: height is in metres"),
+    (["ik", "good.trc", "--model", "builtin:cmu", "--height", "1.62"], "--height 1.62 is a prior on the scales"),
+    (["scale", "good.trc", "--model", "builtin:cmu", "--height", "0"], "positive number in metres"),
 ])
 def test_bad_input_in_process(argv, needle, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -247,3 +251,16 @@ def test_bad_input_in_process(argv, needle, tmp_path, monkeypatch, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("kinfunc: error:") and needle in err[0]
+
+
+def test_ik_height_prior(tmp_path, capsys):
+    """`--height`: the subject's standing height pulls the scales the markers leave open."""
+    from kinfunc.ik import model_height
+
+    model = kf.models.lower_body("cmu", dtype=f64)
+    H = 0.9 * model_height(model)
+    _walk_trc(tmp_path / "walk.trc", frames=10, scale=0.9)
+    assert main(["ik", str(tmp_path / "walk.trc"), "--model", "builtin:cmu", "--fit", "pose,segment_scales",
+                 "--height", f"{H:.4f}", "--no-report", "--out", str(tmp_path / "o")]) == 0
+    fitted = kf.io.load_model(tmp_path / "o" / "walk_model.json")
+    assert abs(model_height(fitted) - H) < 0.01

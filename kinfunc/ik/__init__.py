@@ -1,7 +1,8 @@
 """Inverse kinematics over whole trials (time is a batch axis).
 
 ``solve(model, trial, fit=..., setup=..., solver=...)`` -> :class:`IKResult`;
-``scale_subject(model, trials)`` -> :class:`SubjectFit`. The objective is a set of pure
+``scale_subject(model, trials)`` -> :class:`SubjectFit`; ``model_height(model)`` -> the model's
+standing height (m), which ``height=`` of both scales the scale prior to. The objective is a set of pure
 functions (:mod:`kinfunc.ik.problem`); the solvers are batched Gauss-Newton/Levenberg-Marquardt
 with a Schur complement for shared parameters (:mod:`kinfunc.ik.gn`) and L-BFGS over everything
 (:mod:`kinfunc.ik.lbfgs`). Those building blocks are imported from their modules; this package
@@ -15,7 +16,7 @@ from .gn import GNOptions
 from .keypoints import smpl_to_anatomical
 from .lbfgs import LBFGSOptions
 from .quality import FitQuality, MarkerIssue
-from .scaling import SubjectFit, scale_subject
+from .scaling import SubjectFit, model_height, scale_subject
 from .setup import CoordinateTable, CoordinateTask, IKSetup
 from .solve import FIT_GROUPS, IKError, IKResult, solve
 
@@ -36,6 +37,8 @@ __all__ = [
     "smpl_to_anatomical",
     "solve",
 ]
+# also here, outside __all__ (which stays at 15 names, tests/test_layers.py): model_height, the
+# standing height that solve(..., height=) and scale_subject(..., height=) scale the prior to
 
 # solver internals once exported here: still reachable for one release, with a warning
 _MOVED = {

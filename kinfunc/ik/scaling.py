@@ -13,6 +13,9 @@ Built on :func:`kinfunc.ik.solve`'s options:
   distances, measured / model (OpenSim ScaleTool-style "measurements", with the pairs found
   from the model: two markers on one body, or on a body and its parent; the model posed by a
   quick IK on a few frames, so no static trial and no pair list are needed).
+* :func:`model_height`: a model's standing height (sole to vertex, m), which ``height=``
+  (:func:`kinfunc.ik.solve`, :func:`scale_subject`) uses for a prior on the scales: the
+  generic proportions scaled to the subject's height.
 
 ``bench/bench_scaling.py`` measures it on the arnold2013synthetic data (generic model + walking
 markers -> coordinates against the truth) and shows where the time goes (docs/ik.md).
@@ -20,6 +23,7 @@ markers -> coordinates against the truth) and shows where the time goes (docs/ik
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -31,9 +35,112 @@ from torch import Tensor
 from ..fk import fk, marker_positions
 from ..model import Model
 from ..trial import MarkerTrial, linear_brackets
+from .setup import IKError
 from .solve import _side_key, solve
 
-__all__ = ["PairScales", "SubjectFit", "marker_pair_scales", "scale_prior_weights", "subsample_trials", "scale_subject"]
+__all__ = ["PairScales", "SubjectFit", "check_height", "marker_pair_scales", "model_height", "scale_prior_weights",
+           "subsample_trials", "scale_subject"]
+
+# --------------------------------------------------------------------------- standing height
+HEIGHT_RANGE = (0.3, 3.0)  # metres: what ``height=`` accepts
+HEAD_VERTEX = (0.030, 0.245, 0.0)  # the vertex of the head in a head frame at C7/T1 (kinfunc's full body, m)
+
+
+def check_height(height: Any) -> float:
+    """``height`` (the subject's standing height, m) as a float, or an :class:`IKError` naming
+    the value and the fix: it must be a finite number in metres between 0.3 and 3 (1620 or 162
+    are millimetres or centimetres)."""
+    try:
+        h = float(height)
+    except (TypeError, ValueError):
+        raise IKError(f"height={height!r}: give the subject's standing height as a number in metres (e.g. 1.62)") from None
+    lo, hi = HEIGHT_RANGE
+    if not math.isfinite(h) or h <= 0:
+        raise IKError(f"height={height!r}: the standing height must be a positive number in metres (e.g. 1.62)")
+    if h > hi:
+        unit = "millimetres" if h >= 300 else "centimetres"
+        raise IKError(f"height={h:g}: height is in metres; this looks like {unit} (give e.g. {h / (1000 if h >= 300 else 100):.2f})")
+    if h < lo:
+        raise IKError(f"height={h:g}: height is in metres and must be at least {lo} m (a standing human); "
+                      "give the subject's standing height, e.g. 1.62")
+    return h
+
+
+def _named(model: Model, *names: str) -> list[int]:
+    low = [n.lower() for n in model.body_names]
+    return [low.index(n) for n in names if n in low]
+
+
+@functools.lru_cache(maxsize=1)
+def _reference_ratios() -> tuple[float, float]:
+    """Standing height of kinfunc's full-body model over its floor-to-shoulder and
+    floor-to-hip heights (the proportions used where a model has no head or no arms)."""
+    from ..models import full_body
+
+    ref = full_body("coco17", dtype=torch.float64)
+    with torch.no_grad():
+        y = fk(ref, ref.default_q()).t[:, 1]
+    floor = float(y.min())
+    h = _model_height(ref, ref.default_q())[0]
+    shoulder = float(y[_named(ref, "humerus_r", "humerus_l")].mean()) - floor
+    hip = float(y[_named(ref, "femur_r", "femur_l")].mean()) - floor
+    return h / shoulder, h / hip
+
+
+def _model_height(model: Model, q: Tensor) -> tuple[float, str]:
+    with torch.no_grad():
+        poses = fk(model, q.to(model.dtype))
+        y = poses.t[:, 1].to(torch.float64)
+        floor = float(y.min())
+        head = _named(model, "head")
+        if head:
+            b = head[0]
+            s = (model.global_scale * model.body_scales[b]).to(torch.float64)
+            p = torch.tensor(HEAD_VERTEX, dtype=torch.float64) * s
+            top = float(poses.t[b, 1].to(torch.float64) + (poses.R[b].to(torch.float64) @ p)[1])
+            return top - floor, "head vertex"
+    shoulders = _named(model, "humerus_r", "humerus_l", "humerus")
+    hips = _named(model, "femur_r", "femur_l", "femur")
+    r_shoulder, r_hip = _reference_ratios()
+    if shoulders:
+        return (float(y[shoulders].mean()) - floor) * r_shoulder, "shoulders"
+    if hips:
+        return (float(y[hips].mean()) - floor) * r_hip, "hips"
+    raise IKError(f"model_height: cannot tell the standing height of {model.topology.name!r}: it has no body named "
+                  "head, humerus_r/_l or femur_r/_l; give the prior's target as scale_target= instead of height=")
+
+
+def model_height(model: Model, q: Optional[Tensor] = None) -> float:
+    """The model's standing height (m, a float): the vertical distance from the sole to the
+    vertex of the head at the pose ``q (C,)`` (default ``model.default_q()``: every coordinate at
+    its default, which stands upright in OpenSim's and kinfunc's models), with the model's
+    current scales (``global_scale * body_scales``).
+
+    The vertical axis is Y (OpenSim's and kinfunc's up). Only the skeleton counts, not the
+    markers (their offsets are fitted and a keypoint set need not reach the feet or the top of
+    the head), so the height follows the scales alone and scaling every body by ``s`` scales it
+    by ``s``:
+
+    * sole: the lowest body origin (the calcaneus and toes origins of OpenSim's and kinfunc's
+      feet lie within about 1.5 cm of the sole);
+    * vertex: for a model with a body named ``head`` (kinfunc's full body: its origin is the
+      neck joint at C7/T1), the point ``(0.030, 0.245, 0)`` m of the head frame (the
+      ``head_top`` landmark; de Leva's cervicale-to-vertex length), scaled with the head.
+      Without a head body (OpenSim's Rajagopal/Hamner models carry the head on the torso), the
+      floor-to-shoulder height (mean origin of ``humerus_r``/``humerus_l``) times the ratio of
+      kinfunc's full-body model (about 1.22); without arms, the floor-to-hip height (``femur_r``/
+      ``femur_l`` origins) times the full-body ratio (about 1.95).
+
+    kinfunc's full-body model stands about 1.69 m; OpenSim's generic Rajagopal model about
+    1.68 m. Raises :class:`~kinfunc.ik.IKError` for a model with none of those bodies.
+    """
+    return _model_height(model, model.default_q() if q is None else q)[0]
+
+
+def height_scale_ratio(model: Model, height: Any) -> float:
+    """``height / model_height(model)`` (``height`` checked by :func:`check_height`): the factor
+    that takes the model's scales to the subject's size."""
+    return check_height(height) / model_height(model)
 
 
 def subsample_trials(trials: Sequence[MarkerTrial], n: int, first_weight: float = 1.0) -> list[MarkerTrial]:
@@ -217,6 +324,7 @@ def scale_subject(
     static_frames: int = 20,
     pair_start: bool = False,
     prior: str = "generic",
+    height: Optional[float] = None,
     scale_mode: str = "per_axis",
     symmetric: bool = True,
     scale_weight: Union[float, Mapping[str, float], None] = None,
@@ -234,7 +342,11 @@ def scale_subject(
        subject's size) or ``"start"`` (each body at its pair estimate). Without ``pair_start``
        the fit starts from, and is pulled towards, the generic model's scales. On the
        arnold2013synthetic walks the pair start reaches the same fit as the generic start, and
-       the ``"generic"`` target beats the other two (bench/bench_scaling.py).
+       the ``"generic"`` target beats the other two (bench/bench_scaling.py). ``height``: the
+       subject's standing height (m): the target becomes the generic proportions at that
+       height (every body's generic scale times ``height / model_height(model)``, see
+       :func:`model_height`), so bodies the markers see little of take the subject's size
+       rather than the generic model's; only with ``prior="generic"``.
     2. Shape fit: ``fit=("pose", "segment_scales", "marker_offsets")`` on ``static_frames``
        frames of the static plus ``shape_frames`` frames spread over the trials
        (``scale_mode``, ``symmetric``, ``scale_weight`` (default :func:`scale_prior_weights`:
@@ -252,6 +364,15 @@ def scale_subject(
     t0 = time.perf_counter()
     start = None
     m0 = model
+    if height is not None:
+        if prior != "generic":
+            raise IKError(f"height= sets the scale prior's target (the generic proportions at that height); "
+                          f"leave prior='generic' (got prior={prior!r})")
+        if "scale_target" in shape_options:
+            raise IKError("give height= or scale_target=, not both")
+        size = height_scale_ratio(model, height)
+        # the generic model's scales at the subject's height (the start may be the pair estimate)
+        shape_options["scale_target"] = {n: float(v) * size for n, v in zip(model.body_names, model.body_scales.mean(-1))}
     if pair_start:
         start = marker_pair_scales(model, [static] if static is not None else trials, symmetric=symmetric)
         m0 = model.replace(body_scales=start.body_scales)

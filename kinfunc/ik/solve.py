@@ -171,6 +171,22 @@ def _smoothness_weights(topo, free_idx: Sequence[int], smoothness) -> Tensor:
     return torch.tensor(w, dtype=torch.float64)
 
 
+def _height_ratio(model: Model, height, fit: tuple[str, ...], scale_target) -> float:
+    """The factor ``height / model_height(model)`` that the scale prior's target takes the
+    model's scales by (1.0 without ``height``); see :func:`kinfunc.ik.scaling.model_height`."""
+    if height is None:
+        return 1.0
+    from .scaling import height_scale_ratio  # scaling builds on this module
+
+    if "global_scale" not in fit and "segment_scales" not in fit:
+        raise IKError(f"height={height!r} is a prior on the scales; fit 'segment_scales' or 'global_scale' with it "
+                      f"(fit={fit})")
+    if scale_target is not None:
+        raise IKError("give height= or scale_target=, not both: height sets the scale prior's target "
+                      "(the model's proportions at the subject's height)")
+    return height_scale_ratio(model, height)
+
+
 @dataclasses.dataclass(frozen=True)
 class ProblemInfo:
     """What :func:`build_problem` knows besides the tensors of the problem.
@@ -208,6 +224,7 @@ def build_problem(
     symmetric: bool = False,
     scale_target: Union[float, Mapping[str, float], None] = None,
     scale_weight: Union[float, Mapping[str, float]] = 1.0,
+    height: Optional[float] = None,
     offset_weight: Union[float, Mapping[str, float]] = 1.0,
     offset_axes: Optional[Mapping[str, Sequence[bool]]] = None,
     shared: bool = True,
@@ -232,6 +249,7 @@ def build_problem(
     setup = setup or IKSetup()
     model = model.to(device=device, dtype=dtype)
     topo = model.topology
+    size = _height_ratio(model, height, fit, scale_target)  # model scales -> subject's height (1: no height)
     src = lambda tr: tr.source or "trial"  # noqa: E731
 
     if setup.time_range is not None:
@@ -380,9 +398,9 @@ def build_problem(
     fit_global = "global_scale" in fit
     if fit_global:
         names.append("global_scale")
-        init.append(float(um.global_scale))
         tgt = scale_target.get("global_scale", None) if isinstance(scale_target, Mapping) else scale_target
-        target.append(float(um.global_scale) if tgt is None else float(tgt))
+        target.append(float(um.global_scale) * size if tgt is None else float(tgt))
+        init.append(target[-1] if height is not None else float(um.global_scale))  # height: start at its size
         pw.append(_per_name(scale_weight, ["global_scale"], 1.0, "scale_weight")[0])
     B = topo.n_bodies
     scale_map = torch.full((B * 3,), -1, dtype=torch.long, device=um.device)
@@ -408,13 +426,13 @@ def build_problem(
                 v0 = float(base[members][:, axes].mean())
                 label = gname.replace("#", "r/l") if symmetric else gname
                 names.append(f"scale:{label}" + ("" if k is None else ":xyz"[k + 1]))
-                init.append(v0)
                 tg = (
                     scale_target.get(members and topo.body_names[members[0]], None)
                     if isinstance(scale_target, Mapping)
                     else scale_target
                 )
-                target.append(v0 if tg is None else float(tg))
+                target.append(v0 * (1.0 if fit_global else size) if tg is None else float(tg))
+                init.append(target[-1] if height is not None else v0)  # height: start at the subject's size
                 pw.append(_per_name(scale_weight, [topo.body_names[members[0]]], 1.0, "scale_weight")[0])
         n_scale = len(names) - off
     offset_map = torch.full((M * 3,), -1, dtype=torch.long, device=um.device)
@@ -568,6 +586,10 @@ def solve(
     differences of q per frame, 1/rad²), ``scale_mode`` (``"uniform"`` or ``"per_axis"``),
     ``scale_bodies``, ``symmetric`` (left/right bodies share scales), ``scale_target`` (float or
     body -> value; default the model's current value), ``scale_weight`` (prior weight),
+    ``height`` (the subject's standing height, m: the scale prior's target becomes the model's
+    proportions scaled so that its standing height, :func:`kinfunc.ik.model_height`, is
+    ``height``: the global scale's target when ``"global_scale"`` is fitted, else every
+    scaled body's; the data override it where they see a segment; not with ``scale_target``),
     ``offset_weight`` (prior weight on offsets, 1/m², float or marker -> weight),
     ``offset_axes`` (marker -> 3 booleans; default: root markers free in X and Z only),
     ``shared``, ``dtype`` (default float64), ``device``.
