@@ -705,8 +705,7 @@ def _solve_gn(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: GN
         # decrease predicted by the undamped linear model: -(2 g.d + d^T H d)
         dd = Zn - Z
         pred = -(2.0 * (gz * dd).sum(-1) + (dd[:, None, :] @ A @ dd[..., None])[..., 0, 0])
-        Hz = _smooth_op(p, dd)
-        pred_total = -(2.0 * (gz * dd).sum() + (dd * Hz).sum()) + pred.sum()
+        pred_total = pred.sum() - (dd * _smooth_op(p, dd)).sum()  # gz already holds the smoothness gradient
         if dt is not None:
             Bd = (B @ dt[p.theta_index][..., None])[..., 0]
             pred_total = pred_total - 2.0 * (dd * Bd).sum() - 2.0 * (gt * dt).sum() - (dt[:, None, :] @ D @ dt[..., None]).sum()
@@ -726,7 +725,10 @@ def _solve_gn(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: GN
         else:
             mu = mu * 4.0
             history.append(float(total))
-            if float(mu) > 1e8 or float(pred_total) <= opts.ftol * float(total):
-                converged = True  # no further decrease possible at this precision
+            # no further decrease possible at this precision: the model itself promised (almost)
+            # none. A negative promise is a step the linear solve got wrong (a nearly singular
+            # pose block: coordinates the data do not see), which more damping cures.
+            if float(mu) > 1e8 or 0.0 <= float(pred_total) <= opts.ftol * float(total):
+                converged = True
                 break
     return GNResult(Z, theta, float(total), it, converged, history)
