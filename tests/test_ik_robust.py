@@ -136,6 +136,29 @@ def test_restarts_move_a_frame_out_of_a_wrong_basin_and_never_raise_a_cost():
     assert float(after[bad].max()) < 3 * float(after.median())
 
 
+def test_restarts_reach_the_middle_of_a_long_run_of_wrong_frames():
+    """A run of wrong basins longer than the neighbourhood that judges a frame (40 frames
+    against +-15: in its middle every neighbour is as bad, as in a real take where one arm
+    stays flipped through a fast swing). The frames are also judged against their trial, so
+    the whole run is restarted, round after round from the good frames that close in on it."""
+    model = _model()
+    q = gait_motion(model, 120)
+    trial = synthetic_trial(model, q, noise=0.002, seed=5)
+    problem, _ = build_problem(model, [trial], ("pose",))
+    Z0 = q.clone()
+    bad = torch.arange(40, 80)
+    names = model.coordinate_names
+    Z0[bad, names.index("pelvis_tilt")] += math.pi
+    Z0[bad, names.index("hip_flexion_r")] = 2.0
+    res = solve_gn(problem, Z0, None, GNOptions())
+    before = frame_costs(problem, res.Z)[0]
+    assert float(before[bad].min()) > 10 * float(before.median())
+    fixed, report = repair(problem, res.Z)
+    after = frame_costs(problem, fixed.Z)[0]
+    assert bool((after <= before * (1 + 1e-12)).all())
+    assert float(after[bad].max()) < 3 * float(after.median()), int((after[bad] > 3 * after.median()).sum())
+
+
 def test_continuity_keeps_poses_and_removes_turn_and_euler_jumps():
     """A pelvis turning through 180 deg and a hip passing its other Euler solution, written with
     jumps: continuous_in_time gives the same body poses with small steps."""

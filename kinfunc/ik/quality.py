@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from .repair import local_median
+from .repair import local_median, outlier_frames
 
 __all__ = ["FitQuality", "MarkerIssue", "assess", "partner_name", "issue_threshold"]
 
@@ -164,12 +164,11 @@ def assess(
         nk = kept.sum(-1)
         rms = torch.where(nk > 0, (e2k.sum(-1) / nk.clamp_min(1)).sqrt(), torch.full_like(rms, float("nan")))
     tid = torch.zeros(T, dtype=torch.long, device=rms.device)
+    local, high = outlier_frames(rms, tid)  # the frames the solve's restarts also go after
     med_local = local_median(rms, tid, 15)
     med_local = torch.where(torch.isfinite(med_local), med_local, torch.zeros_like(med_local))
     fin = torch.isfinite(rms)
     med_all = float(rms[fin].median()) if bool(fin.any()) else 0.0
-    local = fin & (rms > 1.5 * med_local + 0.004)
-    high = fin & (rms > max(3.0 * med_all, med_all + 0.015))
     n_present = present.sum(-1)
     typical = float(n_present.double().median()) if T else 0.0
     # no data at all, or under 3 markers where frames usually have more (a body needs 3 points)

@@ -45,14 +45,33 @@ def local_median(e: Tensor, trial_id: Tensor, half_window: int) -> Tensor:
     return torch.nanmedian(win, dim=1).values if T else e
 
 
+def trial_median(rms: Tensor, trial_id: Tensor) -> Tensor:
+    """Median of ``rms (T,)`` over each frame's trial (NaN entries ignored), per frame ``(T,)``."""
+    out = torch.zeros_like(rms)
+    for k in torch.unique(trial_id).tolist():
+        sel = trial_id == k
+        v = rms[sel]
+        v = v[torch.isfinite(v)]
+        out[sel] = v.median() if v.numel() else 0.0
+    return out
+
+
 def outlier_frames(
-    rms: Tensor, trial_id: Tensor, half_window: int = 15, ratio: float = 1.5, margin: float = 0.004
-) -> Tensor:
-    """Frames whose RMS ``(T,)`` (m) stands out from the frames around them: above ``ratio``
-    times the local median plus ``margin`` (m). Returns ``(T,)`` bool."""
+    rms: Tensor, trial_id: Tensor, half_window: int = 15, ratio: float = 1.5, margin: float = 0.004,
+    high_ratio: float = 3.0, high_margin: float = 0.015,
+) -> tuple[Tensor, Tensor]:
+    """Frames whose RMS ``(T,)`` (m) stands out: ``local``, above ``ratio`` times the median of
+    the frames around them plus ``margin`` (m) -- a short run; and ``high``, above ``high_ratio``
+    times their trial's median and that median plus ``high_margin`` (m) -- also the middle of a
+    run longer than the window, where the frames around are as bad. Returns ``(local, high)``,
+    each ``(T,)`` bool."""
+    fin = torch.isfinite(rms)
     med = local_median(rms, trial_id, half_window)
     med = torch.where(torch.isfinite(med), med, torch.zeros_like(med))
-    return torch.isfinite(rms) & (rms > ratio * med + margin)
+    med_t = trial_median(rms, trial_id)
+    local = fin & (rms > ratio * med + margin)
+    high = fin & (rms > torch.maximum(high_ratio * med_t, med_t + high_margin))
+    return local, high
 
 
 def _nearest_good(good: Tensor, trial_id: Tensor) -> tuple[Tensor, Tensor]:
@@ -79,7 +98,7 @@ class RepairReport:
 
 
 def repair(
-    problem: IKProblem, Z: Tensor, opts: GNOptions = GNOptions(), max_rounds: int = 6, max_iter: int = 20,
+    problem: IKProblem, Z: Tensor, opts: GNOptions = GNOptions(), max_rounds: int = 16, max_iter: int = 20,
     solved: Optional[GNResult] = None,
 ) -> tuple[GNResult, RepairReport]:
     """Restart outlier frames of an independent-frame ``problem`` (no shared parameters, no
@@ -101,7 +120,8 @@ def repair(
     rounds = 0
     for rounds in range(1, max_rounds + 1):
         rms = frame_rms(problem, cost)
-        bad = outlier_frames(rms, problem.trial_id)
+        local, high = outlier_frames(rms, problem.trial_id)
+        bad = local | high
         if not bool(bad.any()):
             rounds -= 1
             break
