@@ -16,7 +16,13 @@ Here the tree is walked from the root down, and every segment is placed from its
    coordinate) by a rotation-only Procrustes fit decomposed into the axes' Euler angles, of
    its two Euler solutions the one inside the range. A unit without a closed form gets a grid
    search over its one coordinate, and such levels a few Levenberg-Marquardt steps on their
-   own coordinates and markers.
+   own coordinates and markers. A ball whose own markers leave its twist open (a shoulder
+   placed by its elbow keypoint alone) is fitted together with the markers of the joints
+   hanging below it, over a grid of the one joint angle below (the wrist shows the humerus'
+   rotation whenever the elbow is bent: :func:`_with_children`).
+3. Where a level's markers move with coordinates only a later level sets (the shoulder girdle
+   rises with the arm, so the shoulder keypoints on the trunk follow the arm's elevation), the
+   sweep runs twice, the second from the first's pose.
 
 Nothing is sequential in time and every step is a batched tensor operation over frames. The
 full solve (:mod:`kinfunc.ik.gn`) then starts from this pose; :mod:`kinfunc.ik.repair` restarts
@@ -37,8 +43,9 @@ from .. import functions as F
 from .. import transforms as tf
 from .._joint_cache import cached_on_joints
 from ..model import Model, Topology
+from ..fk import fk, marker_positions
 from .gn import _damped_step
-from .init import initial_q, procrustes_rotation
+from .init import _robust_template_fit, initial_q, procrustes_rotation, root_coordinates
 from .jacobian import JacobianPlan, MarkerTargets
 
 __all__ = ["segment_start", "StartOptions"]
@@ -205,6 +212,29 @@ def _closed_form_units(topo: Topology, stage: _Stage) -> tuple[Optional[_Kind], 
     return kinds[0], kinds[1], tuple(left)
 
 
+@functools.lru_cache(maxsize=64)
+def _ball_children(topo: Topology, stage: _Stage) -> Optional[tuple[tuple[int, ...], tuple[tuple[int, ...], ...]]]:
+    """For the ball units of ``stage`` (the order of :func:`_closed_form_units`' ball kind), the
+    units of later stages hanging from the ball's top body (an elbow below a shoulder, a knee
+    below a hip, a head and shoulder blades below a trunk): the one free coordinate of the
+    first of them whose joint has one (-1 where none), and their markers (padded with -1).
+    ``None`` when no ball has such children (static, per topology)."""
+    _, ball, _ = _closed_form_units(topo, stage)
+    if ball is None:
+        return None
+    later = [u for st in _stages(topo) for u in st.units]
+    cols, markers = [], []
+    for b, bc in zip(ball.bodies, ball.cols):
+        ch = [u for u in later if topo.parents[u.top] == b]
+        one = [u.top_columns[0] for u in ch if len(u.top_columns) == 1 and u.top_columns[0] not in bc]
+        cols.append(one[0] if one else -1)
+        markers.append(tuple(m for u in ch for m in u.markers))
+    if not any(markers):
+        return None
+    k = max(len(m) for m in markers)
+    return tuple(cols), tuple(tuple(m) + (-1,) * (k - len(m)) for m in markers)
+
+
 def _rodrigues(a: Tensor, v: Tensor) -> Tensor:
     """Rotations ``(..., 3, 3)`` about unit axes ``a (..., 3)`` by ``v (...)``."""
     K = tf.skew(a)
@@ -254,11 +284,27 @@ def _ball_angles(U: Tensor, Y: Tensor, w: Tensor, Q: Tensor, flip: Tensor) -> tu
     ``Y`` decomposed into the axes' Euler angles. Returns both solutions ``(T, n, 3)`` and
     ``ok (T, n)``."""
     Rm, ok = _rotation_fit(U, Y, w)
-    ang = tf.matrix_to_euler_xyz(Q.transpose(-1, -2)[None] @ Rm @ Q[None])
+    a0, a1 = _euler_solutions(Rm, Q, flip)
+    return a0, a1, ok
+
+
+def _euler_solutions(Rm: Tensor, Q: Tensor, flip: Tensor) -> tuple[Tensor, Tensor]:
+    """Rotations ``Rm (..., n, 3, 3)`` (in the joint frame) as both Euler-angle solutions
+    ``(..., n, 3)`` about the ball joints' axes (columns of ``Q (n, 3, 3)``, ``flip (n,)``)."""
+    ang = tf.matrix_to_euler_xyz(Q.transpose(-1, -2) @ Rm @ Q)
     alt = torch.stack((ang[..., 0] + torch.pi, torch.pi - ang[..., 1], ang[..., 2] + torch.pi), -1)
     sign = torch.where(flip, -1.0, 1.0).to(ang)[:, None] * torch.tensor([0.0, 0.0, 1.0], dtype=ang.dtype, device=ang.device)
     sign = 1.0 - 2.0 * (sign < 0).to(ang)  # (n, 3): -1 on the third angle of flipped joints
-    return ang * sign, alt * sign, ok
+    return ang * sign, alt * sign
+
+
+def _ball_matrix(kc: "_KindConstants", q: Tensor) -> Tensor:
+    """The rotations ``(T, n, 3, 3)`` (child joint frame to parent joint frame) of ball joints
+    at coordinates ``q (T, C)``: the inverse of :func:`_euler_solutions`."""
+    sign = torch.where(kc.flip, -1.0, 1.0).to(q)[:, None] * torch.tensor([0.0, 0.0, 1.0], dtype=q.dtype, device=q.device)
+    sign = 1.0 - 2.0 * (sign < 0).to(q)
+    ang = (q[:, kc.cols] * kc.slope + kc.icpt) * sign
+    return kc.Q @ tf.euler_xyz_to_matrix(ang) @ kc.Q.transpose(-1, -2)
 
 
 class _KindConstants(NamedTuple):
@@ -319,7 +365,8 @@ def _kind_constants(model: Model, kind: _Kind, v0: Tensor) -> _KindConstants:
 
 
 def _closed_form_seed(
-    model: Model, plan: JacobianPlan, consts, stage: _Stage, q: Tensor, X: Tensor, w: Tensor, v0: Tensor, lo: Tensor, hi: Tensor
+    model: Model, plan: JacobianPlan, consts, stage: _Stage, q: Tensor, X: Tensor, w: Tensor, v0: Tensor, lo: Tensor, hi: Tensor,
+    w_all: Optional[Tensor] = None,
 ) -> tuple[Tensor, list]:
     """``q (T, C)`` with each unit's top joint set in closed form where the joint has one and the
     frame enough of the unit's markers (all hinges of the stage in one batch, all balls in
@@ -329,7 +376,9 @@ def _closed_form_seed(
     the current ``q`` (exact when no other joint of the unit moves), the measured ones about
     the centre's world position (fixed by the parent, already placed) in the parent joint
     frame. ``lo``/``hi (C,)``: bounds; of a ball's two Euler solutions the one nearer its range
-    wins."""
+    wins. ``w_all (T, M)``: the weights of every marker; with it, a ball placed by one marker
+    (or by points on a line through its centre) takes its twist from the markers of the
+    joints below it (:func:`_with_children`)."""
     topo = model.topology
     hinge, ball, left = _closed_form_units(topo, stage)
     left = list(left)
@@ -359,6 +408,9 @@ def _closed_form_seed(
             cands, ok = [(ang - kc.icpt) / kc.slope], wk.sum(-1) > 0
         else:
             a0, a1, ok = _ball_angles(U, Y, wk, kc.Q, kc.flip)
+            below = _ball_children(topo, stage)
+            if below is not None and w_all is not None:
+                a0, a1, ok = _with_children(model, plan, consts, kc, below, q, X, w_all, U, Y, wk, centre, R_all, lo, hi, a0, a1, ok)
             cands = [(a0 - kc.icpt) / kc.slope, (a1 - kc.icpt) / kc.slope]
             ok = ok & kc.orth
             if kc.skewed:
@@ -378,6 +430,81 @@ def _closed_form_seed(
         cur = out.index_select(1, flat).reshape(T, *cols.shape)
         out = out.index_copy(1, flat, torch.where(ok[..., None], best, cur).reshape(T, -1))
     return out, left
+
+
+def _with_children(
+    model: Model, plan: JacobianPlan, consts, kc: _KindConstants, below, q: Tensor, X: Tensor, w_all: Tensor,
+    U: Tensor, Y: Tensor, wk: Tensor, centre: Tensor, R_all: Tensor, lo: Tensor, hi: Tensor, a0: Tensor, a1: Tensor,
+    ok: Tensor, n_grid: int = 24, prior: float = 0.05, line: float = 0.01,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Ball joints whose own markers leave their twist open: one marker (a shoulder placed by its
+    elbow keypoint), or points on a line through the joint centre (a trunk's spine and thorax
+    keypoints; ``line``: the second eigenvalue of their scatter about the centre under that
+    fraction of the first). The twist then shows only through the markers below (the
+    forearm's direction when the elbow is bent; the shoulders about the spine). There, the
+    ball's rotation is fitted to its markers and those of the units hanging from it
+    (``below``, from :func:`_ball_children`) at once: for ``n_grid`` values of the one
+    coordinate of a joint below (an elbow, a knee) over its range, the other joints below at
+    their current values (the lower markers in the ball's frame by one batched forward pass,
+    every frame and value together), the rotation best turning all the points onto their
+    measured directions, nudged towards the least rotation of the ball's own markers
+    (``prior`` of their weight: a straight limb keeps that twist); the value with the least
+    residual wins. Where the ball has no marker of its own in the frame (a missing elbow
+    keypoint) but one below (the wrist), the same fit places it: the joint below by the
+    distance, the rotation nudged towards the joint's current one (:func:`_ball_matrix`).
+    Returns the Euler solutions ``a0, a1 (T, n, 3)`` with those frames and units replaced, and
+    ``ok (T, n)`` with them set."""
+    dt = q.dtype
+    cols_c = torch.tensor(below[0], device=q.device)
+    mk = torch.tensor(below[1], device=q.device)  # (n, k2)
+    mkc, valid = mk.clamp_min(0), (mk >= 0).to(dt)
+    G_ = (U * wk[..., None]).transpose(-1, -2) @ U  # (T, n, 3, 3): scatter of the ball's markers about the centre
+    tr = G_.diagonal(dim1=-2, dim2=-1).sum(-1)
+    minors = sum(G_[..., i, i] * G_[..., j, j] - G_[..., i, j] ** 2 for i, j in ((0, 1), (0, 2), (1, 2)))
+    open_ = (minors <= line * tr * tr) & (valid.sum(-1) > 0)  # (T, n): one point, or a line (or none)
+    fr = torch.nonzero(open_.any(-1)).flatten()
+    if fr.numel() == 0:
+        return a0, a1, ok
+    T1, n = fr.numel(), cols_c.numel()
+    has = cols_c >= 0
+    qf = q.index_select(0, fr)
+    if bool(has.any()):
+        cc = cols_c[has]
+        a = torch.where(torch.isfinite(lo[cc]), lo[cc], torch.full_like(lo[cc], -torch.pi))
+        b = torch.where(torch.isfinite(hi[cc]), hi[cc], torch.full_like(hi[cc], torch.pi))
+        grid = a + (b - a) * torch.linspace(0.0, 1.0, n_grid, dtype=dt, device=q.device)[:, None]  # (G, n')
+        qg = qf.repeat(n_grid, 1).index_copy(1, cc, grid.repeat_interleave(T1, 0))  # (G T1, C)
+    else:
+        n_grid, qg = 1, qf
+    kin = plan.evaluate(model, consts, qg, jacobian=False)
+    s_body = model.global_scale * model.body_scales
+    R_b, t_b = kin.H[:, kc.bodies, :, :3], kin.H[:, kc.bodies, :, 3]  # (G T1, n, 3, 3), (G T1, n, 3)
+    loc_c = model.child_location[kc.bodies] * s_body[kc.bodies]
+    U2 = ((kin.p[:, mkc] - t_b[:, :, None]) @ R_b - loc_c[None, :, None]) @ kc.Rcf  # (G T1, n, k2, 3)
+    U2 = U2.reshape(n_grid, T1, n, -1, 3)
+    Rf = R_all.index_select(0, fr)
+    Y2 = (X.index_select(0, fr)[:, mkc] - centre.index_select(0, fr)[:, :, None]) @ (Rf[:, kc.parents] @ kc.Rpf)
+    w2 = (w_all.index_select(0, fr)[:, mkc] > 0).to(dt) * valid  # (T1, n, k2)
+    U1, Y1, w1 = U.index_select(0, fr), Y.index_select(0, fr), wk.index_select(0, fr)
+    # the prior: the least rotation of the ball's own markers, or where it has none in the frame
+    # the joint's current rotation (a shoulder placed by its wrist alone: the least turn from it)
+    R0, own = _rotation_fit(U1, Y1, w1)
+    R0 = torch.where(own[..., None, None], R0, _ball_matrix(kc, qf))
+    Uc = torch.cat((U1.expand(n_grid, *U1.shape), U2), -2)  # (G, T1, n, k + k2, 3)
+    Yc = torch.cat((Y1, Y2), -2).expand(n_grid, -1, -1, -1, -1)
+    wc = torch.cat((w1, w2), -1).expand(n_grid, -1, -1, -1)
+    size = lambda u, y, w_: (w_ * torch.linalg.vector_norm(u, dim=-1) * torch.linalg.vector_norm(y, dim=-1)).sum(-1)  # noqa: E731
+    scale = torch.where(own, size(U1, Y1, w1), size(U2[0], Y2, w2))  # (T1, n)
+    Hc = (Uc * wc[..., None]).transpose(-1, -2) @ Yc + (prior * scale)[..., None, None] * R0.transpose(-1, -2)
+    Rm = procrustes_rotation(Hc)  # (G, T1, n, 3, 3)
+    r = (((Uc @ Rm.transpose(-1, -2)) - Yc).square().sum(-1) * wc).sum(-1)  # (G, T1, n)
+    best = r.argmin(0)  # (T1, n)
+    Rb = torch.gather(Rm, 0, best[None, ..., None, None].expand(1, T1, n, 3, 3))[0]
+    b0, b1 = _euler_solutions(Rb, kc.Q, kc.flip)
+    use = (open_.index_select(0, fr) & (w2.sum(-1) > 0))[..., None]
+    a0 = a0.index_copy(0, fr, torch.where(use, b0, a0.index_select(0, fr)))
+    a1 = a1.index_copy(0, fr, torch.where(use, b1, a1.index_select(0, fr)))
+    return a0, a1, ok.index_copy(0, fr, ok.index_select(0, fr) | use[..., 0])
 
 
 def _grid_seed(
@@ -457,13 +584,37 @@ def segment_start(
     ``lo``/``hi (C,)`` the bounds the solve will enforce (``-inf``/``inf`` for none),
     ``sqrt_w (M,)`` square roots of the marker weights (default 1).
     """
-    topo = model.topology
     options = options or StartOptions()
-    q = initial_q(model, X, present, q0)
-    stages = _stages(topo)
-    if not stages:
-        return q
     sw = present if sqrt_w is None else present * sqrt_w
+    q = _root_start(model, X, present, q0)
+    topo = model.topology
+    if not _stages(topo):
+        return q
+    if _coupled_stages(topo):
+        # a marked body moved by coordinates a later stage sets (the shoulder girdle rising with
+        # the arm): a first sweep finds them, the second places the earlier stages with them
+        q = _sweep(model, q, X, sw, lo, hi, options)
+    return _sweep(model, q, X, sw, lo, hi, options)
+
+
+@functools.lru_cache(maxsize=32)
+def _coupled_stages(topo: Topology) -> bool:
+    """Some stage's markers move with coordinates that only a later stage sets in closed form
+    (the girdle's translation follows the shoulder's angles, set with the humerus): static."""
+    stages = _stages(topo)
+    for i, st in enumerate(stages):
+        set_here = {c for u in st.units for c in u.top_columns}
+        later = {c for s_ in stages[i + 1:] for u in s_.units for c in u.top_columns}
+        if (set(st.columns) - set_here) & later:
+            return True
+    return False
+
+
+def _sweep(model: Model, q: Tensor, X: Tensor, sw: Tensor, lo: Tensor, hi: Tensor, options: StartOptions) -> Tensor:
+    """The joints below the root of ``q (T, C)`` placed level by level (:func:`segment_start`;
+    ``sw (T, M)``: the markers' square-root weights, 0 where missing)."""
+    topo = model.topology
+    stages = _stages(topo)
     v0 = None  # (B, 6): the values of slots driven by constant functions (a hinge's fixed neighbours)
     for st in stages:
         cols = torch.tensor(st.columns, device=q.device)
@@ -478,13 +629,39 @@ def segment_start(
         if v0 is None:
             v0 = consts.v_const[:, 0].reshape(-1, 6)  # level order
             v0 = v0 if plan.order_inv is None else v0.index_select(0, plan.order_inv)
-        seed, left = _closed_form_seed(model, plan, consts, st, q, X, w, v0, lo, hi)
+        seed, left = _closed_form_seed(model, plan, consts, st, q, X, w, v0, lo, hi, sw)
         q = seed.index_copy(1, cols, _wrap_to_range(seed.index_select(1, cols), lo_c, hi_c))
         if left:  # units without a closed form: a 1-D search where they have one coordinate
             q = _grid_seed(model, plan, consts, left, q, X, w, lo, hi, options.grid)
         if left or options.refine:  # then a few LM steps on this stage
             q, _ = _stage_lm(plan, model, consts, q, cols, MarkerTargets.of(X, w), lo_c, hi_c, options.iterations)
     return q
+
+
+def _root_on_a_line(model: Model, tol: float = 0.05) -> bool:
+    """The root's markers (three or more) lie on a line through their centroid (a keypoint set's
+    two hips and their midpoint): their rigid fit leaves the rotation about it open. ``tol``:
+    the second singular value of their spread under that fraction of the first."""
+    root = [i for i, b in enumerate(model.topology.marker_bodies) if b == 0]
+    if len(root) < 3:
+        return False
+    P = model.marker_offsets[root].to(torch.float64)
+    s = torch.linalg.svdvals(P - P.mean(0))
+    return bool(s[1] <= tol * s[0])
+
+
+def _root_start(model: Model, X: Tensor, present: Tensor, q0: Tensor) -> Tensor:
+    """:func:`kinfunc.ik.init.initial_q`, except for a root whose markers lie on a line: its
+    pose then comes, as for a root with fewer than three markers, from every marker's
+    template with the root's own weighing most (the trunk settles the rotation they leave
+    open), in the frames with three markers or more."""
+    q = initial_q(model, X, present, q0)
+    if not _root_on_a_line(model):
+        return q
+    poses = fk(model, q0)
+    P = (marker_positions(model, q0, poses) - poses.t[0]) @ poses.R[0]
+    R, t, ok = _robust_template_fit(P, X, present, [b == 0 for b in model.topology.marker_bodies])
+    return torch.where(ok[:, None], root_coordinates(model, R, t, q0), q)
 
 
 def _min_plus(X: Tensor, Y: Tensor) -> Tensor:
