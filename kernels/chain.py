@@ -6,7 +6,7 @@ from torch import Tensor
 
 from ..tree import tree_schedule
 
-__all__ = ["compose_chain", "compose_chain_reference", "tree_levels"]
+__all__ = ["compose_chain", "compose_chain_reference", "tree_levels", "chain_op"]
 
 
 def tree_levels(parents: tuple[int, ...]) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]:
@@ -65,13 +65,28 @@ def compose_chain(parents: tuple[int, ...], R_local: Tensor, t_local: Tensor) ->
     """
     # torch.func transforms (grad/jacrev/...) cannot see through the op's autograd formula in
     # this torch version, so inside them the twin runs (vmap alone would work: it has a rule)
-    if R_local.is_cuda and _triton_op() is not None and torch._C._functorch.peek_interpreter_stack() is None:
-        R, t = _triton_op()(list(parents), R_local, t_local)
+    op = chain_op(R_local)
+    if op is not None and torch._C._functorch.peek_interpreter_stack() is None:
+        R, t = op(list(parents), R_local, t_local)
         return R, t
     return compose_chain_reference(parents, R_local, t_local)
 
 
+# Private switch for tests: route every chain composition (compose_chain, and the leaves form of
+# kinfunc.compile_fk) through the custom op on any device; on the CPU the op runs the twin.
+_FORCE_OP = False
 _OP: list = []
+
+
+def chain_op(x: Tensor):
+    """The ``kinfunc::compose_chain`` custom op when it is the one to compose chains of tensors
+    like ``x`` (CUDA with Triton installed, or forced), else None. Called outside traced code
+    (``torch.compile`` callers decide once per device and bake the answer in)."""
+    if _FORCE_OP:
+        from . import triton_chain
+
+        return triton_chain.compose_chain_op
+    return _triton_op() if x.is_cuda else None
 
 
 def _triton_op():

@@ -231,18 +231,25 @@ def compose_chain_backward_reference(
 # custom ops
 
 
+def _dense(x: Tensor) -> Tensor:
+    """A fresh contiguous copy (custom op outputs may not alias inputs; the fake kernels promise
+    contiguous outputs)."""
+    return x.clone(memory_format=torch.contiguous_format)
+
+
 @torch.library.custom_op("kinfunc::compose_chain", mutates_args=())
 def compose_chain_op(parents: list[int], R_local: Tensor, t_local: Tensor) -> tuple[Tensor, Tensor]:
     """World poses ``(R (..., B, 3, 3), t (..., B, 3))`` from local ones (Triton or twin)."""
     if triton_runs_on(R_local):
         return _triton_forward(parents, R_local, t_local)
     R, t = compose_chain_reference(tuple(parents), R_local, t_local)
-    return R.clone(), t.clone()
+    return _dense(R), _dense(t)
 
 
 @compose_chain_op.register_fake
 def _(parents, R_local, t_local):
-    return torch.empty_like(R_local), torch.empty_like(t_local)
+    # outputs are always dense (contiguous), whatever the inputs' strides (e.g. permuted views)
+    return R_local.new_empty(R_local.shape), t_local.new_empty(t_local.shape)
 
 
 @torch.library.custom_op("kinfunc::compose_chain_backward", mutates_args=())
@@ -253,12 +260,12 @@ def compose_chain_backward_op(
     if triton_runs_on(R_local):
         return _triton_backward(parents, R_local, t_local, R_world, gR, gt)
     dR, dt = compose_chain_backward_reference(parents, R_local, t_local, R_world, gR, gt)
-    return dR.clone(), dt.clone()
+    return _dense(dR), _dense(dt)
 
 
 @compose_chain_backward_op.register_fake
 def _(parents, R_local, t_local, R_world, gR, gt):
-    return torch.empty_like(R_local), torch.empty_like(t_local)
+    return R_local.new_empty(R_local.shape), t_local.new_empty(t_local.shape)
 
 
 def _setup_context(ctx, inputs, output):

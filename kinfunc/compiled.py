@@ -6,15 +6,19 @@ large batch. This module computes the *same* function in layouts a compiler can 
 
 * frames last (structure of arrays): ``q (..., C)`` is viewed as ``C`` rows of ``N`` frames
   and every output entry is a row ``(N,)``;
-* **frozen form** (default when no model leaf requires grad): the model's geometry is baked in
-  as Python floats and the tree is unrolled into straight-line row arithmetic; exact zeros and
-  ones are folded while tracing, so a structurally-zero slot, an identity joint frame or a
-  coordinate axis cost nothing and a pin about a coordinate axis is one ``sin``/``cos`` pair
-  and four products. Inductor fuses the whole tree into one vectorised loop over frames.
-  Gradients flow to ``q``;
+* **frozen form** (default when no model leaf requires grad): generated straight-line code
+  (one tensor op per line) with the model's geometry baked in as Python floats and the tree
+  unrolled into row arithmetic; exact zeros and ones are folded while generating, so a
+  structurally-zero slot, an identity joint frame or a coordinate axis cost nothing and a pin
+  about a coordinate axis is one ``sin``/``cos`` pair and four products. Linear and constant
+  slot functions are folded too; couplers and spline/polynomial slots are evaluated from their
+  parameters, which the kernel takes as arguments. Inductor fuses the whole tree into one
+  vectorised loop over frames. Gradients flow to ``q``;
 * **leaves form** (default when a model leaf requires grad): model tensors are arguments of
   the compiled code (cached per ``(topology, dtype, device)``, no recompile for a changed
-  model, gradients to every leaf), vectorised over bodies; slower, ``dynamic=False`` only;
+  model, gradients to every leaf), vectorised over bodies; slower, ``dynamic=False`` only. On
+  CUDA with Triton its tree composition is the ``kinfunc::compose_chain`` custom op (the
+  Triton kernel), called from inductor's code;
 * **lean single frame**: for one unbatched frame without grad on CPU, the frozen row algebra
   is generated once as straight-line Python over floats (no tensor ops, no kernel launch).
 
@@ -25,16 +29,18 @@ about as much as the FK itself at large batch). :meth:`CompiledFK.frames_last` r
 raw buffers.
 
 Warm-up: the first call for a topology/dtype/device (and, frozen, model values) traces and
-compiles: 30-100 s on this shared 2-core CPU for the 18-DOF lower body (inductor's on-disk
-cache makes later processes faster); the backward is compiled on the first backward call.
-Inside ``torch.func`` transforms (``vmap``, ``grad``, ``jacrev``, ``jacfwd``) the
-uncompiled structure-of-arrays function runs, so results and derivatives are identical.
+compiles: ~15-20 s cold (empty inductor cache) for the 18-DOF lower body on this shared 2-core
+CPU, ~5 s when inductor's on-disk cache is warm; the backward is compiled on the first
+backward call. Inside ``torch.func`` transforms (``vmap``, ``grad``, ``jacrev``, ``jacfwd``)
+:func:`kinfunc.fk` itself runs (uncompiled), so results and derivatives are identical.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import threading
+import types
 from typing import Callable, NamedTuple, Optional, Union
 
 import torch
@@ -42,8 +48,10 @@ from torch import Tensor
 
 from . import functions as F
 from . import transforms as tf
-from .fk import Poses, translation_factors, translation_scales
+from .fk import Poses, fk, marker_positions, translation_factors, translation_scales
+from .kernels.chain import chain_op as _chain_op
 from .model import Model, Topology
+from .tree import TreeSchedule
 
 __all__ = ["compile_fk", "CompiledFK", "fk_soa", "clear_compile_cache"]
 
@@ -64,9 +72,7 @@ class _Plan:
     # bodies with a translation slot, and per translation slot (3) the value row for each
     trans_bodies: tuple[int, ...]
     trans_rows: tuple[tuple[int, ...], ...]
-    # per depth level: bodies, and each one's parent position within the previous level
-    levels: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]
-    out_perm: tuple[int, ...]  # body b's row in the level-ordered concatenation
+    schedule: TreeSchedule  # the tree's levels, from kinfunc.tree (the only place computing them)
     marker_bodies: tuple[int, ...]
     unscaled_slots: tuple[int, ...]  # translation slots the parent's scale leaves alone
 
@@ -90,9 +96,6 @@ def _plan(topo: Topology) -> _Plan:
             stages[j][2].append(row[(b, s)])
     trans_bodies = tuple(b for b in range(B) if any((b, s) in row for s in range(3, 6)))
     trans_rows = tuple(tuple(row.get((b, s), n) for b in trans_bodies) for s in range(3, 6))
-    sched = topo.schedule
-    levels = list(zip(sched.levels, sched.parent_in_level))
-    perm = sched.position
     return _Plan(
         parents=topo.parents,
         n_coords=topo.n_coordinates,
@@ -103,8 +106,7 @@ def _plan(topo: Topology) -> _Plan:
         rot_stages=tuple((tuple(a), tuple(b), tuple(c)) for a, b, c in stages),
         trans_bodies=trans_bodies,
         trans_rows=trans_rows,
-        levels=tuple(levels),
-        out_perm=tuple(perm),
+        schedule=topo.schedule,
         marker_bodies=topo.marker_bodies,
         unscaled_slots=topo.unscaled_slots,
     )
@@ -159,6 +161,15 @@ def _eval_groups_soa(groups, params, U: Tensor) -> list[Tensor]:
     return out
 
 
+def _soa_inputs(plan: _Plan, qT: Tensor, coupler_params) -> Tensor:
+    """``[q, dependents(q)]`` frames last: ``qT (C, N)`` -> ``(C + D, N)``."""
+    if not plan.n_dep:
+        return qT
+    deps = torch.cat(_eval_groups_soa(plan.coupler_groups, coupler_params, qT), 0)
+    order = [o for grp in plan.coupler_groups for o in grp.outputs]
+    return torch.cat((qT, deps[[order.index(k) for k in range(plan.n_dep)]]), 0)
+
+
 def _leaves(model: Model) -> tuple:
     return (
         model.parent_location,
@@ -174,8 +185,11 @@ def _leaves(model: Model) -> tuple:
     )
 
 
-def _fk_soa_impl(plan: _Plan, leaves: tuple, qT: Tensor, with_markers: bool):
-    """Frames-last FK core: ``qT (C, N)`` -> ``R (B, 3, 3, N)``, ``t (B, 3, N)``, markers ``(M, 3, N)``."""
+def _fk_soa_impl(plan: _Plan, leaves: tuple, qT: Tensor, with_markers: bool, chain_op=None):
+    """Frames-last FK core: ``qT (C, N)`` -> ``R (B, 3, 3, N)``, ``t (B, 3, N)``, markers ``(M, 3, N)``.
+
+    ``chain_op``: the ``kinfunc::compose_chain`` custom op (:func:`kinfunc.kernels.chain.chain_op`)
+    to compose the tree with (the Triton kernel on CUDA), or None for the level loop below."""
     (p_loc, p_ori, c_loc, c_ori, axes, slot_params, coupler_params, m_off, b_scales, g_scale) = leaves
     B = len(plan.parents)
     N = qT.shape[1]
@@ -192,13 +206,7 @@ def _fk_soa_impl(plan: _Plan, leaves: tuple, qT: Tensor, with_markers: bool):
     eye = torch.eye(3, dtype=dt, device=dev)[None, :, :, None]  # (1, 3, 3, 1)
 
     # --- function values of every non-zero slot, frames last: V (n_values + 1, N), last row 0
-    U = qT
-    if plan.n_dep:
-        deps = torch.cat(_eval_groups_soa(plan.coupler_groups, coupler_params, qT), 0)
-        order = [o for grp in plan.coupler_groups for o in grp.outputs]
-        inv = [order.index(k) for k in range(plan.n_dep)]
-        U = torch.cat((qT, deps[inv]), 0)
-    vals = _eval_groups_soa(plan.slot_groups, slot_params, U)
+    vals = _eval_groups_soa(plan.slot_groups, slot_params, _soa_inputs(plan, qT, coupler_params))
     V = torch.cat(vals + [torch.zeros_like(qT[:1])], 0)
 
     # --- joint rotations M_R(q): one Rodrigues per present slot, products only where needed
@@ -242,21 +250,24 @@ def _fk_soa_impl(plan: _Plan, leaves: tuple, qT: Tensor, with_markers: bool):
         inner = _mv(Rm, tcinv) if tm is None else tm + _mv(Rm, tcinv)
         R_loc = _mm(Rp, RmRcT)
         t_loc = _mv(Rp, inner) + tp
-    # --- compose down the tree, one step per depth level (parents lie in the previous level)
-    Rs, ts = [], []
-    for lvl, (bodies, ppos) in enumerate(plan.levels):
-        idx = list(bodies)
-        Rl, tl = R_loc[idx], t_loc[idx]
-        if lvl:
-            Rpar, tpar = Rs[-1][list(ppos)], ts[-1][list(ppos)]
-            Rl, tl = _mm(Rpar, Rl), _mv(Rpar, tl) + tpar
-        Rs.append(Rl)
-        ts.append(tl)
-    perm = list(plan.out_perm)
-    R = torch.cat(Rs, 0)
-    t = torch.cat(ts, 0)
-    if perm != list(range(B)):
-        R, t = R[perm], t[perm]
+    # --- compose down the tree: the chain op (batch-first), or one step per depth level
+    if chain_op is not None:
+        R, t = chain_op(list(plan.parents), R_loc.permute(3, 0, 1, 2).contiguous(), t_loc.permute(2, 0, 1).contiguous())
+        R, t = R.permute(1, 2, 3, 0).contiguous(), t.permute(1, 2, 0).contiguous()
+    else:
+        sched = plan.schedule
+        Rs, ts = [], []
+        for lvl, (bodies, ppos) in enumerate(zip(sched.levels, sched.parent_in_level)):
+            idx = list(bodies)
+            Rl, tl = R_loc[idx], t_loc[idx]
+            if lvl:  # parents lie in the previous level
+                Rpar, tpar = Rs[-1][list(ppos)], ts[-1][list(ppos)]
+                Rl, tl = _mm(Rpar, Rl), _mv(Rpar, tl) + tpar
+            Rs.append(Rl)
+            ts.append(tl)
+        R, t = torch.cat(Rs, 0), torch.cat(ts, 0)
+        if not sched.identity_order:
+            R, t = R[list(sched.position)], t[list(sched.position)]
     if not with_markers:
         return R, t, None
     mb = list(plan.marker_bodies)
@@ -288,8 +299,6 @@ def _mul(a: _Row, b: _Row) -> _Row:
         return -b
     if isinstance(b, float) and b == -1.0:
         return -a
-    if isinstance(a, float) and isinstance(b, float):
-        return a * b
     return a * b
 
 
@@ -441,26 +450,33 @@ class _Sym:
 
 
 def _straight_line(plan: _Plan, consts: tuple, with_markers: bool, tensors: bool) -> Optional[str]:
-    """Source of the frozen row algebra as straight-line code, or None if unsupported.
+    """Source of the frozen row algebra as straight-line code (one operation per line).
 
+    ``tensors=True``: ``_kernel(qT (C, N), slot_params, coupler_params) -> (R (B, 3, 3, N),
+    t (B, 3, N), X (M, 3, N) or None)``, one tensor op per line -- what ``torch.compile`` traces
+    fastest. Linear/constant slot functions are folded into the rows; couplers and other slot
+    functions are evaluated from the parameters passed (``_inputs``/``_group`` below).
     ``tensors=False``: ``_lean(q: list) -> flat tuple`` of Python floats (``B*9`` rotation
-    entries, ``B*3`` translations, then ``M*3`` marker coordinates). ``tensors=True``:
-    ``_kernel(qT (C, N)) -> (R (B, 3, 3, N), t (B, 3, N), X (M, 3, N) or None)`` with one tensor
-    op per line -- what ``torch.compile`` traces fastest (no helper calls to inline).
-    Supports models whose slot functions are constant/linear and that have no couplers.
+    entries, ``B*3`` translations, then ``M*3`` marker coordinates); None (unsupported) for
+    models with couplers or slot functions other than constant/linear.
     """
     lin = consts[7]
-    if plan.n_dep or any(li is None for li in lin):
+    if not tensors and (plan.n_dep or any(li is None for li in lin)):
         return None
     em = _Emitter()
-    q = [_Sym(f"q[{i}]", em) for i in range(plan.n_coords)]
+    u = [_Sym(f"u[{i}]", em) for i in range(plan.n_coords + plan.n_dep)]  # [q, dependents]
+    head = ["    U = _inputs(qT, cp)", "    u = U.unbind(0)"] if tensors else []
     slot: dict = {}
-    for g, li in zip(plan.slot_groups, lin):
+    for gi, (g, li) in enumerate(zip(plan.slot_groups, lin)):
+        if li is None:
+            head.append(f"    s{gi} = _group({gi}, U, sp).unbind(0)")
         for k, (out, inp) in enumerate(zip(g.outputs, g.inputs)):
-            if g.key[0] is F.FnKind.CONSTANT:
+            if li is None:
+                slot[(out // 6, out % 6)] = _Sym(f"s{gi}[{k}]", em)
+            elif g.key[0] is F.FnKind.CONSTANT:
                 slot[(out // 6, out % 6)] = li[1][k]
             else:
-                slot[(out // 6, out % 6)] = _add(_mul(q[inp], li[0][k]), li[1][k])
+                slot[(out // 6, out % 6)] = _add(_mul(u[inp], li[0][k]), li[1][k])
     sn, cs = ("_torch.sin", "_torch.cos") if tensors else ("_sin", "_cos")
 
     def trig(fn: str):
@@ -481,14 +497,14 @@ def _straight_line(plan: _Plan, consts: tuple, with_markers: bool, tensors: bool
             flatX.extend(_radd(_rmv(R_w[b], list(off[mk])), t_w[b]))
     if not tensors:
         body = "\n".join(em.lines)
-        return "def _lean(q):\n" + body + "\n    return (" + ", ".join(_Sym._s(e) for e in flatR + flatt + flatX) + ",)\n"
+        return "def _lean(u):\n" + body + "\n    return (" + ", ".join(_Sym._s(e) for e in flatR + flatt + flatX) + ",)\n"
     B, M = len(plan.parents), len(plan.marker_bodies)
 
     def stack(entries: list, shape: str) -> str:
-        items = [e.name if isinstance(e, _Sym) else f"_torch.full_like(ref, {float(e)!r})" for e in entries]
+        items = [e.name if isinstance(e, _Sym) else f"_torch.full((N,), {float(e)!r}, dtype=qT.dtype, device=qT.device)" for e in entries]
         return f"_torch.stack(({', '.join(items)},), 0).reshape({shape})"
 
-    lines = ["def _kernel(qT):", "    q = qT.unbind(0)", "    ref = q[0]", "    N = ref.shape[0]"] + em.lines
+    lines = ["def _kernel(qT, sp, cp):", "    N = qT.shape[1]"] + head + em.lines
     lines.append(f"    R = {stack(flatR, f'{B}, 3, 3, N')}")
     lines.append(f"    t = {stack(flatt, f'{B}, 3, N')}")
     if with_markers:
@@ -499,8 +515,12 @@ def _straight_line(plan: _Plan, consts: tuple, with_markers: bool, tensors: bool
     return "\n".join(lines) + "\n"
 
 
-def _exec(src: str, name: str, fn: str):
-    scope: dict = {"_sin": math.sin, "_cos": math.cos, "_torch": torch}
+def _exec(src: str, name: str, fn: str, plan: _Plan):
+    scope: dict = {
+        "_sin": math.sin, "_cos": math.cos, "_torch": torch,
+        "_inputs": lambda qT, cp: _soa_inputs(plan, qT, cp),
+        "_group": lambda gi, U, sp: _eval_groups_soa([plan.slot_groups[gi]], [sp[gi]], U)[0],
+    }
     exec(compile(src, name, "exec"), scope)
     return scope[fn]
 
@@ -508,67 +528,30 @@ def _exec(src: str, name: str, fn: str):
 def _lean_function(plan: _Plan, consts: tuple, with_markers: bool):
     """Single-frame FK in plain Python floats (the lean batch-1 path), or None if unsupported."""
     src = _straight_line(plan, consts, with_markers, tensors=False)
-    return None if src is None else _exec(src, f"<kinfunc lean fk {plan.n_coords} dof>", "_lean")
+    return None if src is None else _exec(src, f"<kinfunc lean fk {plan.n_coords} dof>", "_lean", plan)
 
 
 def _kernel_function(plan: _Plan, consts: tuple, with_markers: bool):
-    """Frames-last straight-line tensor kernel ``qT (C, N) -> (R, t, X)``, or None if unsupported."""
+    """The frozen form: frames-last straight-line tensor kernel ``(qT (C, N), slot_params,
+    coupler_params) -> (R, t, X)``; a fresh function (own code object) per call."""
     src = _straight_line(plan, consts, with_markers, tensors=True)
-    return None if src is None else _exec(src, f"<kinfunc fk kernel {plan.n_coords} dof>", "_kernel")
+    return _exec(src, f"<kinfunc fk kernel {plan.n_coords} dof>", "_kernel", plan)
 
 
 def _fk_frozen_impl(plan: _Plan, consts: tuple, slot_params, coupler_params, qT: Tensor, with_markers: bool):
-    off, lin = consts[6], consts[7]
-    B = len(plan.parents)
-    N = qT.shape[1]
-    U = qT
-    if plan.n_dep:
-        deps = torch.cat(_eval_groups_soa(plan.coupler_groups, coupler_params, qT), 0)
-        order = [o for grp in plan.coupler_groups for o in grp.outputs]
-        U = torch.cat((qT, deps[[order.index(k) for k in range(plan.n_dep)]]), 0)
-    # slot values: linear/constant ones as row arithmetic with float constants, others grouped
-    slot: dict[tuple[int, int], _Row] = {}
-    other = [(g, p) for g, p, li in zip(plan.slot_groups, slot_params, lin) if li is None]
-    other_vals = _eval_groups_soa([g for g, _ in other], [p for _, p in other], U) if other else []
-    ov = iter(other_vals)
-    for g, li in zip(plan.slot_groups, lin):
-        vals = next(ov) if li is None else None
-        for k, (out, inp) in enumerate(zip(g.outputs, g.inputs)):
-            b, sl = out // 6, out % 6
-            if li is None:
-                slot[(b, sl)] = vals[k]
-            elif g.key[0] is F.FnKind.CONSTANT:
-                slot[(b, sl)] = li[1][k]
-            else:
-                slot[(b, sl)] = _add(_mul(U[inp], li[0][k]), li[1][k])
-    ref = qT.new_zeros(N)  # the shape of one row (a model without coordinates has no row of q)
-    R_w, t_w = _chain_rows(plan, consts, slot, lambda ax, v: _rot_rows(ax, torch.full_like(ref, v) if isinstance(v, float) else v))
-
-    def full(e: _Row) -> Tensor:
-        return torch.full_like(ref, e) if isinstance(e, float) else e
-
-    R = torch.stack([full(e) for Rb in R_w for row in Rb for e in row], 0).reshape(B, 3, 3, N)
-    t = torch.stack([full(e) for tb in t_w for e in tb], 0).reshape(B, 3, N)
-    if not with_markers:
-        return R, t, None
-    M = len(plan.marker_bodies)
-    if M == 0:
-        return R, t, qT.new_zeros((0, 3, N))
-    xs = []
-    for mk, b in enumerate(plan.marker_bodies):
-        xs.extend(full(e) for e in _radd(_rmv(R_w[b], list(off[mk])), t_w[b]))
-    return R, t, torch.stack(xs, 0).reshape(M, 3, N)
+    """The frozen form run eagerly (what :func:`compile_fk` compiles when it freezes)."""
+    return _kernel_function(plan, consts, with_markers)(qT, slot_params, coupler_params)
 
 
 def fk_soa(model: Model, q: Tensor, markers: bool = False):
-    """Uncompiled structure-of-arrays FK (the function :func:`compile_fk` compiles).
+    """Uncompiled structure-of-arrays FK (the leaves form of :func:`compile_fk`, not compiled).
 
     ``q (..., C)`` -> ``(Poses(R (..., B, 3, 3), t (..., B, 3)), x (..., M, 3) or None)``.
     Equal to :func:`kinfunc.fk` / :func:`kinfunc.marker_positions`; runs under ``torch.func``.
     Outputs are permuted views of frames-last buffers.
     """
     plan = _plan(model.topology)
-    return _wrap(plan, *_fk_soa_impl(plan, _leaves(model), _to_soa(q, model.topology.n_coordinates), markers), q.shape[:-1])
+    return _wrap(*_fk_soa_impl(plan, _leaves(model), _to_soa(q, model.topology.n_coordinates), markers), q.shape[:-1])
 
 
 def _to_soa(q: Tensor, C: int) -> Tensor:
@@ -580,7 +563,7 @@ def _to_soa(q: Tensor, C: int) -> Tensor:
     return q.reshape(n, C).t().contiguous()  # (C, N); N given, not inferred: C may be 0
 
 
-def _wrap(plan: _Plan, R: Tensor, t: Tensor, X: Optional[Tensor], batch: torch.Size):
+def _wrap(R: Tensor, t: Tensor, X: Optional[Tensor], batch: torch.Size):
     B = R.shape[0]
     Rv = R.permute(3, 0, 1, 2).reshape(batch + (B, 3, 3))
     tv = t.permute(2, 0, 1).reshape(batch + (B, 3))
@@ -599,7 +582,8 @@ class _Key(NamedTuple):
     markers: bool
     dynamic: Optional[bool]
     backend: str
-    frozen: Optional[tuple]  # the baked constants of a frozen model, or None
+    frozen: Optional[tuple]  # the baked constants of a frozen model, or None (leaves form)
+    chain_op: bool  # leaves form: compose through the kinfunc::compose_chain custom op
 
 
 _CACHE: dict[_Key, Callable] = {}
@@ -612,31 +596,49 @@ def clear_compile_cache() -> None:
         _CACHE.clear()
 
 
+def _options(key: _Key) -> Optional[dict]:
+    """Inductor options for a CPU compile (None: inductor's defaults, e.g. on CUDA).
+
+    * ``cpp.vec_isa_ok``: inductor's first compile in a cache directory dry-compiles and loads
+      probe programs for every candidate vector ISA (~6-12 s of a cold warm-up here); the ISAs
+      are already filtered by the CPU's cpuinfo flags, so the probe is skipped unless the user
+      chose otherwise (``TORCHINDUCTOR_VEC_ISA_OK``).
+    * ``max_fusion_size`` (frozen form): the straight-line kernel has one output row per entry
+      of every body's pose (108 for the lower body, plus markers). Inductor's default cap of 64
+      nodes per fused kernel split it into three loops over the frames, each re-reading the
+      rows the previous one wrote and recomputing the sin/cos it needs (42 instead of 30 for
+      the lower body); lifting the cap gives one loop with each sin/cos once (~1.5x faster).
+    """
+    if key.backend != "inductor" or not key.device.startswith("cpu"):
+        return None
+    opts: dict = {}
+    if "TORCHINDUCTOR_VEC_ISA_OK" not in os.environ:
+        opts["cpp.vec_isa_ok"] = True
+    if key.frozen is not None:
+        opts["max_fusion_size"] = 1 << 14
+    return opts or None
+
+
 def _compiled_kernel(key: _Key) -> Callable:
     with _LOCK:
         fn = _CACHE.get(key)
         if fn is None:
             plan = _plan(key.topology)
-            with_markers = key.markers
-            consts = key.frozen
-            if consts is None:
-
-                def kernel(leaves, qT):
-                    return _fk_soa_impl(plan, leaves, qT, with_markers)
-
+            if key.frozen is not None:
+                kernel = _kernel_function(plan, key.frozen, key.markers)
             else:
-                straight = _kernel_function(plan, consts, with_markers)
-                if straight is not None:  # generated straight-line code: fastest to trace
+                markers, op = key.markers, None
+                if key.chain_op:  # CUDA with Triton (or the tests' switch): the Triton kernel's op
+                    from .kernels.triton_chain import compose_chain_op  # lazily: it imports Triton
 
-                    def kernel(params, qT):
-                        return straight(qT)
+                    op = compose_chain_op
 
-                else:
+                def kernel(qT, leaves):
+                    return _fk_soa_impl(plan, leaves, qT, markers, op)
 
-                    def kernel(params, qT):
-                        return _fk_frozen_impl(plan, consts, params[0], params[1], qT, with_markers)
-
-            fn = torch.compile(kernel, fullgraph=True, dynamic=key.dynamic, backend=key.backend)
+                # own code object per key: Dynamo's caches and recompile limit are per code object
+                kernel = types.FunctionType(kernel.__code__.replace(), kernel.__globals__, closure=kernel.__closure__)
+            fn = torch.compile(kernel, fullgraph=True, dynamic=key.dynamic, backend=key.backend, options=_options(key))
             _CACHE[key] = fn
         return fn
 
@@ -664,7 +666,7 @@ class CompiledFK:
     (e.g. a scaled or re-fitted one).
     """
 
-    def __init__(self, model: Model, freeze: Optional[bool] = None, dynamic: Optional[bool] = True, backend: str = "inductor") -> None:
+    def __init__(self, model: Model, freeze: Optional[bool] = None, dynamic: Optional[bool] = None, backend: str = "inductor") -> None:
         self.model = model
         self.freeze = freeze
         self.dynamic = dynamic
@@ -695,9 +697,14 @@ class CompiledFK:
         C = model.topology.n_coordinates
         if q.shape[-1] != C:
             raise ValueError(f"q has {q.shape[-1]} coordinates in its last dimension; the model has {C}")
-        if _in_functorch():
-            out = _fk_soa_impl(self._plan, _leaves(model), _to_soa(q, C), markers)
-            return out if frames_last else _wrap(self._plan, *out, q.shape[:-1])
+        if _in_functorch():  # the reference FK itself: every transform, and fastest uncompiled
+            P = fk(model, q)
+            X = marker_positions(model, q, P) if markers else None
+            if not frames_last:
+                return P, X
+            B, n = model.topology.n_bodies, q[..., 0].numel()
+            Xl = None if X is None else X.reshape(n, -1, 3).permute(1, 2, 0)
+            return P.R.reshape(n, B, 3, 3).permute(1, 2, 3, 0), P.t.reshape(n, B, 3).permute(1, 2, 0), Xl
         consts = self._frozen_for(model)
         if (
             consts is not None
@@ -707,10 +714,9 @@ class CompiledFK:
             and q.device.type == "cpu"
             and not (q.requires_grad and torch.is_grad_enabled())
         ):
-            lk = markers
-            if lk not in self._lean:
-                self._lean[lk] = _lean_function(self._plan, consts, markers)
-            lean = self._lean[lk]
+            if markers not in self._lean:
+                self._lean[markers] = _lean_function(self._plan, consts, markers)
+            lean = self._lean[markers]
             if lean is not None:  # one frame: straight-line Python floats beat any kernel launch
                 vals = torch.tensor(lean(q.tolist()), dtype=q.dtype)
                 B = len(self._plan.parents)
@@ -723,17 +729,13 @@ class CompiledFK:
         if fn is None:
             # the leaves-as-arguments graph is miscompiled by inductor with symbolic sizes
             dynamic = self.dynamic if consts is not None else False
-            key = _Key(model.topology, qT.dtype, str(qT.device), markers, dynamic, self.backend, consts)
+            op = consts is None and _chain_op(qT) is not None
+            key = _Key(model.topology, qT.dtype, str(qT.device), markers, dynamic, self.backend, consts, op)
             fn = _compiled_kernel(key)
             if model is self.model:
                 self._fns[ck] = fn
-        if consts is not None:
-            out = fn((model.slot_params, model.coupler_params), qT)
-        else:
-            out = fn(_leaves(model), qT)
-        if frames_last:
-            return out
-        return _wrap(self._plan, *out, q.shape[:-1])
+        out = fn(qT, model.slot_params, model.coupler_params) if consts is not None else fn(qT, _leaves(model))
+        return out if frames_last else _wrap(*out, q.shape[:-1])
 
     def __call__(self, q: Tensor, model: Optional[Model] = None) -> Poses:
         """Body poses ``Poses(R (..., B, 3, 3), t (..., B, 3))`` at ``q (..., C)``."""
@@ -757,7 +759,7 @@ class CompiledFK:
 
 
 def compile_fk(
-    model: Model, *, freeze: Optional[bool] = None, dynamic: Optional[bool] = True, backend: str = "inductor"
+    model: Model, *, freeze: Optional[bool] = None, dynamic: Optional[bool] = None, backend: str = "inductor"
 ) -> CompiledFK:
     """Compiled forward kinematics for ``model``: a pure callable ``q (..., C) -> Poses``.
 
@@ -775,13 +777,16 @@ def compile_fk(
       cached per ``(topology, dtype, device)``, gradients to every model leaf, a changed model
       (``model.replace(...)``, ``fk_fast(q, model=new_model)``) reuses the compiled code; slower
       (inductor materialises the small 3x3 products) and always ``dynamic=False`` (inductor
-      2.13 miscompiles it with symbolic batch sizes).
+      2.13 miscompiles it with symbolic batch sizes). On CUDA with Triton installed its tree
+      composition is the ``kinfunc::compose_chain`` custom op (the Triton kernel).
 
     The cache holds no tensors (inputs are arguments, frozen constants are Python floats), so
-    it pins no device memory. ``dynamic`` is passed to ``torch.compile`` for the frozen form
-    (default ``True``: one compile serves every batch size >= 2; a batched call with one frame
-    compiles once more, an unbatched single frame takes the lean path; ``None``: torch's
-    default, specialise first and recompile symbolically at the second size; ``False``: one
-    compile per batch size). Under ``torch.func`` transforms the uncompiled structure-of-arrays code runs.
+    it pins no device memory. ``dynamic`` is passed to ``torch.compile`` for the frozen form:
+    ``None`` (default) compiles the first batch size statically (fastest to compile and to
+    run) and, if another size comes, once more with a symbolic batch size that serves every
+    later size; ``True`` compiles symbolically at once (slower warm-up); ``False`` compiles
+    once per batch size. A batched call with one frame specialises once more; an unbatched
+    single CPU frame without grad takes the lean path (no compile). Under ``torch.func``
+    transforms :func:`kinfunc.fk` itself runs (uncompiled).
     """
     return CompiledFK(model, freeze=freeze, dynamic=dynamic, backend=backend)

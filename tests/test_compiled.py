@@ -115,6 +115,12 @@ def test_compiled_fk_under_torch_func_equals_fk():
     torch.testing.assert_close(J, J_ref, rtol=1e-10, atol=1e-12)
     g = torch.func.grad(lambda q: fast(q).t.sum())(q[0])
     torch.testing.assert_close(g, torch.func.grad(lambda q: kf.fk(model, q).t.sum())(q[0]))
+    # frames-last buffers under a transform: the same layout as the compiled call
+    R, t, X = torch.func.vmap(lambda q: fast.frames_last(q[None], markers=True))(q)
+    P = kf.fk(model, q)
+    torch.testing.assert_close(R[..., 0], P.R, rtol=0, atol=1e-12)
+    torch.testing.assert_close(t[..., 0], P.t, rtol=0, atol=1e-12)
+    torch.testing.assert_close(X[..., 0], kf.marker_positions(model, q), rtol=0, atol=1e-12)
 
 
 def test_compiled_rejects_other_topology_and_wrong_width():
@@ -210,10 +216,131 @@ def test_lean_single_frame_path_equals_fk():
     for model in (kf.models.lower_body("opensim", dtype=torch.float64), small_model(torch.float64)):
         k = _kernel_function(_plan(model.topology), _frozen_consts(model), True)
         q = _rand_q(model, (7,), 21)
-        R, t, X = k(q.t().contiguous())
+        R, t, X = k(q.t().contiguous(), model.slot_params, model.coupler_params)
         P = kf.fk(model, q)
         torch.testing.assert_close(R.permute(3, 0, 1, 2), P.R, rtol=0, atol=1e-12)
         torch.testing.assert_close(t.permute(2, 0, 1), P.t, rtol=0, atol=1e-12)
         torch.testing.assert_close(X.permute(2, 0, 1), kf.marker_positions(model, q), rtol=0, atol=1e-12)
     # couplers (not supported by the lean generator) -> None, the caller falls back
     assert _lean_function(_plan(rich_model().topology), _frozen_consts(rich_model()), False) is None
+
+
+def test_compiled_leaves_form_calls_the_chain_custom_op_when_routed(monkeypatch):
+    """With the private switch, the leaves form composes the tree through kinfunc::compose_chain
+    (what it does on CUDA with Triton; on the CPU the op runs its torch twin): the op is in
+    inductor's generated forward and backward code (its fake impl let inductor plan around it),
+    and values and gradients (q and model leaves) equal kf.fk."""
+    import torch._inductor.config as inductor_config
+    from torch._inductor.utils import run_and_get_code
+
+    from kinfunc.kernels import chain
+
+    # without the switch no CPU tensor is routed to the op (the CPU path is the level loop)
+    assert chain.chain_op(torch.zeros(1)) is None
+    monkeypatch.setattr(chain, "_FORCE_OP", True)
+    assert chain.chain_op(torch.zeros(1)) is not None
+    model = small_model()
+    scales = torch.full_like(model.body_scales, 1.05).requires_grad_()
+    model = model.replace(body_scales=scales)
+    fast = compile_fk(model)  # a leaf requires grad -> leaves form
+    q = _rand_q(model, (16,), 23).requires_grad_()
+    w = torch.randn(16, 3, 3, 3, generator=torch.Generator().manual_seed(5))
+
+    def run():
+        P, X = fast.poses_and_markers(q)
+        g = torch.autograd.grad((X ** 2).sum() + (P.R * w).sum(), (q, scales))
+        return P, X, g
+
+    # Inductor 2.13's CPU vectoriser miscompiles the backward of this graph (the frames-first /
+    # frames-last transposes around the op; it does so with the op replaced by plain torch code
+    # too: wrong q gradients every 16th frame, or heap corruption). The routed graph runs on CUDA
+    # only (Triton codegen), so the CPU check compiles it with scalar loops.
+    with inductor_config.patch({"cpp.simdlen": 1}):
+        (P, X, g), codes = run_and_get_code(run)
+    code = "\n".join(codes)
+    assert "torch.ops.kinfunc.compose_chain.default" in code
+    assert "torch.ops.kinfunc.compose_chain_backward.default" in code
+    Pr, Xr = kf.fk(model, q), kf.marker_positions(model, q)
+    torch.testing.assert_close(P.R, Pr.R, rtol=1e-5, atol=2e-6)
+    torch.testing.assert_close(P.t, Pr.t, rtol=1e-5, atol=2e-6)
+    torch.testing.assert_close(X, Xr, rtol=1e-5, atol=2e-6)
+    g_ref = torch.autograd.grad((Xr ** 2).sum() + (Pr.R * w).sum(), (q, scales))
+    for a, b in zip(g, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_compiled_frozen_couplers_and_splines_float64():
+    """The frozen form on a model with couplers and spline/polynomial slots (evaluated from the
+    parameters passed to the generated kernel): values and q gradient equal fk."""
+    model = rich_model()
+    fast = compile_fk(model)
+    assert fast._frozen_for(model) is not None
+    q = _rand_q(model, (8,), 29).requires_grad_()
+    P, X = fast.poses_and_markers(q)
+    Pr, Xr = kf.fk(model, q), kf.marker_positions(model, q)
+    torch.testing.assert_close(P.R, Pr.R, rtol=0, atol=1e-12)
+    torch.testing.assert_close(P.t, Pr.t, rtol=0, atol=1e-12)
+    torch.testing.assert_close(X, Xr, rtol=0, atol=1e-12)
+    g = torch.autograd.grad((X ** 2).sum(), q)[0]
+    torch.testing.assert_close(g, torch.autograd.grad((Xr ** 2).sum(), q)[0], rtol=1e-10, atol=1e-12)
+
+
+def test_default_compiles_static_first_then_one_symbolic_graph():
+    """dynamic=None (default): the first batch size compiles specialised; a second size compiles
+    once more with a symbolic batch size, which serves every later size."""
+    from torch._dynamo.utils import counters
+
+    model = small_model()
+    fast = compile_fk(model)
+    before = counters["stats"]["unique_graphs"]
+    for n in (40, 24, 57, 33):
+        q = _rand_q(model, (n,), n)
+        with torch.no_grad():
+            P = fast(q)
+        Pr = kf.fk(model, q)
+        torch.testing.assert_close(P.R, Pr.R, rtol=1e-5, atol=2e-6)
+        torch.testing.assert_close(P.t, Pr.t, rtol=1e-5, atol=2e-6)
+        if n == 40:
+            assert counters["stats"]["unique_graphs"] - before == 1
+    assert counters["stats"]["unique_graphs"] - before == 2
+
+
+def test_frozen_cpu_kernel_is_one_loop_with_each_sin_cos_once():
+    """The default compile of the lower body on the CPU: inductor's code is one loop over the
+    frames that evaluates sin and cos of each joint angle once (inductor's default fusion cap
+    split it into three loops that recomputed a third of them), and its values equal fk."""
+    import re
+
+    from torch._inductor.utils import run_and_get_code
+
+    model = kf.models.lower_body("cmu")
+    n_rot = sum(
+        1 for g in model.topology.slot_groups if g.key[0] is not F.FnKind.CONSTANT for out in g.outputs if out % 6 < 3
+    )
+    fast = compile_fk(model)
+    q = _rand_q(model, (256,), 31)
+    with torch.no_grad():
+        P, codes = run_and_get_code(fast, q)
+    code = "\n".join(codes)
+    assert len(re.findall(r"\b(?:sin|cos)\(", code)) == 2 * n_rot
+    assert len(re.findall(r"\bfor\(", code)) == 1
+    Pr = kf.fk(model, q)
+    torch.testing.assert_close(P.R, Pr.R, rtol=1e-5, atol=2e-6)
+    torch.testing.assert_close(P.t, Pr.t, rtol=1e-5, atol=2e-6)
+
+
+def test_compiled_frozen_gait2392_spline_knees_float64():
+    """OpenSim's Gait2392 (knee translations are splines of the knee angle): the default
+    compiled call equals fk and marker_positions in float64."""
+    from .shared import data
+
+    model = kf.io.load_osim(data("opensim-gait2392/subject01_simbody.osim")).to(dtype=torch.float64)
+    assert any(g.key[0] is F.FnKind.SPLINE for g in model.topology.slot_groups)
+    fast = compile_fk(model)
+    q = _rand_q(model, (12,), 37) * 0.5 + model.default_q() * 0.5
+    with torch.no_grad():
+        P, X = fast.poses_and_markers(q)
+    Pr = kf.fk(model, q)
+    torch.testing.assert_close(P.R, Pr.R, rtol=0, atol=1e-12)
+    torch.testing.assert_close(P.t, Pr.t, rtol=0, atol=1e-12)
+    torch.testing.assert_close(X, kf.marker_positions(model, q), rtol=0, atol=1e-12)

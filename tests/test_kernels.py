@@ -127,3 +127,58 @@ def test_triton_kernel_interpreted_on_cpu_matches_twin_and_fk():
     out = subprocess.run([sys.executable, "-c", TRITON_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "TRITON-INTERPRET-OK" in out.stdout
+
+
+COMPILED_SCRIPT = textwrap.dedent(
+    """
+    import os
+    assert os.environ["TRITON_INTERPRET"] == "1"
+    import torch, kinfunc as kf
+    import torch._inductor.config as inductor_config
+    from torch._inductor.utils import run_and_get_code
+    from kinfunc.kernels import chain
+    from kinfunc.kernels import triton_chain as tc
+    assert tc.triton_runs_on(torch.zeros(1))
+    runs = []
+    _fwd = tc._triton_forward
+    tc._triton_forward = lambda *a: runs.append("fwd") or _fwd(*a)
+    chain._FORCE_OP = True  # route compiled FK's tree composition through the op, as on CUDA
+    mb = kf.ModelBuilder("small")
+    mb.add_body("a", kf.Joint.free("root", ("r1", "r2", "r3", "x", "y", "z")))
+    mb.add_body("b", kf.Joint.pin("j", "a", "k", axis=(0.2, 0.1, 1.0), parent_location=(0, -0.4, 0)))
+    mb.add_body("c", kf.Joint.pin("j2", "b", "k2", axis=(0, 0, 1), parent_location=(0, -0.4, 0)))
+    mb.add_marker("mk", "c", (0.1, -0.1, 0.0))
+    model = mb.build(dtype=torch.float32)
+    scales = torch.full_like(model.body_scales, 1.1).requires_grad_()
+    model = model.replace(body_scales=scales)
+    g = torch.Generator().manual_seed(0)
+    q = (0.7 * torch.randn(24, 8, generator=g)).requires_grad_()
+    fast = kf.compile_fk(model)  # a leaf requires grad: the leaves form
+    # scalar CPU loops: inductor 2.13's CPU vectoriser miscompiles this graph's backward (see
+    # tests/test_compiled.py); on CUDA the graph is Triton code
+    with inductor_config.patch({"cpp.simdlen": 1}):
+        (P, X), codes = run_and_get_code(fast.poses_and_markers, q)
+        gq, gs = torch.autograd.grad((X ** 2).sum() + P.t.sum(), (q, scales))
+    assert "torch.ops.kinfunc.compose_chain.default" in "\\n".join(codes)
+    assert runs, "the Triton kernel did not run"
+    Pr, Xr = kf.fk(model, q), kf.marker_positions(model, q)
+    torch.testing.assert_close(P.R, Pr.R, rtol=1e-5, atol=2e-6)
+    torch.testing.assert_close(P.t, Pr.t, rtol=1e-5, atol=2e-6)
+    torch.testing.assert_close(X, Xr, rtol=1e-5, atol=2e-6)
+    rq, rs = torch.autograd.grad((Xr ** 2).sum() + Pr.t.sum(), (q, scales))
+    torch.testing.assert_close(gq, rq, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(gs, rs, rtol=1e-4, atol=1e-5)
+    print("COMPILED-TRITON-OK")
+    """
+)
+
+
+@pytest.mark.skipif(not HAVE_TRITON, reason="triton not installed (pip install kinfunc[triton])")
+def test_compiled_fk_runs_the_triton_kernel_through_the_custom_op_interpreted():
+    """compile_fk's leaves form with the tree composed by kinfunc::compose_chain (the routing it
+    takes on CUDA), the op running the Triton kernel under TRITON_INTERPRET=1: inductor's code
+    calls the op, and values and gradients (q, model leaves) equal kf.fk."""
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    out = subprocess.run([sys.executable, "-c", COMPILED_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "COMPILED-TRITON-OK" in out.stdout
