@@ -139,17 +139,15 @@ def test_marker_jacobian_equals_jacrev(which):
 
 
 def test_jacobian_is_differentiable_after_first_use_in_inference_mode():
-    """Plans and index tables are kept across calls; made first inside inference mode (as a
-    solve does), they must still serve a later call that records gradients."""
-    from kinfunc.ik import jacobian as jac
-
-    jac._cached_plan.cache_clear()
-    jac._rotations.cache_clear()
+    """A plan made inside inference mode (as a solve makes them) holds ordinary index tensors:
+    it serves a later call that records gradients, and so does everything after a solve."""
     model = chain_model()
     q = random_q(model, 3, seed=4)
     with torch.inference_mode():
         marker_jacobian(model, q)
+        plan = JacobianPlan.build(model)
     qq = q.clone().requires_grad_(True)
+    (gp,) = torch.autograd.grad(plan.evaluate(model, plan.constants(model), qq).J.square().sum(), qq)
     p, J = marker_jacobian(model, qq)
     (g,) = torch.autograd.grad((J * J).sum(), qq)
     fd = torch.zeros_like(q)
@@ -158,6 +156,7 @@ def test_jacobian_is_differentiable_after_first_use_in_inference_mode():
         e[:, k] = 1e-6
         fd[:, k] = ((marker_jacobian(model, q + e)[1] ** 2).sum((1, 2, 3)) - (marker_jacobian(model, q - e)[1] ** 2).sum((1, 2, 3))) / 2e-6
     torch.testing.assert_close(g, fd, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gp, g, rtol=0, atol=1e-12)
 
 
 def test_frame_jacobians_equal_jacrev_all_terms():
@@ -797,27 +796,110 @@ def test_from_file_coordinate_task_errors_name_the_fix(tmp_path):
             kf.ik.solve(model, trial, setup=setup)
 
 
-def test_plan_and_joint_constants_are_reused_only_while_valid():
-    """Plans are shared per (topology, columns, dtype, device); joint constants are reused for the
-    same joint tensors, recomputed after an in-place change, and never reused while recording a graph."""
+def test_prepared_kinematics_equal_fresh_ones_and_are_never_stale():
+    """Plans and constants are values: a plan's constants from the model's prepared kinematics
+    (shared by every plan of a solve) equal those computed afresh; a solve with kinematics
+    prepared once equals one without; after an in-place change of a model tensor the fresh path
+    sees it at once and prepared kinematics are refused (nothing is kept behind the caller's back)."""
+    from kinfunc.ik.jacobian import ModelKinematics
+
     model = chain_model()
-    plan = JacobianPlan.build(model, [0, 2, 4])
-    assert JacobianPlan.build(model.with_markers(model.marker_names), (0, 2, 4)) is plan  # equal topology
-    assert JacobianPlan.build(model.with_markers(model.marker_names[:3]), (0, 2, 4)) is not plan
-    assert JacobianPlan.build(model, [0, 2]) is not plan
+    q = random_q(model, 4, seed=2)
+    kin = ModelKinematics(model)
+    for cols in ([0, 2, 4], [1], None, ()):
+        plan = kin.plan(cols)
+        assert kin.plan(cols) is plan  # held by the explicit value
+        c_kin, c_new = plan.constants(model, kin), JacobianPlan.build(model, cols).constants(model)
+        for a, b in zip(c_kin, c_new):
+            for x, y in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+                torch.testing.assert_close(x, y, rtol=0, atol=0)
+        fa, fb = plan.evaluate(model, c_kin, q, jacobian=bool(plan.columns)), plan.evaluate(model, c_new, q, jacobian=bool(plan.columns))
+        torch.testing.assert_close(fa.p, fb.p, rtol=0, atol=0)
+    sub = model.with_markers(model.marker_names[:3])  # same joints, other markers: shares the joint part
+    ks = kin.for_model(sub)
+    torch.testing.assert_close(ks.plan().constants(sub, ks).off, JacobianPlan.build(sub).constants(sub).off, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="another model"):
+        JacobianPlan.build(sub).constants(sub, kin)
+    # whole solves: prepared once and reused = fresh each time
+    x = kf.marker_positions(model, q)
+    trial = kf.MarkerTrial(names=model.marker_names, xyz=x, rate=100.0, time=torch.arange(4.0) / 100)
+    prepared = kf.ik.prepare(model)
+    r0 = kf.ik.solve(model, trial)
+    for _ in range(2):
+        r1 = kf.ik.solve(model, trial, kinematics=prepared)
+        torch.testing.assert_close(r1.q, r0.q, rtol=0, atol=0)
+    # an in-place change is seen by the next solve, and prepared kinematics are refused
+    before = JacobianPlan.build(model).constants(model).tc.clone()
     with torch.no_grad():
-        c1 = plan.constants(model)
-        assert plan.constants(model.with_markers(model.marker_names)).Ev is c1.Ev
-        model.child_location[1, 0] += 0.01  # in place: bumps the tensor's version
-        c2 = plan.constants(model)
-        assert c2.tc is not c1.tc
-        torch.testing.assert_close(c2.tc, plan._compute_constants(model).tc, rtol=0, atol=0)
+        model.child_location[1, 0] += 0.01
+    assert not torch.equal(JacobianPlan.build(model).constants(model).tc, before)
+    with pytest.raises(ValueError, match="changed in place"):
+        kf.ik.solve(model, trial, kinematics=prepared)
+    r2 = kf.ik.solve(model, trial)  # reported errors are those of the changed model at its poses
+    err = torch.linalg.vector_norm(kf.marker_positions(model, r2.q) - x, dim=-1)
+    torch.testing.assert_close(r2.marker_error, err, rtol=0, atol=1e-12)
+    assert float(r2.marker_error.max()) > 1e-4  # the moved joint no longer fits the data exactly
+    with pytest.raises(ValueError, match="another model"):
+        kf.ik.solve(model.to(dtype=torch.float32), trial, kinematics=kf.ik.prepare(model), dtype=torch.float32)
+    # differentiable without prepared kinematics
     loc = model.parent_location.clone().requires_grad_(True)
     m2 = model.replace(parent_location=loc)
-    c3 = plan.constants(m2)
-    assert c3.tp.requires_grad and plan.constants(m2).tp is not c3.tp
+    c3 = JacobianPlan.build(m2).constants(m2)
+    assert c3.tp.requires_grad
     c3.tp.sum().backward()
     assert loc.grad is not None and float(loc.grad.abs().sum()) > 0
+
+
+def test_no_module_keeps_tensors_after_a_solve():
+    """Nothing derived from a model outlives the solve in a module: no lru_cache of any kinfunc
+    module holds a tensor afterwards, and no module-level value (or container) is or holds one."""
+    import functools
+    import sys
+
+    model = chain_model()
+    q = random_q(model, 3, seed=5)
+    trial = kf.MarkerTrial(names=model.marker_names, xyz=kf.marker_positions(model, q), rate=100.0, time=torch.arange(3.0) / 100)
+    kf.ik.solve(model, trial)
+
+    import gc
+    import types
+
+    def holds_tensor(root, depth=6) -> bool:
+        """Whether a tensor is reachable from ``root`` within ``depth`` references (not through
+        classes, modules or functions)."""
+        seen, level = set(), [root]
+        for _ in range(depth):
+            nxt = []
+            for obj in level:
+                for ref in gc.get_referents(obj):
+                    if isinstance(ref, torch.Tensor):
+                        return True
+                    if id(ref) in seen or isinstance(ref, (type, types.ModuleType, types.FunctionType, str, bytes)):
+                        continue
+                    seen.add(id(ref))
+                    nxt.append(ref)
+            level = nxt
+        return False
+
+    caches = 0
+    for name, mod in list(sys.modules.items()):
+        if not name.startswith("kinfunc") or name == "kinfunc.compiled":  # compile_fk keeps compiled functions (not the IK's)
+            continue
+        for attr, val in list(vars(mod).items()):
+            assert not isinstance(val, torch.Tensor), f"{name}.{attr} is a tensor"
+            if isinstance(val, (dict, list, tuple)) and not attr.startswith("__"):
+                assert not holds_tensor(val, 4), f"{name}.{attr} holds a tensor"
+            if isinstance(val, functools._lru_cache_wrapper) and val.cache_info().currsize:
+                caches += 1
+                assert not holds_tensor(val), f"{name}.{attr} (an lru_cache) holds a tensor"
+    assert caches  # the static, tensor-free caches (per topology) were looked at
+
+    @functools.lru_cache(maxsize=2)
+    def keeps(n):
+        return (n, torch.zeros(n))
+
+    keeps(1)
+    assert holds_tensor(keeps)  # the check sees a tensor kept by a cache
 
 
 def test_independent_frames_solved_in_blocks_equal_one_batch(monkeypatch):

@@ -18,7 +18,7 @@ from .lbfgs import LBFGSOptions
 from .quality import FitQuality, MarkerIssue
 from .scaling import SubjectFit, model_height, scale_subject
 from .setup import CoordinateTable, CoordinateTask, IKSetup
-from .solve import FIT_GROUPS, IKError, IKResult, solve
+from .solve import FIT_GROUPS, IKError, IKResult, prepare, solve
 
 __all__ = [
     "CoordinateTable",
@@ -38,7 +38,8 @@ __all__ = [
     "solve",
 ]
 # also here, outside __all__ (which stays at 15 names, tests/test_layers.py): model_height, the
-# standing height that solve(..., height=) and scale_subject(..., height=) scale the prior to
+# standing height that solve(..., height=) and scale_subject(..., height=) scale the prior to;
+# prepare, a model's kinematics for many solves (solve(..., kinematics=prepare(model)))
 
 # solver internals once exported here: still reachable for one release, with a warning
 _MOVED = {

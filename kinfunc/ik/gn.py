@@ -142,7 +142,7 @@ def frame_jacobians(
     T, M = p_.X.shape[:2]
     plan = _plan(p_)
     if consts is None:
-        consts = plan.constants(model)
+        consts = plan.constants(model, p_.kinematics if model is p_.model else None)
     sw = p_.sqrt_w * p_.present  # (T, M)
     kin = plan.evaluate(model, consts, q, weights=sw, scales=bool(p_.fit_global or p_.n_scale))
     r_parts = [(sw[..., None] * (kin.p - p_.X)).reshape(T, -1)]
@@ -238,7 +238,7 @@ def _pose_pieces(p_: IKProblem, Z: Tensor, consts, targets):
     model = p_.model
     plan = _plan(p_)
     if consts is None:
-        consts = plan.constants(model)
+        consts = plan.constants(model, p_.kinematics)
     if targets is None:
         targets = MarkerTargets.of(p_.X, p_.sqrt_w * p_.present)
     return model, expand_q(p_, Z), plan, consts, targets
@@ -642,7 +642,7 @@ def _solve_gn(problem: IKProblem, Z0: Tensor, theta0: Optional[Tensor], opts: GN
     theta = theta0 if p.n_theta else None
     T, Cf = Z.shape
     # the kinematic constants depend on the shared parameters only: computed once for a pose fit
-    consts = None if (p.n_theta or p.plan is None) else p.plan.constants(p.model)
+    consts = None if (p.n_theta or p.plan is None) else p.plan.constants(p.model, p.kinematics)
     if not p.coupled:
         return _solve_frames_chunked(p, Z0, opts, consts)
     mu = torch.tensor(opts.mu0, dtype=Z.dtype, device=Z.device)

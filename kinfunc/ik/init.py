@@ -8,14 +8,17 @@ none is present). Coordinates other than the root's stay at their defaults.
 
 from __future__ import annotations
 
+import functools
+from typing import Optional
+
 import torch
 from torch import Tensor
 
 from .. import functions as F
 from .. import transforms as tf
-from .._joint_cache import cached_on_joints
 from ..fk import fk, marker_positions
-from ..model import Model
+from ..model import Model, Topology
+from .jacobian import JointFrames, ModelKinematics
 
 __all__ = ["kabsch", "rigid_root_fit", "root_coordinates", "initial_q"]
 
@@ -190,30 +193,46 @@ def rigid_root_fit(model: Model, X: Tensor, present: Tensor, q0: Tensor) -> tupl
     return R, t
 
 
-def _root_slots(model: Model):
-    """For the root joint: per slot 0..5 ``(coordinate index, slope, intercept)`` if it is a linear
-    function of one independent coordinate, else ``None``."""
-    topo = model.topology
+@functools.lru_cache(maxsize=32)
+def _root_links(topo: Topology) -> tuple[tuple[int, int, int, int], ...]:
+    """For the root joint, its slots that are a linear function of one independent coordinate:
+    ``(slot, coordinate, slot group, position in the group)`` each (static, per topology)."""
     C = topo.n_coordinates
-    out: list = [None] * 6
-    for g, params in zip(topo.slot_groups, model.slot_params):
+    out: dict[int, tuple[int, int, int, int]] = {}
+    for gi, g in enumerate(topo.slot_groups):
         if g.key[0] is not F.FnKind.LINEAR:
             continue
-        slope, icpt = params
         for k, (o, i) in enumerate(zip(g.outputs, g.inputs)):
             if o < 6 and i < C:
-                out[o] = (i, slope[k], icpt[k])
-    return out
+                out[o] = (o, i, gi, k)
+    return tuple(out[s_] for s_ in sorted(out))
 
 
-def _root_frame(model: Model):
+def linear_params(model: Model, refs) -> tuple[Tensor, Tensor]:
+    """Slopes and intercepts ``(n,)`` of the linear slot functions at ``refs`` (``(slot group,
+    position in it)`` each): one selection per group."""
+    if not refs:
+        z = model.axes.new_zeros(0)
+        return z, z
+    groups = sorted({g for g, _ in refs})
+    parts = []
+    for g in groups:
+        idx = torch.tensor([k for gg, k in refs if gg == g], device=model.device)
+        parts.append(torch.stack(model.slot_params[g][:2]).index_select(1, idx))
+    out = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+    if len(groups) > 1:  # back to the order of refs
+        at = {r: j for j, r in enumerate((g, k) for g in groups for gg, k in refs if gg == g)}
+        out = out.index_select(1, torch.tensor([at[r] for r in refs], device=model.device))
+    return out[0], out[1]
+
+
+def _root_frame(model: Model, frames: JointFrames):
     """What :func:`root_coordinates` needs from the model, or ``None`` when the root joint has no
     closed form: ``(Qr, flip, Rp, Rc, tp, tc, A_inv, coords, slots, slope, icpt)``."""
-    slots = _root_slots(model)
-    linked = [(s, link) for s, link in enumerate(slots) if link is not None]
-    if model.topology.parents[0] != -1 or not linked or len({link[0] for _, link in linked}) != len(linked):
+    linked = _root_links(model.topology)
+    if model.topology.parents[0] != -1 or not linked or len({c for _, c, _, _ in linked}) != len(linked):
         return None
-    axes = model.axes[0] / torch.linalg.vector_norm(model.axes[0], dim=-1, keepdim=True)  # (6, 3)
+    axes = frames.axes[0]  # (6, 3)
     Qr = axes[:3].T  # columns = rotation axes
     if float((Qr.T @ Qr - torch.eye(3, dtype=Qr.dtype, device=Qr.device)).abs().max()) > 1e-9:
         return None
@@ -221,33 +240,41 @@ def _root_frame(model: Model):
     if flip:
         Qr = torch.cat((Qr[:, :2], -Qr[:, 2:]), 1)
     lt = lambda x: torch.tensor(x, dtype=torch.long, device=Qr.device)  # noqa: E731
+    slope, icpt = linear_params(model, [(g, k) for _, _, g, k in linked])
     return (
         Qr,
         flip,
-        tf.euler_xyz_to_matrix(model.parent_orientation[0]),
-        tf.euler_xyz_to_matrix(model.child_orientation[0]),
+        frames.Rp[0],
+        frames.Rc[0],
         model.parent_location[0],  # ground: unscaled
         model.child_location[0] * (model.global_scale * model.body_scales[0]),
         torch.linalg.inv(axes[3:].T),  # slot values from a translation (unscaled by ground = 1)
-        lt([link[0] for _, link in linked]),
-        lt([s for s, _ in linked]),
-        torch.stack([link[1] for _, link in linked]),
-        torch.stack([link[2] for _, link in linked]),
+        lt([c for _, c, _, _ in linked]),
+        lt([s_ for s_, _, _, _ in linked]),
+        slope,
+        icpt,
     )
 
 
-def root_coordinates(model: Model, R: Tensor, t: Tensor, q0: Tensor) -> Tensor:
+def root_coordinates(
+    model: Model, R: Tensor, t: Tensor, q0: Tensor, kinematics: Optional[ModelKinematics] = None
+) -> Tensor:
     """Coordinates ``(T, C)`` (``q0`` elsewhere) putting the root body at ``R (T, 3, 3)``, ``t (T, 3)``.
 
     Solved in closed form when the root joint's three rotation axes are orthogonal and its
     translation axes independent (OpenSim's free/pelvis joints, planar ones included): each slot
     that is a linear function of its own coordinate sets that coordinate; slots with constant
     values set nothing (for a planar pelvis the fitted pose is projected onto its DOFs).
-    Otherwise the root coordinates stay at ``q0``.
+    Otherwise the root coordinates stay at ``q0``. ``kinematics``: ``model``'s
+    :class:`~kinfunc.ik.jacobian.ModelKinematics` (what is derived from the model is then
+    computed once per solve), else it is computed here.
     """
     T = R.shape[0]
     q = q0.expand(T, -1)
-    frame = cached_on_joints(_root_frame, model, lambda: _root_frame(model))
+    if kinematics is None:
+        frame = _root_frame(model, JointFrames.of(model))
+    else:
+        frame = kinematics.derived(_root_frame, lambda kin: _root_frame(kin.model, kin.frames))
     if frame is None:
         return q.clone()
     Qr, flip, Rp, Rc, tp, tc, A_inv, coords, slots, slope, icpt = frame
@@ -263,7 +290,10 @@ def root_coordinates(model: Model, R: Tensor, t: Tensor, q0: Tensor) -> Tensor:
     return q.index_copy(1, coords, (vals.index_select(1, slots) - icpt) / slope)
 
 
-def initial_q(model: Model, X: Tensor, present: Tensor, q0: Tensor) -> Tensor:
-    """Initial coordinates ``(T, C)``: root from a per-frame rigid fit, the rest at ``q0 (C,)``."""
+def initial_q(
+    model: Model, X: Tensor, present: Tensor, q0: Tensor, kinematics: Optional[ModelKinematics] = None
+) -> Tensor:
+    """Initial coordinates ``(T, C)``: root from a per-frame rigid fit, the rest at ``q0 (C,)``
+    (``kinematics``: as for :func:`root_coordinates`)."""
     R, t = rigid_root_fit(model, X, present, q0)
-    return root_coordinates(model, R, t, q0)
+    return root_coordinates(model, R, t, q0, kinematics)

@@ -20,6 +20,7 @@ entry (:meth:`JacobianPlan.normal_equations`) that never form the per-marker Jac
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import functools
 from typing import Any, NamedTuple, Optional, Sequence
@@ -30,11 +31,10 @@ from torch.func import jacfwd, vmap
 
 from .. import functions as F
 from .. import transforms as tf
-from .._joint_cache import cached_on_joints
 from ..fk import effective_scales, full_coordinates, slot_values, translation_scales, translation_weights
 from ..model import Model
 
-__all__ = ["JacobianPlan", "FrameKinematics", "marker_jacobian", "slot_derivatives"]
+__all__ = ["JacobianPlan", "FrameKinematics", "ModelKinematics", "marker_jacobian", "slot_derivatives"]
 
 
 def _group_derivatives(groups, params, full: Tensor, dfull: Tensor, n_out: int) -> Tensor:
@@ -81,19 +81,12 @@ def _mv(A: Tensor, v: Tensor) -> Tensor:
     return (A * v[..., None, :, :]).sum(-2)
 
 
-def _cross(a: Tensor, b: Tensor, dim: int = 1) -> Tensor:
+def _cross(a: Tensor, b: Tensor, index: Tensor, dim: int = 1) -> Tensor:
     """``a x b`` along ``dim`` (size 3) for broadcastable ``a``, ``b``: with the components
-    rotated by one and by two places, ``(a x b) = a[1,2,0] * b[2,0,1] - a[2,0,1] * b[1,2,0]``."""
-    i1, i2 = _rotations(a.device)
+    rotated by one and by two places (``index (2, 3)``: the orders ``[1, 2, 0]``, ``[2, 0, 1]``;
+    :attr:`JacobianPlan.cross_index`), ``(a x b) = a[1,2,0] * b[2,0,1] - a[2,0,1] * b[1,2,0]``."""
+    i1, i2 = index[0], index[1]
     return a.index_select(dim, i1) * b.index_select(dim, i2) - a.index_select(dim, i2) * b.index_select(dim, i1)
-
-
-@functools.lru_cache(maxsize=8)
-def _rotations(device: torch.device) -> tuple[Tensor, Tensor]:
-    """The component orders ``[1, 2, 0]`` and ``[2, 0, 1]`` on ``device`` (for :func:`_cross`;
-    ordinary tensors even when first asked for in inference mode: they are kept and reused)."""
-    with torch.inference_mode(False):
-        return torch.tensor([1, 2, 0], device=device), torch.tensor([2, 0, 1], device=device)
 
 
 class MarkerTargets(NamedTuple):
@@ -149,6 +142,129 @@ class KinematicConstants(NamedTuple):
     tc: Tensor  # (B, 1, 3, 1): child-side frame location (scaled), as a row
     off: Tensor  # (M, 1, 4, 1): scaled marker offsets, homogeneous, as rows
     h_row: Tensor  # (1, 1, 4, 1): the last row [0, 0, 0, 1] of a 4 x 4 pose
+
+
+class JointFrames(NamedTuple):
+    """A model's joint frames, model body order: unit slot axes ``axes (B, 6, 3)``, parent-side
+    and child-side frame orientations ``Rp``, ``Rc (B, 3, 3)``."""
+
+    axes: Tensor
+    Rp: Tensor
+    Rc: Tensor
+
+    @classmethod
+    def of(cls, model: Model) -> "JointFrames":
+        axes = model.axes / torch.linalg.vector_norm(model.axes, dim=-1, keepdim=True)
+        R = tf.euler_xyz_to_matrix(torch.stack((model.parent_orientation, model.child_orientation)))
+        return cls(axes, R[0], R[1])
+
+
+class ModelKinematics:
+    """What the IK derives from one model's tensors: an explicit value, made by
+    :func:`kinfunc.ik.solve` for the model it solves with (or by the user with
+    :func:`kinfunc.ik.prepare` and passed as ``solve(..., kinematics=)`` to many solves with one
+    model) and handed down to the start, the solver and the restarts (like MJX's
+    ``kinematics(m, d) -> d``: values travel as arguments; nothing is kept in a module or keyed
+    on object identity).
+
+    Its parts are computed on first use from the model's values and then kept on this object,
+    detached (no graph; inference tensors when first used in inference mode, as in a solve):
+    :attr:`frames` (:class:`JointFrames`), the joint constants every :class:`JacobianPlan`
+    selects its own from (:meth:`JacobianPlan.constants`), the plans (:meth:`plan`) and values
+    other modules derive (:meth:`derived`: the root joint's closed form, the start's
+    closed-form joints). :meth:`for_model` gives the same kinematics for a model with equal
+    joint values (the model restricted to a trial's markers, converted to the same dtype) and
+    refuses a model whose joint values differ or changed in place since.
+    """
+
+    def __init__(self, model: Model, _shared: Optional[dict] = None):
+        self.model = model
+        if _shared is None:
+            _shared = {"leaves": model.joint_leaves(), "versions": _versions(model), "derived": {}, "joint": None, "plans": {}}
+        self._shared = _shared  # parts that depend on the joint tensors only (not on the markers)
+        self._joint_constants: Optional[KinematicConstants] = None
+
+    def for_model(self, model: Model) -> "ModelKinematics":
+        """These kinematics for ``model``, whose joint tensors must equal (in value, dtype and
+        device) those these were made from, and not have changed in place since; its markers may
+        differ. Raises ``ValueError`` otherwise."""
+        if model is self.model:
+            self._check_unchanged()
+            return self
+        old, new = self._shared["leaves"], model.joint_leaves()
+        same = len(old) == len(new) and model.topology.parents == self.model.topology.parents and all(
+            a is b or (a.dtype == b.dtype and a.device == b.device and a.shape == b.shape and torch.equal(a, b))
+            for a, b in zip(old, new)
+        ) and model.topology.slot_groups == self.model.topology.slot_groups \
+            and model.topology.coupler_groups == self.model.topology.coupler_groups
+        if not same:
+            raise ValueError("kinematics were prepared for another model (other joint values, dtype or device): "
+                             "prepare them from this model (kinfunc.ik.prepare(model, dtype=...))")
+        self._check_unchanged()
+        return ModelKinematics(model, self._shared)
+
+    def _check_unchanged(self) -> None:
+        if _versions(self.model, self._shared["leaves"]) != self._shared["versions"]:
+            raise ValueError("the model's joint tensors changed in place after its kinematics were prepared: "
+                             "prepare them again (kinfunc.ik.prepare)")
+
+    @property
+    def frames(self) -> JointFrames:
+        sh = self._shared
+        if "frames" not in sh:
+            with _detached():
+                sh["frames"] = JointFrames.of(self.model)
+        return sh["frames"]
+
+    def plan(self, columns: Optional[Sequence[int]] = None) -> "JacobianPlan":
+        """The :class:`JacobianPlan` of this model for ``columns`` (default all), made once (per
+        marker set: plans depend on the topology)."""
+        plans = self._shared["plans"]
+        key = (self.model.topology, None if columns is None else tuple(int(c) for c in columns))
+        if key not in plans:
+            plans[key] = JacobianPlan.build(self.model, key[1])
+        return plans[key]
+
+    def _joint(self, plan: "JacobianPlan") -> KinematicConstants:
+        """The constants of every plan for this model (before the selection of a plan's axis
+        rows; they do not depend on the plan's columns, so the first plan to ask computes them)."""
+        if self._joint_constants is None:
+            sh = self._shared
+            if sh["joint"] is None:
+                frames = self.frames
+                with _detached():
+                    sh["joint"] = (self.model, plan._compute_constants(self.model, frames))
+            owner, joint = sh["joint"]
+            if owner is not self.model:  # the same joints with other markers
+                with _detached():
+                    joint = joint._replace(off=_offset_rows(self.model))
+            self._joint_constants = joint
+        return self._joint_constants
+
+    def derived(self, key: Any, compute) -> Any:
+        """``compute(self)``, computed once per ``key`` (a hashable, static description: a
+        function, a closed-form kind of joint, which includes its markers) and kept with these
+        kinematics."""
+        memo = self._shared["derived"]
+        if key not in memo:
+            with _detached():
+                memo[key] = compute(self)
+        return memo[key]
+
+
+def _versions(model: Model, leaves=None) -> tuple:
+    """The version counters of the model's joint tensors (``None`` for inference tensors, which
+    have none)."""
+    return tuple(None if t.is_inference() else t._version for t in (leaves if leaves is not None else model.joint_leaves()))
+
+
+def _offset_rows(model: Model) -> Tensor:
+    """Scaled marker offsets, homogeneous, as rows ``(M, 1, 4, 1)`` (:attr:`KinematicConstants.off`)."""
+    off = model.marker_offsets * (model.global_scale * model.body_scales)[list(model.topology.marker_bodies)]
+    return torch.cat((off, torch.ones_like(off[:, :1])), -1)[:, None, :, None]
+
+
+_detached = torch.no_grad  # the kept values carry no graph
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -207,151 +323,41 @@ class JacobianPlan:
     marker_pos: Tensor  # (M,) long: level position of each marker's body
     n_marker_bodies: int
 
+    cross_index: Tensor = None  # (2, 3) long: the component orders [1, 2, 0] and [2, 0, 1] (for _cross)
+
     @classmethod
     def build(cls, model: Model, columns: Optional[Sequence[int]] = None) -> "JacobianPlan":
         """Plan for ``model``'s topology; ``columns``: coordinate indices of the Jacobian's columns
-        (default all, in order). A plan depends only on the (hashable) topology, the columns,
-        the dtype and the device, so the last few are kept and reused."""
+        (default all, in order). What depends only on the (hashable) topology and the columns is
+        worked out once per topology in plain Python (:func:`_plan_tables`); the index tensors
+        are made from it here, on the model's device (microseconds: one buffer, split)."""
         C = model.topology.n_coordinates
         columns = tuple(range(C)) if columns is None else tuple(int(c) for c in columns)
-        return _cached_plan(cls, model.topology, columns, model.dtype, model.device)
+        return cls._from_tables(_plan_tables(model.topology, columns), model.dtype, model.device)
 
     @classmethod
-    def _build(cls, topo: Any, columns: tuple[int, ...], dtype: torch.dtype, dev: torch.device) -> "JacobianPlan":
-        C, B = topo.n_coordinates, topo.n_bodies
-        col_of = {c: k for k, c in enumerate(columns)}
-        lt = lambda x: torch.tensor(list(x), dtype=torch.long, device=dev)  # noqa: E731
-        # tree levels: bodies stored level by level; parents of level k lie in level k - 1
-        sched = topo.schedule
-        order = list(sched.order)
-        pos = dict(enumerate(sched.position))
-        levels = []
-        for k, bodies in enumerate(sched.levels):
-            par = None
-            if k:
-                rel = sched.parent_in_level[k]
-                par = rel[0] if len(set(rel)) == 1 else lt(rel)
-            levels.append((sched.level_start[k], len(bodies), par))
-        # coupler outputs: dependent d <- (its coordinate, its column among coupler values)
-        dep_src: dict[int, tuple[int, int]] = {}
-        col = 0
-        for g in topo.coupler_groups:
-            for o, i in zip(g.outputs, g.inputs):
-                dep_src[o] = (i, col)
-                col += 1
-        n_dep = col
-        # entries: (level-order flat slot, coordinate column, slot-derivative column, coupler column)
-        # evaluation units: each non-constant, non-spline group alone; all spline groups together
-        # (their tables padded to one knot count: one lookup for every spline)
-        kinds = [g.key[0] for g in topo.slot_groups]
-        units = [(k,) for k, kind in enumerate(kinds) if kind not in (F.FnKind.CONSTANT, F.FnKind.SPLINE)]
-        splines = tuple(k for k, kind in enumerate(kinds) if kind is F.FnKind.SPLINE)
-        units += [splines] if splines else []
-        entries, slot_inputs, where, col = [], [], [None] * (B * 6), 0
-        for unit in units:
-            gs = [topo.slot_groups[k] for k in unit]
-            slot_inputs.append(lt(i for g in gs for i in g.inputs))
-            for o, i in ((o, i) for g in gs for o, i in zip(g.outputs, g.inputs)):
-                flat = pos[o // 6] * 6 + o % 6
-                where[flat] = col
-                coord, dcol = (i, n_dep) if i < C else dep_src[i - C]
-                if coord in col_of:
-                    entries.append((flat, col_of[coord], col, dcol))
-                col += 1
-        varying = [f for f in range(B * 6) if where[f] is not None and f % 6 < 3]
-        where = [col if w is None else w for w in where]
-        # rotation factors: each body's varying slots, with the constant slot factors around
-        # them absorbed (constants); products only for bodies with more than one
-        vs = [[f % 6 for f in varying if f // 6 == b] for b in range(B)]
-        vb = sorted((b for b in range(B) if vs[b]), key=lambda b: -len(vs[b]))
-        cb = [b for b in range(B) if not vs[b]]
-        ident = B * 3  # row of the identity after the B * 3 constant slot factors
-        factors, pre, post = [], [], []
-        for i in range(3):
-            for b in vb:
-                if len(vs[b]) > i:
-                    k, nxt = vs[b][i], (vs[b][i + 1] if i + 1 < len(vs[b]) else 3)
-                    factors.append((b, k))
-                    before = [b * 3 + j for j in range(k)] if i == 0 else []
-                    after = [b * 3 + j for j in range(k + 1, nxt)]
-                    pre.append(before + [ident] * (2 - len(before)))
-                    post.append(after + [ident] * (2 - len(after)))
-        n_factors = tuple(sum(1 for b in vb if len(vs[b]) > i) for i in range(3))
-        row_of = {b: j for j, b in enumerate(vb + cb)}
-        rloc_order = [row_of[b] for b in range(B)]
-        rot = [e for e in entries if e[0] % 6 < 3]
-        tr = [e for e in entries if e[0] % 6 >= 3]
-        mbodies = sorted(set(topo.marker_bodies))
-
-        def chain(b):  # level positions of b and the bodies above it
-            return {pos[a] for a, up in enumerate(sched.ancestors[b]) if up}
-
-        anc = [chain(b) for b in mbodies]
-        Cf = len(columns)
-        ents = rot + tr
-        S = [[[0.0] * len(ents) for _ in mbodies] for _ in range(Cf)]
-        for e, (o, c, _, _) in enumerate(ents):
-            for k, ch in enumerate(anc):
-                if o // 6 in ch:
-                    S[c][k][e] = 1.0
-        marker_chains = [chain(b) for b in topo.marker_bodies]
-        groups: dict[tuple[int, int], int] = {}  # (body position, column) -> column entry
-        for o, c, _, _ in ents:
-            groups.setdefault((o // 6, c), len(groups))
-        gkeys = list(groups)
-        gbodies = sorted({b for b, _ in gkeys})
-        # column-entry pairs that move common markers: one's body is the other's or an ancestor of it
-        body_chain = {b: chain(order[b]) for b in gbodies}
-        pairs = []
-        for s1, (b1, c1) in enumerate(gkeys):
-            for s2, (b2, c2) in enumerate(gkeys):
-                if (b1 == b2 and s1 <= s2) or (b1 != b2 and b1 in body_chain[b2]):
-                    pairs.append((s1, s2, c1 * Cf + c2, 0.5 if s1 == s2 else 1.0))
-        ft = lambda x: torch.tensor(list(x), dtype=dtype, device=dev)  # noqa: E731
-        # entry axes: rows of the axis table (1st slots' axes, 2nd, 3rd, then translation axes)
-        # and the rotation taking them to the world (the parent's; the body's own for a 3rd slot)
-        axis_row = lambda o: (o % 6) * B + o // 6 if o % 6 < 3 else 3 * B + (o // 6) * 3 + o % 6 - 3  # noqa: E731
-        par_row = [pos[topo.parents[b]] + 1 if topo.parents[b] >= 0 else 0 for b in order]
-        src_row = lambda o: o // 6 + 1 if o % 6 == 2 else par_row[o // 6]  # noqa: E731
-        turning = any(o % 6 == 1 and 0 in vs[o // 6] for o, _, _, _ in rot)
+    def _from_tables(cls, tables: "_PlanTables", dtype: torch.dtype, dev: torch.device) -> "JacobianPlan":
+        with torch.inference_mode(False):  # ordinary tensors, whatever the caller's mode
+            flat = torch.frombuffer(bytearray(tables.buffer), dtype=torch.long)
+            if dev.type != "cpu":
+                flat = flat.to(dev)
+            split = zip(tables.layout, flat.split(tables.sizes))
+            t = {name: part if len(shape) == 1 else part.view(shape) for (name, shape), part in split}
+            S = torch.zeros(tables.S_shape, dtype=dtype, device=dev)
+            S[t.pop("S_row"), t.pop("S_col")] = 1.0
+            grp_markers = torch.zeros(tables.grp_markers_shape, dtype=dtype, device=dev)
+            grp_markers[t.pop("gm_row"), t.pop("gm_col")] = 1.0
+            ent_rot = t.pop("ent_rot").to(dtype).reshape(-1, 1, 1)
+            pair_w = 1.0 - 0.5 * t.pop("pair_self").to(dtype)
+        levels = tuple((a, n, t.pop(f"level_par:{k}") if par == "tensor" else par) for k, (a, n, par) in enumerate(tables.levels))
+        slot_inputs = tuple(t.pop(f"slot_inputs:{k}") for k in range(len(tables.slot_units)))
+        coupler_inputs = tuple(t.pop(f"coupler_inputs:{k}") for k in range(tables.n_coupler_groups))
+        for name in tables.absent:
+            t[name] = None
         return cls(
-            topology=topo,
-            columns=columns,
-            order=lt(order),
-            levels=tuple(levels),
-            order_inv=None if order == list(range(B)) else lt(pos[b] for b in range(B)),
-            slot_units=tuple(units),
-            slot_inputs=tuple(slot_inputs),
-            slot_where=lt(where),
-            rot_var=lt(b * 3 + k for b, k in factors),
-            rot_var_col=lt(b * 6 + k for b, k in factors),
-            n_factors=n_factors,
-            fac_pre=lt(pre).reshape(-1, 2),
-            fac_post=lt(post).reshape(-1, 2),
-            const_slots=lt(b * 3 + k for b in cb for k in range(3)).reshape(-1, 3),
-            rloc_order=None if rloc_order == list(range(B)) else lt(rloc_order),
-            coupler_inputs=tuple(lt(g.inputs) for g in topo.coupler_groups),
-            dep_where=lt(dep_src[d][1] for d in range(n_dep)),
-            par_index=lt(par_row),
-            ent_out=lt(e[2] for e in ents),
-            ent_dep=lt(e[3] for e in ents),
-            ent_axis=lt(axis_row(e[0]) for e in ents),
-            ent_src=lt(src_row(e[0]) for e in ents),
-            ent_body=lt(e[0] // 6 for e in ents),
-            ent_v0=lt((e[0] // 6) * 6 for e in ents) if turning else None,
-            ent_rot=ft(1.0 if e[0] % 6 < 3 else 0.0 for e in ents).reshape(-1, 1, 1),
-            S=torch.tensor(S, dtype=dtype, device=dev).reshape(Cf * len(mbodies), len(ents)),
-            ent_group=None if len(gkeys) == len(ents) else lt(groups[(o // 6, c)] for o, c, _, _ in ents),
-            grp_col=lt(c for _, c in gkeys),
-            grp_body=lt(gbodies.index(b) for b, _ in gkeys),
-            grp_markers=ft(1.0 if b in ch else 0.0 for b in gbodies for ch in marker_chains).reshape(len(gbodies), len(marker_chains)),
-            pair_lo=lt(x[0] for x in pairs),
-            pair_hi=lt(x[1] for x in pairs),
-            pair_at=lt(x[2] for x in pairs),
-            pair_w=ft(x[3] for x in pairs),
-            marker_bm=lt(mbodies.index(b) for b in topo.marker_bodies),
-            marker_pos=lt(pos[b] for b in topo.marker_bodies),
-            n_marker_bodies=len(mbodies),
+            topology=tables.topology, columns=tables.columns, levels=levels, slot_units=tables.slot_units,
+            slot_inputs=slot_inputs, n_factors=tables.n_factors, coupler_inputs=coupler_inputs, S=S,
+            grp_markers=grp_markers, ent_rot=ent_rot, pair_w=pair_w, n_marker_bodies=tables.n_marker_bodies, **t,
         )
 
     @functools.cached_property
@@ -384,32 +390,35 @@ class JacobianPlan:
         with torch.inference_mode(False):  # kept with the plan
             return lt(nxt), ft(onpath), ft(self_), lt(ys)
 
-    def constants(self, model: Model) -> KinematicConstants:
-        """Model-dependent constants (differentiable in the model's leaves).
+    def constants(self, model: Model, kinematics: Optional["ModelKinematics"] = None) -> KinematicConstants:
+        """Model-dependent constants of this plan (rotation factors, spline coefficients, scaled
+        offsets).
 
-        Everything but the marker offsets depends only on the joint tensors, which stay the same
-        objects when a model is converted to its own dtype or restricted to some markers: that
-        part is kept for the last few joint-tensor sets (keyed on their identity and version)
-        unless an autograd graph is being recorded, so that many trials solved with one model
-        compute it once."""
-        joint = self._joint_constants(model)
-        s_body = model.global_scale * model.body_scales
-        off = model.marker_offsets * s_body[list(model.topology.marker_bodies)]
-        return joint._replace(off=torch.cat((off, torch.ones_like(off[:, :1])), -1)[:, None, :, None])
+        ``kinematics``: ``model``'s :class:`ModelKinematics`, which every plan of a solve
+        shares: what does not depend on the plan's columns is computed there once, and this is
+        an index selection from it. Without it everything is computed here (differentiable in
+        the model's leaves). Nothing is kept anywhere else: an in-place change of a model
+        tensor shows in the next call without ``kinematics`` or with a new one."""
+        if kinematics is None:
+            joint = self._compute_constants(model)
+        else:
+            if kinematics.model is not model:
+                raise ValueError("JacobianPlan.constants: kinematics were prepared for another model")
+            joint = kinematics._joint(self)
+        return joint._replace(A=joint.A.index_select(1, self.ent_axis))
 
-    def _joint_constants(self, model: Model) -> KinematicConstants:
-        return cached_on_joints(self, model, lambda: self._compute_constants(model))
-
-    def _compute_constants(self, model: Model) -> KinematicConstants:
+    def _compute_constants(self, model: Model, frames: Optional["JointFrames"] = None) -> KinematicConstants:
+        """Every constant of :class:`KinematicConstants`, ``A`` for every possible entry (the axis
+        table; :meth:`constants` selects this plan's rows): nothing here depends on the columns.
+        ``frames``: the model's :class:`JointFrames` if already computed."""
         topo = model.topology
         o = self.order
         s_body, s_parent = effective_scales(model)
-        axes = model.axes / torch.linalg.vector_norm(model.axes, dim=-1, keepdim=True)  # (B, 6, 3)
+        axes, Rp, Rc = frames if frames is not None else JointFrames.of(model)
         a0, a1, a2 = axes[:, 0], axes[:, 1], axes[:, 2]
         K = tf.skew(axes[:, :3])  # (B, 3, 3, 3)
         K2 = K @ K
-        Rp = tf.euler_xyz_to_matrix(model.parent_orientation)
-        RcT = tf.euler_xyz_to_matrix(model.child_orientation).transpose(-1, -2)
+        RcT = Rc.transpose(-1, -2)
         eye = torch.eye(3, dtype=model.dtype, device=model.device).expand_as(Rp)
         E = torch.stack(
             (
@@ -422,7 +431,7 @@ class JacobianPlan:
         s_tr = translation_scales(model, s_parent)  # (B, 3)
         Gu = (Rp[:, None] @ axes[:, 3:, :, None])[..., 0]  # (B, 3, 3): unit translation axes, parent frame
         rp = lambda v: (Rp @ v[..., None])[..., 0]  # noqa: E731
-        u3 = (RcT.transpose(-1, -2) @ a2[..., None])[..., 0]
+        u3 = (Rc @ a2[..., None])[..., 0]
         const = [(g, p) for g, p in zip(topo.slot_groups, model.slot_params) if g.key[0] is F.FnKind.CONSTANT]
         v_const = torch.zeros(topo.n_bodies * 6, dtype=model.dtype, device=model.device)
         pos = list(range(topo.n_bodies)) if self.order_inv is None else self.order_inv.tolist()
@@ -455,13 +464,13 @@ class JacobianPlan:
             v_const=v_const[:, None],
             Ev=(pre[:, None] @ Ef.index_select(0, self.rot_var) @ post[:, None]).transpose(0, 1)[..., None],
             Rconst=(CT[cs[:, 0]] @ CT[cs[:, 1]] @ CT[cs[:, 2]])[..., None],
-            A=A.index_select(1, self.ent_axis)[..., None],
+            A=A[..., None],
             G=G[..., None],
             Gu=Gu[o],
             Wtr=translation_weights(model.axes, topo.unscaled_slots)[0][o],
             tp=(model.parent_location * s_parent)[o][..., None],
             tc=(model.child_location * s_body)[o][:, None, :, None],
-            off=a0.new_zeros(0, 1, 4, 1),  # per model: set by constants()
+            off=_offset_rows(model),
             h_row=torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=a0.dtype, device=a0.device).reshape(1, 1, 4, 1),
         )
 
@@ -546,7 +555,7 @@ class JacobianPlan:
         if origin is not None:
             centre = centre - origin
         top = Wd * self.ent_rot
-        return torch.cat((top, _cross(top, centre.index_select(0, self.ent_body)) - (Wd - top)), 1)
+        return torch.cat((top, _cross(top, centre.index_select(0, self.ent_body), self.cross_index) - (Wd - top)), 1)
 
     def _body_jacobians(self, consts: KinematicConstants, q: Tensor, Hw: Tensor, aux) -> Tensor:
         """``Zb (Cf, nb, 6, T)``: per column and marker body, the angular part (rows 0-2) and the
@@ -574,7 +583,7 @@ class JacobianPlan:
         if not jacobian:
             return FrameKinematics(p.permute(2, 0, 1), None, R_markers, H, dp_ds)
         Zm = self._body_jacobians(consts, q, Hw, aux).index_select(1, self.marker_bm)  # (Cf, M, 6, T)
-        J = _cross(Zm[:, :, :3], p[None], dim=2) - Zm[:, :, 3:]  # (Cf, M, 3, T)
+        J = _cross(Zm[:, :, :3], p[None], self.cross_index, dim=2) - Zm[:, :, 3:]  # (Cf, M, 3, T)
         if weights is not None:
             J = J * weights.t()[:, None, :]
         return FrameKinematics(p.permute(2, 0, 1), J.permute(3, 1, 2, 0), R_markers, H, dp_ds)
@@ -654,7 +663,7 @@ class JacobianPlan:
         w2 = w * w
         w2p = w2[:, None] * pr
         wr = w[:, None] * r
-        per_marker = torch.cat((w2[:, None], w2p, (w2p[:, :, None] * pr[:, None]).reshape(M, 9, T), wr, _cross(wr, pr)), 1)
+        per_marker = torch.cat((w2[:, None], w2p, (w2p[:, :, None] * pr[:, None]).reshape(M, 9, T), wr, _cross(wr, pr, self.cross_index)), 1)
         # moments of the markers below each body carrying column entries, then per column entry: (NS, 19, T)
         mom = (self.grp_markers @ per_marker.reshape(M, 19 * T)).reshape(-1, 19, T).index_select(0, self.grp_body)
         a, c, ppT, rho, phi = mom.split((1, 3, 9, 3, 3), 1)
@@ -662,7 +671,7 @@ class JacobianPlan:
         # N E with N = [[|p|^2 I - p p^T, -S(c)], [S(c), a I]] per column entry
         ppT = ppT.reshape(-1, 3, 3, T)
         trace = ppT.diagonal(dim1=1, dim2=2).sum(-1, keepdim=True).transpose(1, 2)  # (NS, 1, T)
-        cw, cu = _cross(c[:, None], E.reshape(-1, 2, 3, T), dim=2).unbind(1)  # (NS, 3, T) each: c x w, c x u
+        cw, cu = _cross(c[:, None], E.reshape(-1, 2, 3, T), self.cross_index, dim=2).unbind(1)  # (NS, 3, T) each: c x w, c x u
         top = trace * Wv - (ppT * Wv[:, None]).sum(2) - cu
         NE_ = torch.cat((top, cw + a * Uv), 1)  # (NS, 6, T)
         dots = (E.index_select(0, self.pair_lo) * NE_.index_select(0, self.pair_hi)).sum(1) * self.pair_w[:, None]
@@ -686,12 +695,6 @@ def _residuals(p: Tensor, targets: MarkerTargets) -> tuple[Tensor, Tensor]:
     return r, (r * r).sum((0, 1))
 
 
-@functools.lru_cache(maxsize=64)  # a solve uses one plan per tree level of the start, plus the solver's
-def _cached_plan(cls, topo, columns, dtype, device) -> JacobianPlan:
-    with torch.inference_mode(False):  # kept and reused: ordinary tensors, whatever the caller's mode
-        return cls._build(topo, columns, dtype, device)
-
-
 def marker_jacobian(model: Model, q: Tensor) -> tuple[Tensor, Tensor]:
     """Marker positions ``(T, M, 3)`` (m) and ``dp/dq (T, M, 3, C)`` at ``q (T, C)``
     (one-off convenience around :class:`JacobianPlan`)."""
@@ -712,3 +715,193 @@ def full_coordinate_derivatives(model: Model, q: Tensor) -> Tensor:
         return vmap(jacfwd(lambda qq: full_coordinates(model, qq)))(q)
     dd = _group_derivatives(topo.coupler_groups, model.coupler_params, q, eye, len(topo.dependent_names))
     return torch.cat((eye, dd), 1)
+
+
+class _PlanTables(NamedTuple):
+    """The tensor-free part of a :class:`JacobianPlan` (per topology and columns): every index
+    table as one buffer of int64 (``layout``: name and shape of each part, ``sizes``: their
+    lengths), the 0/1 matrices as the positions of their ones, and the plain fields."""
+
+    topology: Any
+    columns: tuple
+    levels: tuple  # (start, size, parent position (int), None or "tensor" (part level_par:k))
+    slot_units: tuple
+    n_factors: tuple
+    n_coupler_groups: int
+    n_marker_bodies: int
+    S_shape: tuple
+    grp_markers_shape: tuple
+    absent: tuple  # optional index tables that are None
+    layout: tuple  # ((name, shape), ...)
+    sizes: tuple
+    buffer: bytes
+
+
+@functools.lru_cache(maxsize=64)  # plain Python values only (no tensors): a solve uses one per start level, plus the solver's
+def _plan_tables(topo: Any, columns: tuple[int, ...]) -> _PlanTables:
+    """What :class:`JacobianPlan` (its fields' comments) holds, worked out from the topology and
+    the columns alone."""
+    C, B = topo.n_coordinates, topo.n_bodies
+    col_of = {c: k for k, c in enumerate(columns)}
+    parts: list = []  # (name, shape, values)
+    absent: list = []
+
+    def lt(name, values, shape=None):
+        values = [int(v) for v in values]
+        parts.append((name, (len(values),) if shape is None else shape, values))
+
+    def opt(name, values, identity):
+        values = list(values)
+        if values == identity:
+            absent.append(name)
+        else:
+            lt(name, values)
+
+    # tree levels: bodies stored level by level; parents of level k lie in level k - 1
+    sched = topo.schedule
+    order = list(sched.order)
+    pos = dict(enumerate(sched.position))
+    levels = []
+    for k, bodies in enumerate(sched.levels):
+        par = None
+        if k:
+            rel = sched.parent_in_level[k]
+            if len(set(rel)) == 1:
+                par = rel[0]
+            else:
+                par = "tensor"
+                lt(f"level_par:{k}", rel)
+        levels.append((sched.level_start[k], len(bodies), par))
+    # coupler outputs: dependent d <- (its coordinate, its column among coupler values)
+    dep_src: dict[int, tuple[int, int]] = {}
+    col = 0
+    for g in topo.coupler_groups:
+        for o, i in zip(g.outputs, g.inputs):
+            dep_src[o] = (i, col)
+            col += 1
+    n_dep = col
+    # entries: (level-order flat slot, coordinate column, slot-derivative column, coupler column)
+    # evaluation units: each non-constant, non-spline group alone; all spline groups together
+    # (their tables padded to one knot count: one lookup for every spline)
+    kinds = [g.key[0] for g in topo.slot_groups]
+    units = [(k,) for k, kind in enumerate(kinds) if kind not in (F.FnKind.CONSTANT, F.FnKind.SPLINE)]
+    splines = tuple(k for k, kind in enumerate(kinds) if kind is F.FnKind.SPLINE)
+    units += [splines] if splines else []
+    entries, where, col = [], [None] * (B * 6), 0
+    for u, unit in enumerate(units):
+        gs = [topo.slot_groups[k] for k in unit]
+        lt(f"slot_inputs:{u}", [i for g in gs for i in g.inputs])
+        for o, i in ((o, i) for g in gs for o, i in zip(g.outputs, g.inputs)):
+            flat = pos[o // 6] * 6 + o % 6
+            where[flat] = col
+            coord, dcol = (i, n_dep) if i < C else dep_src[i - C]
+            if coord in col_of:
+                entries.append((flat, col_of[coord], col, dcol))
+            col += 1
+    varying = [f for f in range(B * 6) if where[f] is not None and f % 6 < 3]
+    where = [col if w is None else w for w in where]
+    # rotation factors: each body's varying slots, with the constant slot factors around
+    # them absorbed (constants); products only for bodies with more than one
+    vs = [[f % 6 for f in varying if f // 6 == b] for b in range(B)]
+    vb = sorted((b for b in range(B) if vs[b]), key=lambda b: -len(vs[b]))
+    cb = [b for b in range(B) if not vs[b]]
+    ident = B * 3  # row of the identity after the B * 3 constant slot factors
+    factors, pre, post = [], [], []
+    for i in range(3):
+        for b in vb:
+            if len(vs[b]) > i:
+                k, nxt = vs[b][i], (vs[b][i + 1] if i + 1 < len(vs[b]) else 3)
+                factors.append((b, k))
+                before = [b * 3 + j for j in range(k)] if i == 0 else []
+                after = [b * 3 + j for j in range(k + 1, nxt)]
+                pre.append(before + [ident] * (2 - len(before)))
+                post.append(after + [ident] * (2 - len(after)))
+    n_factors = tuple(sum(1 for b in vb if len(vs[b]) > i) for i in range(3))
+    row_of = {b: j for j, b in enumerate(vb + cb)}
+    rot = [e for e in entries if e[0] % 6 < 3]
+    tr = [e for e in entries if e[0] % 6 >= 3]
+    mbodies = sorted(set(topo.marker_bodies))
+
+    def chain(b):  # level positions of b and the bodies above it
+        return {pos[a] for a, up in enumerate(sched.ancestors[b]) if up}
+
+    anc = [chain(b) for b in mbodies]
+    Cf = len(columns)
+    ents = rot + tr
+    S_ones = [(c * len(mbodies) + k, e) for e, (o, c, _, _) in enumerate(ents) for k, ch in enumerate(anc) if o // 6 in ch]
+    marker_chains = [chain(b) for b in topo.marker_bodies]
+    groups: dict[tuple[int, int], int] = {}  # (body position, column) -> column entry
+    for o, c, _, _ in ents:
+        groups.setdefault((o // 6, c), len(groups))
+    gkeys = list(groups)
+    gbodies = sorted({b for b, _ in gkeys})
+    # column-entry pairs that move common markers: one's body is the other's or an ancestor of it
+    body_chain = {b: chain(order[b]) for b in gbodies}
+    pairs = []
+    for s1, (b1, c1) in enumerate(gkeys):
+        for s2, (b2, c2) in enumerate(gkeys):
+            if (b1 == b2 and s1 <= s2) or (b1 != b2 and b1 in body_chain[b2]):
+                pairs.append((s1, s2, c1 * Cf + c2, 1 if s1 == s2 else 0))
+    # entry axes: rows of the axis table (1st slots' axes, 2nd, 3rd, then translation axes)
+    # and the rotation taking them to the world (the parent's; the body's own for a 3rd slot)
+    axis_row = lambda o: (o % 6) * B + o // 6 if o % 6 < 3 else 3 * B + (o // 6) * 3 + o % 6 - 3  # noqa: E731
+    par_row = [pos[topo.parents[b]] + 1 if topo.parents[b] >= 0 else 0 for b in order]
+    src_row = lambda o: o // 6 + 1 if o % 6 == 2 else par_row[o // 6]  # noqa: E731
+    turning = any(o % 6 == 1 and 0 in vs[o // 6] for o, _, _, _ in rot)
+    gm = [(i, m) for i, b in enumerate(gbodies) for m, ch in enumerate(marker_chains) if b in ch]
+    lt("order", order)
+    opt("order_inv", [pos[b] for b in range(B)], list(range(B)))
+    lt("slot_where", where)
+    lt("rot_var", [b * 3 + k for b, k in factors])
+    lt("rot_var_col", [b * 6 + k for b, k in factors])
+    lt("fac_pre", [x for r in pre for x in r], (len(pre), 2))
+    lt("fac_post", [x for r in post for x in r], (len(post), 2))
+    lt("const_slots", [b * 3 + k for b in cb for k in range(3)], (len(cb), 3))
+    opt("rloc_order", [row_of[b] for b in range(B)], list(range(B)))
+    for k, g in enumerate(topo.coupler_groups):
+        lt(f"coupler_inputs:{k}", g.inputs)
+    lt("dep_where", [dep_src[d][1] for d in range(n_dep)])
+    lt("par_index", par_row)
+    lt("ent_out", [e[2] for e in ents])
+    lt("ent_dep", [e[3] for e in ents])
+    lt("ent_axis", [axis_row(e[0]) for e in ents])
+    lt("ent_src", [src_row(e[0]) for e in ents])
+    lt("ent_body", [e[0] // 6 for e in ents])
+    if turning:
+        lt("ent_v0", [(e[0] // 6) * 6 for e in ents])
+    else:
+        absent.append("ent_v0")
+    lt("ent_rot", [1 if e[0] % 6 < 3 else 0 for e in ents])
+    lt("S_row", [r for r, _ in S_ones])
+    lt("S_col", [e for _, e in S_ones])
+    if len(gkeys) == len(ents):
+        absent.append("ent_group")
+    else:
+        lt("ent_group", [groups[(o // 6, c)] for o, c, _, _ in ents])
+    lt("grp_col", [c for _, c in gkeys])
+    lt("grp_body", [gbodies.index(b) for b, _ in gkeys])
+    lt("gm_row", [i for i, _ in gm])
+    lt("gm_col", [m for _, m in gm])
+    lt("pair_lo", [x[0] for x in pairs])
+    lt("pair_hi", [x[1] for x in pairs])
+    lt("pair_at", [x[2] for x in pairs])
+    lt("pair_self", [x[3] for x in pairs])
+    lt("marker_bm", [mbodies.index(b) for b in topo.marker_bodies])
+    lt("marker_pos", [pos[b] for b in topo.marker_bodies])
+    lt("cross_index", [1, 2, 0, 2, 0, 1], (2, 3))
+    flat = [v for _, _, vals in parts for v in vals]
+    return _PlanTables(
+        topology=topo,
+        columns=tuple(columns),
+        levels=tuple(levels),
+        slot_units=tuple(units),
+        n_factors=n_factors,
+        n_coupler_groups=len(topo.coupler_groups),
+        n_marker_bodies=len(mbodies),
+        S_shape=(Cf * len(mbodies), len(ents)),
+        grp_markers_shape=(len(gbodies), len(marker_chains)),
+        absent=tuple(absent),
+        layout=tuple((name, shape) for name, shape, _ in parts),
+        sizes=tuple(len(vals) for _, _, vals in parts),
+        buffer=array.array("q", flat).tobytes(),
+    )

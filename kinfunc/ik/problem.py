@@ -83,6 +83,7 @@ class IKProblem:
     offset_select: Optional[Tensor] = None  # (M, 3, n_offset) 0/1: offset entry -> parameter
     smooth_rel: Optional[Tensor] = None  # (Cf,) factor of the smoothness weight per free coordinate (None = 1)
     plan: Any = None  # JacobianPlan for the free coordinates (kinfunc.ik.jacobian), built with the problem
+    kinematics: Any = None  # ModelKinematics of `model` (kinfunc.ik.jacobian), made with the problem (None: computed where needed)
 
     @property
     def n_frames(self) -> int:

@@ -26,7 +26,7 @@ from .gn import GNOptions, GNResult, _frame_subset, frame_costs, solve_gn
 from .init import initial_q
 from .repair import repair
 from .start import continuous_in_time, segment_start
-from .jacobian import JacobianPlan
+from .jacobian import ModelKinematics
 from .lbfgs import LBFGSOptions, solve_lbfgs
 from .quality import FitQuality, assess
 from .problem import IKProblem, coupling_cost, expand_q, unpack_model
@@ -230,6 +230,7 @@ def build_problem(
     shared: bool = True,
     dtype: torch.dtype = torch.float64,
     device: Any = None,
+    kinematics: Optional[ModelKinematics] = None,
 ) -> tuple[IKProblem, ProblemInfo]:
     """Assemble the :class:`~kinfunc.ik.problem.IKProblem` for :func:`solve` (same arguments).
 
@@ -303,6 +304,7 @@ def build_problem(
         missing_by_trial.append(missing)
     used_idx = [topo.marker_index(m) for m in used]
     um = model.with_markers(used)
+    kin = ModelKinematics(um) if kinematics is None else kinematics.for_model(um)
     M = len(used)
     w = torch.tensor([1.0 if weights is None else float(weights[m]) for m in used], dtype=dtype, device=um.device)
 
@@ -497,7 +499,8 @@ def build_problem(
         theta_names=tuple(names),
         free_index=torch.tensor(free_idx, dtype=torch.long, device=um.device),
         offset_select=_offset_select(offset_map, M, n_offset, dtype, um.device),
-        plan=JacobianPlan.build(um, free_idx),
+        plan=kin.plan(free_idx),
+        kinematics=kin,
     )
     info = ProblemInfo(
         markers=tuple(used),
@@ -539,13 +542,25 @@ def _initial_z(
     elif "pose" in fit:
         th = info.theta0 if theta is None else theta
         model0 = unpack_model(problem, th[0]) if problem.n_theta else problem.model
+        kin = problem.kinematics if model0 is problem.model else None
         if start == "segments":
-            q = segment_start(model0, problem.X, problem.present, problem.q_fixed, *_full_bounds(problem), problem.sqrt_w)
+            q = segment_start(model0, problem.X, problem.present, problem.q_fixed, *_full_bounds(problem), problem.sqrt_w,
+                              kinematics=kin)
         else:
-            q = initial_q(model0, problem.X, problem.present, problem.q_fixed)
+            q = initial_q(model0, problem.X, problem.present, problem.q_fixed, kinematics=kin)
     else:
         q = problem.q_fixed.expand(T, -1)
     return q[:, list(free_idx)].clone()
+
+
+def prepare(model: Model, dtype: torch.dtype = torch.float64, device: Any = None) -> ModelKinematics:
+    """What :func:`solve` derives from ``model``'s joints (kinematic constants, spline
+    coefficients, Jacobian plans, closed-form starts), for many solves with this model:
+    ``kin = kf.ik.prepare(model)``, then ``kf.ik.solve(model, trial, kinematics=kin)`` for each
+    trial (``dtype``/``device``: those of the solves). The value is explicit and held by the
+    caller: after a change of the model (in place or a new model) prepare again; a solve refuses
+    kinematics whose model's joints differ from its own."""
+    return ModelKinematics(model.to(device=device, dtype=dtype))
 
 
 def solve(
@@ -564,6 +579,7 @@ def solve(
     max_iter: Optional[int] = None,
     gn_options: Optional[GNOptions] = None,
     lbfgs_options: Optional[LBFGSOptions] = None,
+    kinematics: Optional[ModelKinematics] = None,
     **options: Any,
 ) -> Union[IKResult, list[IKResult]]:
     """Inverse kinematics over whole trials at once.
@@ -613,6 +629,13 @@ def solve(
       where and why is on ``result.quality.issues``. Leave it off for clean data and for
       comparisons with OpenSim (whose loss is plain least squares).
 
+    ``kinematics``: what the solve derives from the model's joints (kinematic constants, spline
+    coefficients, plans), prepared once by :func:`kinfunc.ik.prepare` for many solves with one
+    model (``prepare(model, dtype=...)`` with this solve's ``dtype``/``device``); without it each
+    solve derives them itself (about 2 ms on Gait10dof). They are refused (``ValueError``) when
+    the model's joint values differ from those they were prepared from or changed in place
+    since.
+
     Every result carries :class:`~kinfunc.ik.quality.FitQuality` (``result.quality``,
     ``result.frame_flags``, ``result.marker_flags``).
 
@@ -623,7 +646,7 @@ def solve(
         raise IKError(f"solver='{solver}': use 'auto', 'gn' or 'lbfgs'")
     fit = tuple(fit)
     t_start = _time.perf_counter()
-    problem, info = build_problem(model, trials, fit, setup, **options)
+    problem, info = build_problem(model, trials, fit, setup, kinematics=kinematics, **options)
     robust_w = None
     if robust and solver == "lbfgs":
         raise IKError("robust=True needs the Gauss-Newton solver (solver='gn' or 'auto')")
@@ -675,7 +698,8 @@ def _positions(problem: IKProblem, res: GNResult) -> Tensor:
     with torch.no_grad():
         if res.theta is None or problem.n_sets == 1:
             um = unpack_model(problem, None if res.theta is None else res.theta[0])
-            return problem.plan.evaluate(um, problem.plan.constants(um), q, jacobian=False).p
+            kin = problem.kinematics if um is problem.model else None
+            return problem.plan.evaluate(um, problem.plan.constants(um, kin), q, jacobian=False).p
         P = q.new_empty(q.shape[0], problem.model.topology.n_markers, 3)
         for k in range(problem.n_sets):
             idx = torch.nonzero(problem.theta_index == k).flatten()
@@ -820,9 +844,11 @@ def _full_bounds(problem: IKProblem) -> tuple[Tensor, Tensor]:
 
 def _pose_only(problem: IKProblem, theta0: Optional[Tensor], smooth: bool = True) -> IKProblem:
     """The same problem with the shared parameters frozen at ``theta0[k]`` (per frame set)."""
+    model = unpack_model(problem, theta0[0]) if theta0 is not None else problem.model
     return dataclasses.replace(
         problem,
-        model=unpack_model(problem, theta0[0]) if theta0 is not None else problem.model,
+        model=model,
+        kinematics=problem.kinematics if model is problem.model else ModelKinematics(model),
         smooth_sqrt_w=problem.smooth_sqrt_w if smooth else 0.0,
         n_theta=0,
         fit_global=False,

@@ -41,12 +41,11 @@ from torch import Tensor
 
 from .. import functions as F
 from .. import transforms as tf
-from .._joint_cache import cached_on_joints
 from ..model import Model, Topology
 from ..fk import fk, marker_positions
 from .gn import _damped_step
-from .init import _robust_template_fit, initial_q, procrustes_rotation, root_coordinates
-from .jacobian import JacobianPlan, MarkerTargets
+from .init import _robust_template_fit, initial_q, linear_params, procrustes_rotation, root_coordinates
+from .jacobian import JacobianPlan, MarkerTargets, ModelKinematics
 
 __all__ = ["segment_start", "StartOptions"]
 
@@ -309,7 +308,7 @@ def _ball_matrix(kc: "_KindConstants", q: Tensor) -> Tensor:
 
 class _KindConstants(NamedTuple):
     """What :func:`_closed_form_seed` needs of a :class:`_Kind` from the model's joint tensors
-    (kept per set of joint tensors: :func:`kinfunc._joint_cache.cached_on_joints`). ``n``
+    (computed once per solve: :meth:`kinfunc.ik.jacobian.ModelKinematics.derived`). ``n``
     units, ``k`` markers each (padded), ``s`` slots each."""
 
     bodies: Tensor  # (n,) long
@@ -330,32 +329,38 @@ class _KindConstants(NamedTuple):
     skewed: tuple = ()  # balls: top bodies whose axes are not orthonormal
 
 
-def _kind_constants(model: Model, kind: _Kind, v0: Tensor) -> _KindConstants:
-    """The model-only tensors of a closed-form kind (``v0 (B, 6)``: constant slot values)."""
+def _kind_constants(kin: ModelKinematics, kind: _Kind, v0: Tensor) -> _KindConstants:
+    """The model-only tensors of a closed-form kind (``kin``: the model's kinematics, ``v0 (B,
+    6)``: constant slot values), selected from the model's joint frames."""
+    model = kin.model
     topo = model.topology
     dev, dt = model.device, model.dtype
-    bi = torch.tensor(kind.bodies, device=dev)
-    mk = torch.tensor(kind.markers, device=dev)
-    axes = model.axes[bi, :3] / torch.linalg.vector_norm(model.axes[bi, :3], dim=-1, keepdim=True)  # (n, 3, 3)
+    n = len(kind.bodies)
+    lt = lambda x: torch.tensor(x, dtype=torch.long, device=dev)  # noqa: E731
+    bi = lt(kind.bodies)
+    mk = lt(kind.markers)
+    axes = kin.frames.axes.index_select(0, bi)[:, :3]  # (n, 3, 3) unit axes
+    slope, icpt = linear_params(model, [r for ps in kind.params for r in ps])
     base = dict(
         bodies=bi,
-        parents=torch.tensor([topo.parents[b] if topo.parents[b] >= 0 else topo.n_bodies for b in kind.bodies], device=dev),
+        parents=lt([topo.parents[b] if topo.parents[b] >= 0 else topo.n_bodies for b in kind.bodies]),
         mkc=mk.clamp_min(0),
         valid=(mk >= 0).to(dt),
-        Rpf=tf.euler_xyz_to_matrix(model.parent_orientation[bi]),
-        Rcf=tf.euler_xyz_to_matrix(model.child_orientation[bi]),
-        slope=torch.stack([torch.stack([model.slot_params[g][0][j] for g, j in ps]) for ps in kind.params]),
-        icpt=torch.stack([torch.stack([model.slot_params[g][1][j] for g, j in ps]) for ps in kind.params]),
-        cols=torch.tensor(kind.cols, device=dev),
+        Rpf=kin.frames.Rp.index_select(0, bi),
+        Rcf=kin.frames.Rc.index_select(0, bi),
+        slope=slope.reshape(n, -1),
+        icpt=icpt.reshape(n, -1),
+        cols=lt(kind.cols),
     )
-    if len(kind.slots[0]) == 1:  # hinges
-        k = torch.tensor([sl[0] for sl in kind.slots], device=dev)
-        Rs = _rodrigues(axes, v0[bi, :3])  # (n, 3 slots, 3, 3)
-        pre = post = torch.eye(3, dtype=dt, device=dev).expand(len(kind.bodies), 3, 3)
-        for s_ in range(3):
-            pre = torch.where((s_ < k)[:, None, None], pre @ Rs[:, s_], pre)
-            post = torch.where((s_ > k)[:, None, None], post @ Rs[:, s_], post)
-        return _KindConstants(**base, axis=axes[torch.arange(len(k), device=dev), k], pre=pre, post=post)
+    if len(kind.slots[0]) == 1:  # hinges: the constant slot rotations before and after the varying one
+        ks = [sl[0] for sl in kind.slots]
+        Rs = _rodrigues(axes, v0.index_select(0, bi)[:, :3]).reshape(n * 3, 3, 3)
+        X = torch.cat((Rs, torch.eye(3, dtype=dt, device=dev)[None]), 0)  # row n * 3: the identity
+        pad = lambda r: r + [n * 3] * (2 - len(r))  # noqa: E731
+        pre = lt([pad([u * 3 + j for j in range(k)]) for u, k in enumerate(ks)])
+        post = lt([pad([u * 3 + j for j in range(k + 1, 3)]) for u, k in enumerate(ks)])
+        axis = axes.reshape(n * 3, 3).index_select(0, lt([u * 3 + k for u, k in enumerate(ks)]))
+        return _KindConstants(**base, axis=axis, pre=X[pre[:, 0]] @ X[pre[:, 1]], post=X[post[:, 0]] @ X[post[:, 1]])
     Q = axes.transpose(-1, -2)  # columns = the axes
     orth = (Q.transpose(-1, -2) @ Q - torch.eye(3, dtype=dt, device=dev)).abs().amax((-1, -2)) < 1e-6
     flip = torch.linalg.det(Q) < 0
@@ -365,8 +370,8 @@ def _kind_constants(model: Model, kind: _Kind, v0: Tensor) -> _KindConstants:
 
 
 def _closed_form_seed(
-    model: Model, plan: JacobianPlan, consts, stage: _Stage, q: Tensor, X: Tensor, w: Tensor, v0: Tensor, lo: Tensor, hi: Tensor,
-    w_all: Optional[Tensor] = None,
+    kin: ModelKinematics, plan: JacobianPlan, consts, stage: _Stage, q: Tensor, X: Tensor, w: Tensor, v0: Tensor, lo: Tensor,
+    hi: Tensor, w_all: Optional[Tensor] = None,
 ) -> tuple[Tensor, list]:
     """``q (T, C)`` with each unit's top joint set in closed form where the joint has one and the
     frame enough of the unit's markers (all hinges of the stage in one batch, all balls in
@@ -378,14 +383,15 @@ def _closed_form_seed(
     frame. ``lo``/``hi (C,)``: bounds; of a ball's two Euler solutions the one nearer its range
     wins. ``w_all (T, M)``: the weights of every marker; with it, a ball placed by one marker
     (or by points on a line through its centre) takes its twist from the markers of the
-    joints below it (:func:`_with_children`)."""
+    joints below it (:func:`_with_children`). ``kin``: the model's kinematics."""
+    model = kin.model
     topo = model.topology
     hinge, ball, left = _closed_form_units(topo, stage)
     left = list(left)
     if hinge is None and ball is None:
         return q, left
-    kin = plan.evaluate(model, consts, q, jacobian=False)
-    H, p = kin.H, kin.p  # (T, B, 3, 4), (T, M, 3)
+    fwd = plan.evaluate(model, consts, q, jacobian=False)
+    H, p = fwd.H, fwd.p  # (T, B, 3, 4), (T, M, 3)
     T = q.shape[0]
     dev, dt = q.device, q.dtype
     s_body = model.global_scale * model.body_scales
@@ -394,7 +400,7 @@ def _closed_form_seed(
     for kind in (hinge, ball):
         if kind is None:
             continue
-        kc = cached_on_joints(kind, model, lambda: _kind_constants(model, kind, v0))
+        kc = kin.derived(kind, lambda k: _kind_constants(k, kind, v0))
         cols = kc.cols
         R_b, t_b = H[:, kc.bodies, :, :3], H[:, kc.bodies, :, 3]  # (T, n, 3, 3), (T, n, 3)
         loc_c = model.child_location[kc.bodies] * s_body[kc.bodies]  # (n, 3): the joint centre in the body's frame
@@ -576,25 +582,36 @@ def segment_start(
     hi: Tensor,
     sqrt_w: Tensor | None = None,
     options: Optional[StartOptions] = None,
+    kinematics: Optional[ModelKinematics] = None,
 ) -> Tensor:
     """Starting coordinates ``(T, C)`` from the segment sweep (module docstring).
 
     ``X (T, M, 3)`` metres (``model.marker_names`` order, any value where missing), ``present
     (T, M)`` 0/1 (or a weight), ``q0 (C,)`` defaults (and the values of locked coordinates),
     ``lo``/``hi (C,)`` the bounds the solve will enforce (``-inf``/``inf`` for none),
-    ``sqrt_w (M,)`` square roots of the marker weights (default 1).
+    ``sqrt_w (M,)`` square roots of the marker weights (default 1). ``kinematics``: ``model``'s
+    :class:`~kinfunc.ik.jacobian.ModelKinematics` when the caller has one (a solve: the model's
+    constants are then computed once for the start and the solver), else made here.
     """
     options = options or StartOptions()
+    if kinematics is None:
+        kinematics = ModelKinematics(model)
+    elif kinematics.model is not model:
+        raise ValueError("segment_start: kinematics were prepared for another model")
     sw = present if sqrt_w is None else present * sqrt_w
-    q = _root_start(model, X, present, q0)
+    q = _root_start(model, X, present, q0, kinematics)
     topo = model.topology
     if not _stages(topo):
         return q
+    # one plan without Jacobian columns places every stage (forward passes only); a stage refined
+    # by LM builds its own
+    plan = kinematics.plan(())
+    fwd = (plan, plan.constants(model, kinematics))
     if _coupled_stages(topo):
         # a marked body moved by coordinates a later stage sets (the shoulder girdle rising with
         # the arm): a first sweep finds them, the second places the earlier stages with them
-        q = _sweep(model, q, X, sw, lo, hi, options)
-    return _sweep(model, q, X, sw, lo, hi, options)
+        q = _sweep(kinematics, fwd, q, X, sw, lo, hi, options)
+    return _sweep(kinematics, fwd, q, X, sw, lo, hi, options)
 
 
 @functools.lru_cache(maxsize=32)
@@ -610,12 +627,19 @@ def _coupled_stages(topo: Topology) -> bool:
     return False
 
 
-def _sweep(model: Model, q: Tensor, X: Tensor, sw: Tensor, lo: Tensor, hi: Tensor, options: StartOptions) -> Tensor:
+def _sweep(
+    kin: ModelKinematics, fwd: tuple, q: Tensor, X: Tensor, sw: Tensor, lo: Tensor, hi: Tensor, options: StartOptions
+) -> Tensor:
     """The joints below the root of ``q (T, C)`` placed level by level (:func:`segment_start`;
+    ``kin``: the model's kinematics; ``fwd``: a plan and its constants for the forward passes;
     ``sw (T, M)``: the markers' square-root weights, 0 where missing)."""
+    model = kin.model
     topo = model.topology
     stages = _stages(topo)
-    v0 = None  # (B, 6): the values of slots driven by constant functions (a hinge's fixed neighbours)
+    plan, consts = fwd
+    # (B, 6): the values of slots driven by constant functions (a hinge's fixed neighbours), model order
+    v0 = consts.v_const[:, 0].reshape(-1, 6)
+    v0 = v0 if plan.order_inv is None else v0.index_select(0, plan.order_inv)
     for st in stages:
         cols = torch.tensor(st.columns, device=q.device)
         mask = torch.zeros(topo.n_markers, dtype=q.dtype, device=q.device)
@@ -624,17 +648,13 @@ def _sweep(model: Model, q: Tensor, X: Tensor, sw: Tensor, lo: Tensor, hi: Tenso
         if not bool((w > 0).any()):
             continue
         lo_c, hi_c = lo.index_select(0, cols), hi.index_select(0, cols)
-        plan = JacobianPlan.build(model, st.columns)
-        consts = plan.constants(model)
-        if v0 is None:
-            v0 = consts.v_const[:, 0].reshape(-1, 6)  # level order
-            v0 = v0 if plan.order_inv is None else v0.index_select(0, plan.order_inv)
-        seed, left = _closed_form_seed(model, plan, consts, st, q, X, w, v0, lo, hi, sw)
+        seed, left = _closed_form_seed(kin, plan, consts, st, q, X, w, v0, lo, hi, sw)
         q = seed.index_copy(1, cols, _wrap_to_range(seed.index_select(1, cols), lo_c, hi_c))
         if left:  # units without a closed form: a 1-D search where they have one coordinate
             q = _grid_seed(model, plan, consts, left, q, X, w, lo, hi, options.grid)
         if left or options.refine:  # then a few LM steps on this stage
-            q, _ = _stage_lm(plan, model, consts, q, cols, MarkerTargets.of(X, w), lo_c, hi_c, options.iterations)
+            sp = kin.plan(st.columns)
+            q, _ = _stage_lm(sp, model, sp.constants(model, kin), q, cols, MarkerTargets.of(X, w), lo_c, hi_c, options.iterations)
     return q
 
 
@@ -650,18 +670,18 @@ def _root_on_a_line(model: Model, tol: float = 0.05) -> bool:
     return bool(s[1] <= tol * s[0])
 
 
-def _root_start(model: Model, X: Tensor, present: Tensor, q0: Tensor) -> Tensor:
+def _root_start(model: Model, X: Tensor, present: Tensor, q0: Tensor, kin: Optional[ModelKinematics] = None) -> Tensor:
     """:func:`kinfunc.ik.init.initial_q`, except for a root whose markers lie on a line: its
     pose then comes, as for a root with fewer than three markers, from every marker's
     template with the root's own weighing most (the trunk settles the rotation they leave
     open), in the frames with three markers or more."""
-    q = initial_q(model, X, present, q0)
+    q = initial_q(model, X, present, q0, kin)
     if not _root_on_a_line(model):
         return q
     poses = fk(model, q0)
     P = (marker_positions(model, q0, poses) - poses.t[0]) @ poses.R[0]
     R, t, ok = _robust_template_fit(P, X, present, [b == 0 for b in model.topology.marker_bodies])
-    return torch.where(ok[:, None], root_coordinates(model, R, t, q0), q)
+    return torch.where(ok[:, None], root_coordinates(model, R, t, q0, kin), q)
 
 
 def _min_plus(X: Tensor, Y: Tensor) -> Tensor:
