@@ -4,7 +4,7 @@ Usage::
 
     python bench/bench_ik_nongait.py [--trials cmu hdm05 synthetic] [--max-frames N] [--repeats 3]
                                      [--synth-frames 240] [--synth-repeats 4]
-                                     [--out bench/results/ik_nongait.json]
+                                     [--full-body] [--out bench/results/ik_nongait.json]
 
 Trials (shared data, ``nongait/``): ``cmu`` = ``cmu_85_02.c3d`` (810 frames, CMU 41-marker set,
 jumps and a flip), ``hdm05`` = ``hdm05_bd_05-01_01_120.c3d`` (5920 frames). ``--max-frames N``
@@ -71,6 +71,10 @@ by 10 cm over the middle third and the lateral knee markers swapped left / right
    (``kf.fk(model, q).R[:, 0]``) per frame, mean and max; pelvis translation error; clamped
    limit excursions (kinfunc does not limit a rotational coordinate whose range is a whole turn,
    OpenSim clamps it at +-180 deg). Time ratio = OpenSim ``tool.run()`` wall / kinfunc median.
+
+``--full-body`` (not in the default run: ~2-3 min for hdm05): ``kf.models.full_body("cmu")``, all 41
+CMU markers, arms included, fitted to each real trial (scales + offsets + poses, kinfunc only):
+mean / p99 / max frame RMS, frames above 40 mm, doubtful frames, wall time (2 threads).
 
 Prints a table and writes JSON to ``--out``.
 """
@@ -843,6 +847,27 @@ def _table(results):
     return "\n".join(lines)
 
 
+def bench_full_body_real(key, args):
+    """``--full-body``: ``kf.models.full_body("cmu")`` (whole body, 41 CMU markers) fitted to the
+    real trial: scales + offsets + poses in one solve (2 torch threads), no OpenSim counterpart
+    (its export of this model is not built here). Per-frame marker RMS as in the table."""
+    path = DATA / TRIALS[key]
+    model = kf.models.full_body("cmu", dtype=torch.float64)
+    trial, info = load_trial(path, model, args.max_frames.get(key))
+    torch.set_num_threads(2)
+    t0 = time.perf_counter()
+    res = kf.ik.solve(model, trial, fit=("pose", "segment_scales", "marker_offsets"))
+    wall = time.perf_counter() - t0
+    rms = 1e3 * res.marker_rms[torch.isfinite(res.marker_rms)].double()
+    out = {"frames": trial.n_frames, "markers": len(info["markers_used"]), "wall_s": wall,
+           "mean_mm": float(rms.mean()), "p99_mm": float(rms.quantile(0.99)), "max_mm": float(rms.max()),
+           "frames_over_40mm": int((rms > 40).sum()), "doubtful_frames": int(res.quality.frame_flags.sum()),
+           "restarted_frames": len(res.quality.restarted), "summary": res.summary()}
+    print(f"[{key}] full body (cmu, 41 markers): mean {out['mean_mm']:.2f} mm, p99 {out['p99_mm']:.1f}, "
+          f"max {out['max_mm']:.1f}, >40 mm {out['frames_over_40mm']}, {wall:.1f} s", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", nargs="*", default=[*TRIALS, SYNTHETIC], choices=[*TRIALS, SYNTHETIC],
@@ -860,6 +885,9 @@ def main() -> None:
     ap.add_argument("--synth-repeats", type=int, default=4,
                     help="timed kinfunc solves per synthetic trial and variant, 1 torch thread (median; half before, "
                          "half after the OpenSim run)")
+    ap.add_argument("--full-body", action="store_true",
+                    help="also fit kf.models.full_body('cmu') (41 markers, arms included) to each real trial: scales, "
+                         "offsets and poses, kinfunc only (bench_full_body_real in the JSON)")
     ap.add_argument("--direct-osim", action="store_true", help="skip save_osim; build the fitted model through the API")
     ap.add_argument("--keep", default=None, help="folder to keep the .osim/.trc/.mot files in (default: a temp folder)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "ik_nongait.json"))
@@ -880,6 +908,10 @@ def main() -> None:
             results[key] = bench_synthetic(args, osim, workdir)
         else:
             results[key] = bench_trial(key, args, osim, workdir)
+    full = {}
+    if args.full_body:
+        for key in (k for k in args.trials if k != SYNTHETIC):
+            full[key] = bench_full_body_real(key, args)
     total = time.perf_counter() - t_all
     real = {k: v for k, v in results.items() if k != SYNTHETIC}
     table = "\n\n".join(([_table(real)] if real else []) + ([_synth_table(results[SYNTHETIC])] if SYNTHETIC in results else []))
@@ -896,6 +928,7 @@ def main() -> None:
         "total_run_s": total,
         "table": table,
         "trials": results,
+        "full_body": full,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
