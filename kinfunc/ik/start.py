@@ -54,11 +54,14 @@ __all__ = ["segment_start", "StartOptions"]
 class StartOptions:
     """``iterations``: most LM iterations of a stage refined by LM (those with a joint without a
     closed form; every stage with ``refine``); ``grid``: values tried for a one-coordinate
-    joint without a closed form."""
+    joint without a closed form; ``children``: a ball whose own markers leave its twist open
+    may take it from the markers below (:func:`_with_children`; the sweep is then also run
+    without, and each frame keeps the start with the lower cost)."""
 
     iterations: int = 6
     refine: bool = False
     grid: int = 12
+    children: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -383,13 +386,15 @@ def _closed_form_seed(
     frame. ``lo``/``hi (C,)``: bounds; of a ball's two Euler solutions the one nearer its range
     wins. ``w_all (T, M)``: the weights of every marker; with it, a ball placed by one marker
     (or by points on a line through its centre) takes its twist from the markers of the
-    joints below it (:func:`_with_children`). ``kin``: the model's kinematics."""
+    joints below it (:func:`_with_children`). ``kin``: the model's kinematics. Returns the new
+    ``q``, the units left open and whether a fit with the children replaced any frame's ball."""
     model = kin.model
     topo = model.topology
     hinge, ball, left = _closed_form_units(topo, stage)
     left = list(left)
+    used = False
     if hinge is None and ball is None:
-        return q, left
+        return q, left, used
     fwd = plan.evaluate(model, consts, q, jacobian=False)
     H, p = fwd.H, fwd.p  # (T, B, 3, 4), (T, M, 3)
     T = q.shape[0]
@@ -416,7 +421,7 @@ def _closed_form_seed(
             a0, a1, ok = _ball_angles(U, Y, wk, kc.Q, kc.flip)
             below = _ball_children(topo, stage)
             if below is not None and w_all is not None:
-                a0, a1, ok = _with_children(model, plan, consts, kc, below, q, X, w_all, U, Y, wk, centre, R_all, lo, hi, a0, a1, ok)
+                a0, a1, ok, used = _with_children(model, plan, consts, kc, below, q, X, w_all, U, Y, wk, centre, R_all, lo, hi, a0, a1, ok)
             cands = [(a0 - kc.icpt) / kc.slope, (a1 - kc.icpt) / kc.slope]
             ok = ok & kc.orth
             if kc.skewed:
@@ -435,14 +440,14 @@ def _closed_form_seed(
         flat = cols.reshape(-1)
         cur = out.index_select(1, flat).reshape(T, *cols.shape)
         out = out.index_copy(1, flat, torch.where(ok[..., None], best, cur).reshape(T, -1))
-    return out, left
+    return out, left, used
 
 
 def _with_children(
     model: Model, plan: JacobianPlan, consts, kc: _KindConstants, below, q: Tensor, X: Tensor, w_all: Tensor,
     U: Tensor, Y: Tensor, wk: Tensor, centre: Tensor, R_all: Tensor, lo: Tensor, hi: Tensor, a0: Tensor, a1: Tensor,
     ok: Tensor, n_grid: int = 24, prior: float = 0.05, line: float = 0.01,
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, bool]:
     """Ball joints whose own markers leave their twist open: one marker (a shoulder placed by its
     elbow keypoint), or points on a line through the joint centre (a trunk's spine and thorax
     keypoints; ``line``: the second eigenvalue of their scatter about the centre under that
@@ -458,8 +463,14 @@ def _with_children(
     residual wins. Where the ball has no marker of its own in the frame (a missing elbow
     keypoint) but one below (the wrist), the same fit places it: the joint below by the
     distance, the rotation nudged towards the joint's current one (:func:`_ball_matrix`).
-    Returns the Euler solutions ``a0, a1 (T, n, 3)`` with those frames and units replaced, and
-    ``ok (T, n)`` with them set."""
+    Returns the Euler solutions ``a0, a1 (T, n, 3)`` with those frames and units replaced,
+    ``ok (T, n)`` with them set, and whether any was replaced.
+
+    The markers below also move with the joints below that are held at their current values
+    (a forearm's pronation under a shoulder fitted over the elbow's angle); where those are far
+    off, a straight elbow with a twisted humerus can fit them better than the true pose, which
+    is why :func:`segment_start` also runs the sweep without this fit and keeps, per frame, the
+    start with the lower cost."""
     dt = q.dtype
     cols_c = torch.tensor(below[0], device=q.device)
     mk = torch.tensor(below[1], device=q.device)  # (n, k2)
@@ -470,7 +481,7 @@ def _with_children(
     open_ = (minors <= line * tr * tr) & (valid.sum(-1) > 0)  # (T, n): one point, or a line (or none)
     fr = torch.nonzero(open_.any(-1)).flatten()
     if fr.numel() == 0:
-        return a0, a1, ok
+        return a0, a1, ok, False
     T1, n = fr.numel(), cols_c.numel()
     has = cols_c >= 0
     qf = q.index_select(0, fr)
@@ -510,7 +521,7 @@ def _with_children(
     use = (open_.index_select(0, fr) & (w2.sum(-1) > 0))[..., None]
     a0 = a0.index_copy(0, fr, torch.where(use, b0, a0.index_select(0, fr)))
     a1 = a1.index_copy(0, fr, torch.where(use, b1, a1.index_select(0, fr)))
-    return a0, a1, ok.index_copy(0, fr, ok.index_select(0, fr) | use[..., 0])
+    return a0, a1, ok.index_copy(0, fr, ok.index_select(0, fr) | use[..., 0]), bool(use.any())
 
 
 def _grid_seed(
@@ -607,11 +618,33 @@ def segment_start(
     # by LM builds its own
     plan = kinematics.plan(())
     fwd = (plan, plan.constants(model, kinematics))
-    if _coupled_stages(topo):
-        # a marked body moved by coordinates a later stage sets (the shoulder girdle rising with
-        # the arm): a first sweep finds them, the second places the earlier stages with them
-        q = _sweep(kinematics, fwd, q, X, sw, lo, hi, options)
-    return _sweep(kinematics, fwd, q, X, sw, lo, hi, options)
+
+    def sweeps(q: Tensor, options: StartOptions) -> tuple[Tensor, bool]:
+        used = False
+        if _coupled_stages(topo):
+            # a marked body moved by coordinates a later stage sets (the shoulder girdle rising
+            # with the arm): a first sweep finds them, the second places the earlier stages with them
+            q, used = _sweep(kinematics, fwd, q, X, sw, lo, hi, options)
+        q, used2 = _sweep(kinematics, fwd, q, X, sw, lo, hi, options)
+        return q, used or used2
+
+    q1, used = sweeps(q, options)
+    if not used:
+        return q1
+    q2, _ = sweeps(q, dataclasses.replace(options, children=False))
+    c1, c2 = (_start_cost(fwd, model, qq, X, sw, lo, hi) for qq in (q1, q2))
+    return torch.where((c2 < c1)[:, None], q2, q1)
+
+
+def _start_cost(fwd: tuple, model: Model, q: Tensor, X: Tensor, sw: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """Per-frame cost ``(T,)`` of starting coordinates ``q (T, C)``: the weighted squared marker
+    distances (m^2) plus, per radian (or metre) outside the bounds squared, as much as 0.1 m on
+    every present marker (a start outside the bounds sits on the solver's limit penalty)."""
+    plan, consts = fwd
+    p = plan.evaluate(model, consts, q, jacobian=False).p
+    sse = ((p - X).square().sum(-1) * sw.square()).sum(-1)
+    out = ((lo - q).clamp_min(0) + (q - hi).clamp_min(0)).square().sum(-1)
+    return sse + 0.01 * sw.square().sum(-1) * out
 
 
 @functools.lru_cache(maxsize=32)
@@ -632,11 +665,13 @@ def _sweep(
 ) -> Tensor:
     """The joints below the root of ``q (T, C)`` placed level by level (:func:`segment_start`;
     ``kin``: the model's kinematics; ``fwd``: a plan and its constants for the forward passes;
-    ``sw (T, M)``: the markers' square-root weights, 0 where missing)."""
+    ``sw (T, M)``: the markers' square-root weights, 0 where missing). Returns ``q`` and whether
+    a ball took its twist from the markers below (:func:`_with_children`) in any frame."""
     model = kin.model
     topo = model.topology
     stages = _stages(topo)
     plan, consts = fwd
+    used = False
     # (B, 6): the values of slots driven by constant functions (a hinge's fixed neighbours), model order
     v0 = consts.v_const[:, 0].reshape(-1, 6)
     v0 = v0 if plan.order_inv is None else v0.index_select(0, plan.order_inv)
@@ -648,14 +683,15 @@ def _sweep(
         if not bool((w > 0).any()):
             continue
         lo_c, hi_c = lo.index_select(0, cols), hi.index_select(0, cols)
-        seed, left = _closed_form_seed(kin, plan, consts, st, q, X, w, v0, lo, hi, sw)
+        seed, left, u = _closed_form_seed(kin, plan, consts, st, q, X, w, v0, lo, hi, sw if options.children else None)
+        used = used or u
         q = seed.index_copy(1, cols, _wrap_to_range(seed.index_select(1, cols), lo_c, hi_c))
         if left:  # units without a closed form: a 1-D search where they have one coordinate
             q = _grid_seed(model, plan, consts, left, q, X, w, lo, hi, options.grid)
         if left or options.refine:  # then a few LM steps on this stage
             sp = kin.plan(st.columns)
             q, _ = _stage_lm(sp, model, sp.constants(model, kin), q, cols, MarkerTargets.of(X, w), lo_c, hi_c, options.iterations)
-    return q
+    return q, used
 
 
 def _root_on_a_line(model: Model, tol: float = 0.05) -> bool:
