@@ -93,8 +93,8 @@ def _independent_inputs(topo: Topology, i: int) -> set[int]:
 
 
 @functools.lru_cache(maxsize=32)
-def _stages(topo: Topology) -> tuple[_Stage, ...]:
-    """The sweep's stages (static, per topology): units grouped by the depth of their top body."""
+def _drives(topo: Topology) -> tuple[frozenset[int], ...]:
+    """Per body, the free independent coordinates that move its joint (through couplers; static)."""
     B, C = topo.n_bodies, topo.n_coordinates
     drives: list[set[int]] = [set() for _ in range(B)]
     for g in topo.slot_groups:
@@ -102,6 +102,14 @@ def _stages(topo: Topology) -> tuple[_Stage, ...]:
             continue
         for o, i in zip(g.outputs, g.inputs):
             drives[o // 6] |= {c for c in _independent_inputs(topo, i) if c < C and not topo.coordinate_locked[c]}
+    return tuple(frozenset(d) for d in drives)
+
+
+@functools.lru_cache(maxsize=32)
+def _stages(topo: Topology) -> tuple[_Stage, ...]:
+    """The sweep's stages (static, per topology): units grouped by the depth of their top body."""
+    B = topo.n_bodies
+    drives = _drives(topo)
     children, depth = topo.schedule.children, topo.schedule.depth
     marked = [False] * B
     for b in topo.marker_bodies:
@@ -215,12 +223,17 @@ def _closed_form_units(topo: Topology, stage: _Stage) -> tuple[Optional[_Kind], 
 
 
 @functools.lru_cache(maxsize=64)
-def _ball_children(topo: Topology, stage: _Stage) -> Optional[tuple[tuple[int, ...], tuple[tuple[int, ...], ...]]]:
+@functools.lru_cache(maxsize=64)
+def _ball_children(
+    topo: Topology, stage: _Stage
+) -> Optional[tuple[tuple[int, ...], tuple[tuple[int, ...], ...], tuple[int, ...]]]:
     """For the ball units of ``stage`` (the order of :func:`_closed_form_units`' ball kind), the
     units of later stages hanging from the ball's top body (an elbow below a shoulder, a knee
     below a hip, a head and shoulder blades below a trunk): the one free coordinate of the
-    first of them whose joint has one (-1 where none), and their markers (padded with -1).
-    ``None`` when no ball has such children (static, per topology)."""
+    first of them whose joint has one (-1 where none), their markers (padded with -1), and
+    every coordinate that moves a body below any of the balls' top bodies (what those markers'
+    positions in the top bodies' frames depend on). ``None`` when no ball has such children
+    (static, per topology)."""
     _, ball, _ = _closed_form_units(topo, stage)
     if ball is None:
         return None
@@ -233,8 +246,15 @@ def _ball_children(topo: Topology, stage: _Stage) -> Optional[tuple[tuple[int, .
         markers.append(tuple(m for u in ch for m in u.markers))
     if not any(markers):
         return None
+    drives, kids = _drives(topo), topo.schedule.children
+    desc: set[int] = set()
+    stack = [c for b in ball.bodies for c in kids[b]]
+    while stack:
+        x = stack.pop()
+        desc |= drives[x]
+        stack.extend(kids[x])
     k = max(len(m) for m in markers)
-    return tuple(cols), tuple(tuple(m) + (-1,) * (k - len(m)) for m in markers)
+    return tuple(cols), tuple(tuple(m) + (-1,) * (k - len(m)) for m in markers), tuple(sorted(desc))
 
 
 def _rodrigues(a: Tensor, v: Tensor) -> Tensor:
@@ -485,20 +505,34 @@ def _with_children(
     T1, n = fr.numel(), cols_c.numel()
     has = cols_c >= 0
     qf = q.index_select(0, fr)
+    # the markers below, in the balls' top-body frames, depend only on the coordinates below
+    # (all at their start values in a first sweep): one grid per distinct set of those values
+    grid_cols = set(below[0])
+    key = [c for c in below[2] if c not in grid_cols]
+    if key:
+        _, inv = torch.unique(qf[:, key], dim=0, return_inverse=True)
+    else:
+        inv = torch.zeros(T1, dtype=torch.long, device=q.device)
+    n_u = int(inv.max()) + 1
+    first = torch.full((n_u,), T1, dtype=torch.long, device=q.device).scatter_reduce(
+        0, inv, torch.arange(T1, device=q.device), reduce="amin"
+    )
+    qu = qf.index_select(0, first)  # (Tu, C): one frame per distinct set
+    Tu = n_u
     if bool(has.any()):
         cc = cols_c[has]
         a = torch.where(torch.isfinite(lo[cc]), lo[cc], torch.full_like(lo[cc], -torch.pi))
         b = torch.where(torch.isfinite(hi[cc]), hi[cc], torch.full_like(hi[cc], torch.pi))
         grid = a + (b - a) * torch.linspace(0.0, 1.0, n_grid, dtype=dt, device=q.device)[:, None]  # (G, n')
-        qg = qf.repeat(n_grid, 1).index_copy(1, cc, grid.repeat_interleave(T1, 0))  # (G T1, C)
+        qg = qu.repeat(n_grid, 1).index_copy(1, cc, grid.repeat_interleave(Tu, 0))  # (G Tu, C)
     else:
-        n_grid, qg = 1, qf
+        n_grid, qg = 1, qu
     kin = plan.evaluate(model, consts, qg, jacobian=False)
     s_body = model.global_scale * model.body_scales
     R_b, t_b = kin.H[:, kc.bodies, :, :3], kin.H[:, kc.bodies, :, 3]  # (G T1, n, 3, 3), (G T1, n, 3)
     loc_c = model.child_location[kc.bodies] * s_body[kc.bodies]
     U2 = ((kin.p[:, mkc] - t_b[:, :, None]) @ R_b - loc_c[None, :, None]) @ kc.Rcf  # (G T1, n, k2, 3)
-    U2 = U2.reshape(n_grid, T1, n, -1, 3)
+    U2 = U2.reshape(n_grid, Tu, n, -1, 3).index_select(1, inv)  # (G, T1, n, k2, 3)
     Rf = R_all.index_select(0, fr)
     Y2 = (X.index_select(0, fr)[:, mkc] - centre.index_select(0, fr)[:, :, None]) @ (Rf[:, kc.parents] @ kc.Rpf)
     w2 = (w_all.index_select(0, fr)[:, mkc] > 0).to(dt) * valid  # (T1, n, k2)
