@@ -251,16 +251,103 @@ def build_problem(
     model = model.to(device=device, dtype=dtype)
     topo = model.topology
     size = _height_ratio(model, height, fit, scale_target)  # model scales -> subject's height (1: no height)
-    src = lambda tr: tr.source or "trial"  # noqa: E731
-
     if setup.time_range is not None:
         t0, t1 = setup.time_range
         trials = [tr.slice(t0, t1) for tr in trials]
     for tr in trials:
         if tr.n_frames == 0:
-            raise IKError(f"{src(tr)}: no frames (time range {setup.time_range}); check the setup's time_range")
+            raise IKError(f"{_source(tr)}: no frames (time range {setup.time_range}); check the setup's time_range")
 
-    # --- markers: model markers present in some trial, with positive weight -------------
+    used, weights, unused_by_trial, missing_by_trial = _used_markers(topo, trials, setup, marker_weights)
+    um = model.with_markers(used)
+    kin = ModelKinematics(um) if kinematics is None else kinematics.for_model(um)
+    kw = dict(dtype=dtype, device=um.device)
+    w = torch.tensor([1.0 if weights is None else float(weights[m]) for m in used], **kw)
+    X, present, trial_id = _stack_trials(trials, used, dtype, um.device)
+    K = 1 if shared else len(trials)
+
+    C = topo.n_coordinates
+    free_idx = [i for i in range(C) if not topo.coordinate_locked[i]]
+    if not free_idx and "pose" in fit:
+        raise IKError("every coordinate of the model is locked; unlock some or fit only shape parameters")
+    pos = [0] * C
+    for j, i in enumerate(free_idx):
+        pos[i] = j
+    limited, z_lo, z_hi = _free_bounds(um, free_idx, limits)
+    smooth_w = _smoothness_weights(topo, free_idx, smoothness).to(**kw)
+    t_idx, task_value, t_w = _task_targets(um, setup, coordinate_tasks, trials, X.shape[0])
+
+    sp = _ParameterList()
+    fit_global = "global_scale" in fit
+    if fit_global:
+        tgt = scale_target.get("global_scale", None) if isinstance(scale_target, Mapping) else scale_target
+        target = float(um.global_scale) * size if tgt is None else float(tgt)
+        sp.add("global_scale", target if height is not None else float(um.global_scale), target,  # height: start at its size
+               _per_name(scale_weight, ["global_scale"], 1.0, "scale_weight")[0])
+    scale_map, n_scale = _scale_parameters(
+        sp, um, fit, scale_bodies, symmetric, scale_mode, scale_target, scale_weight, size, fit_global, height
+    )
+    offset_map, n_offset = _offset_parameters(sp, um, used, fit, offset_weight, offset_axes)
+    P = len(sp.names)
+    theta0 = torch.tensor(sp.init, **kw).expand(K, P).clone() if P else torch.zeros(K, 0, **kw)
+
+    problem = IKProblem(
+        model=um,
+        X=X,
+        present=present,
+        sqrt_w=w.sqrt(),
+        q_fixed=um.default_q(),
+        coord_free=torch.tensor([not locked for locked in topo.coordinate_locked], device=um.device),
+        coord_pos=torch.tensor(pos, dtype=torch.long, device=um.device),
+        free_names=tuple(topo.coordinate_names[i] for i in free_idx),
+        z_lo=z_lo,
+        z_hi=z_hi,
+        limit_index=torch.tensor(limited, dtype=torch.long, device=um.device),
+        limit_sqrt_w=math.sqrt(limit_weight),
+        task_index=torch.tensor(t_idx, dtype=torch.long, device=um.device),
+        task_value=task_value,
+        task_sqrt_w=torch.tensor(t_w, **kw),
+        theta_index=trial_id if not shared else torch.zeros_like(trial_id),
+        trial_id=trial_id,
+        n_sets=K,
+        n_theta=P,
+        fit_global=fit_global,
+        scale_map=scale_map,
+        n_scale=n_scale,
+        offset_map=offset_map,
+        n_offset=n_offset,
+        prior_target=torch.tensor(sp.target, **kw),
+        prior_sqrt_w=torch.tensor(sp.weight, **kw).sqrt(),
+        smooth_sqrt_w=math.sqrt(smooth_w.max().item()) if smooth_w.numel() else 0.0,
+        smooth_rel=smooth_w / smooth_w.max() if smooth_w.numel() and smooth_w.max() > 0 else None,
+        theta_names=tuple(sp.names),
+        free_index=torch.tensor(free_idx, dtype=torch.long, device=um.device),
+        offset_select=_offset_select(offset_map, len(used), n_offset, dtype, um.device),
+        plan=kin.plan(free_idx),
+        kinematics=kin,
+    )
+    info = ProblemInfo(
+        markers=tuple(used),
+        used_marker_index=[topo.marker_index(m) for m in used],
+        frames=tuple(tr.n_frames for tr in trials),
+        unused=tuple(unused_by_trial),
+        missing=tuple(missing_by_trial),
+        theta0=theta0,
+        free_index=tuple(free_idx),
+        model_full=model,
+        trials=tuple(trials),
+    )
+    return problem, info
+
+
+def _source(tr: MarkerTrial) -> str:
+    return tr.source or "trial"
+
+
+def _used_markers(topo, trials: Sequence[MarkerTrial], setup: IKSetup, marker_weights):
+    """The model markers the fit uses (model order): present in some trial with a positive
+    weight. Returns them, the weights by name (``None``: all 1), and per trial the trial markers
+    not used and the model markers not fitted (each logged)."""
     weights = dict(setup.marker_weights) if setup.marker_weights is not None else None
     if marker_weights is not None:
         base = weights if weights is not None else {m: 1.0 for m in topo.marker_names}
@@ -287,65 +374,50 @@ def build_problem(
         unused = tuple(n for n in tr.names if n not in used)
         missing = tuple(m for m in topo.marker_names if m not in tr.names or m not in used)
         if unused:
-            log.info(
-                "%s: %d trial marker(s) not used (not in the model or zero weight): %s",
-                src(tr),
-                len(unused),
-                ", ".join(unused),
-            )
+            log.info("%s: %d trial marker(s) not used (not in the model or zero weight): %s",
+                     _source(tr), len(unused), ", ".join(unused))
         if missing:
-            log.info(
-                "%s: %d model marker(s) not fitted (absent from the trial or zero weight): %s",
-                src(tr),
-                len(missing),
-                ", ".join(missing),
-            )
+            log.info("%s: %d model marker(s) not fitted (absent from the trial or zero weight): %s",
+                     _source(tr), len(missing), ", ".join(missing))
         unused_by_trial.append(unused)
         missing_by_trial.append(missing)
-    used_idx = [topo.marker_index(m) for m in used]
-    um = model.with_markers(used)
-    kin = ModelKinematics(um) if kinematics is None else kinematics.for_model(um)
-    M = len(used)
-    w = torch.tensor([1.0 if weights is None else float(weights[m]) for m in used], dtype=dtype, device=um.device)
+    return used, weights, unused_by_trial, missing_by_trial
 
-    # --- data ---------------------------------------------------------------------------
+
+def _stack_trials(trials: Sequence[MarkerTrial], used: Sequence[str], dtype, device) -> tuple[Tensor, Tensor, Tensor]:
+    """The trials' samples of the ``M`` used markers, frames of all trials stacked: ``X (T, M, 3)``
+    (0 in gaps), ``present (T, M)`` (the residual factor: 0 in gaps, sqrt(confidence) else) and
+    ``trial_id (T,)``."""
+    M = len(used)
     Xs, Cs, tids = [], [], []
     for k, tr in enumerate(trials):
-        xyz = tr.xyz.to(device=um.device, dtype=dtype)
+        xyz = tr.xyz.to(device=device, dtype=dtype)
         cols = [tr.names.index(m) if m in tr.names else -1 for m in used]
         have = [j for j, c in enumerate(cols) if c >= 0]
         if len(have) == M:  # the trial has every used marker
-            X = xyz.index_select(1, torch.tensor(cols, device=um.device))
+            X = xyz.index_select(1, torch.tensor(cols, device=device))
         else:
-            X = torch.full((tr.n_frames, M, 3), float("nan"), dtype=dtype, device=um.device)
+            X = torch.full((tr.n_frames, M, 3), float("nan"), dtype=dtype, device=device)
             X[:, have] = xyz[:, [cols[j] for j in have]]
         if tr.confidence is not None:  # per-sample weights: scale the residual by sqrt(confidence)
-            c = torch.zeros(tr.n_frames, M, dtype=dtype, device=um.device)
-            c[:, have] = tr.confidence.to(device=um.device, dtype=dtype)[:, [cols[j] for j in have]]
+            c = torch.zeros(tr.n_frames, M, dtype=dtype, device=device)
+            c[:, have] = tr.confidence.to(device=device, dtype=dtype)[:, [cols[j] for j in have]]
         else:
-            c = torch.ones(tr.n_frames, M, dtype=dtype, device=um.device)
+            c = torch.ones(tr.n_frames, M, dtype=dtype, device=device)
         Cs.append(c)
         Xs.append(X)
-        tids.append(torch.full((tr.n_frames,), k, dtype=torch.long, device=um.device))
+        tids.append(torch.full((tr.n_frames,), k, dtype=torch.long, device=device))
     X = torch.cat(Xs, 0) if len(Xs) > 1 else Xs[0]
     present = torch.isfinite(X).all(-1)
     X = torch.where(present[..., None], X, torch.zeros_like(X))
     conf = torch.cat(Cs, 0) if len(Cs) > 1 else Cs[0]
-    present = present.to(dtype) * conf.sqrt()  # residual factor: 0 in gaps, sqrt(confidence) else
-    trial_id = torch.cat(tids, 0)
-    theta_index = trial_id if not shared else torch.zeros_like(trial_id)
-    K = 1 if shared else len(trials)
+    return X, present.to(dtype) * conf.sqrt(), torch.cat(tids, 0)
 
-    # --- coordinates, limits, tasks -----------------------------------------------------
-    C = topo.n_coordinates
-    free_idx = [i for i in range(C) if not topo.coordinate_locked[i]]
-    if not free_idx and "pose" in fit:
-        raise IKError("every coordinate of the model is locked; unlock some or fit only shape parameters")
-    coord_free = torch.tensor([not locked for locked in topo.coordinate_locked], device=um.device)
-    pos = [0] * C
-    for j, i in enumerate(free_idx):
-        pos[i] = j
-    q_default = um.default_q()
+
+def _free_bounds(um: Model, free_idx: Sequence[int], limits: str) -> tuple[list[int], Tensor, Tensor]:
+    """Which free coordinates are limited (positions in ``free_idx``) under ``limits`` and the
+    bounds ``z_lo``/``z_hi (Cf,)`` of every free coordinate (+-inf where not limited)."""
+    topo = um.topology
     lo_all, hi_all = um.coordinate_limits()
     limited = []
     for j, i in enumerate(free_idx):
@@ -356,15 +428,21 @@ def build_problem(
         full_turn = topo.coordinate_motion[i] is Motion.ROTATIONAL and r1 - r0 >= 2 * math.pi - 1e-4
         if finite and not full_turn and (limits == "all" or (limits == "clamped" and topo.coordinate_clamped[i])):
             limited.append(j)
-    z_lo = torch.full((len(free_idx),), -math.inf, dtype=dtype, device=um.device)
-    z_hi = torch.full((len(free_idx),), math.inf, dtype=dtype, device=um.device)
+    z_lo = torch.full((len(free_idx),), -math.inf, dtype=lo_all.dtype, device=lo_all.device)
+    z_hi = torch.full_like(z_lo, math.inf)
     if limited:
-        li = torch.tensor(limited, device=um.device)
+        li = torch.tensor(limited, device=lo_all.device)
         z_lo[li] = lo_all[free_idx][li]
         z_hi[li] = hi_all[free_idx][li]
+    return limited, z_lo, z_hi
 
-    smooth_w = _smoothness_weights(topo, free_idx, smoothness).to(dtype=dtype, device=um.device)
 
+def _task_targets(um: Model, setup: IKSetup, coordinate_tasks, trials: Sequence[MarkerTrial], T: int):
+    """Coordinate tasks (the setup's, updated by ``coordinate_tasks``): full-coordinate indices,
+    targets ``(T, Kc)`` (a value, the default, or per frame from the setup's coordinate file)
+    and square-root weights. Zero-weight tasks and locked coordinates are left out."""
+    topo = um.topology
+    C = topo.n_coordinates
     tasks = dict(setup.coordinate_tasks)
     if coordinate_tasks:
         tasks.update(coordinate_tasks)
@@ -382,138 +460,103 @@ def build_problem(
         if task.from_file:  # per frame, from the setup's coordinate file (below)
             t_file.append((len(t_idx), name))
         elif task.value is None and q_full_default is None:
-            q_full_default = full_coordinates(um, q_default)
+            q_full_default = full_coordinates(um, um.default_q())
         t_idx.append(i)
         t_val.append(0.0 if task.from_file else float(q_full_default[i]) if task.value is None else float(task.value))
         t_w.append(math.sqrt(task.weight))
-    task_value = torch.tensor(t_val, dtype=dtype, device=um.device).expand(X.shape[0], -1)  # (T, Kc)
+    task_value = torch.tensor(t_val, dtype=um.dtype, device=um.device).expand(T, -1)  # (T, Kc)
     if t_file:
         series = torch.cat([coordinate_targets(setup, [n for _, n in t_file], tr.time, um) for tr in trials], 0)
         task_value = task_value.clone()
         task_value[:, [k for k, _ in t_file]] = series
+    return t_idx, task_value, t_w
 
-    # --- shared parameters ----------------------------------------------------------------
-    names: list[str] = []
-    init: list[float] = []
-    target: list[float] = []
-    pw: list[float] = []
-    fit_global = "global_scale" in fit
-    if fit_global:
-        names.append("global_scale")
-        tgt = scale_target.get("global_scale", None) if isinstance(scale_target, Mapping) else scale_target
-        target.append(float(um.global_scale) * size if tgt is None else float(tgt))
-        init.append(target[-1] if height is not None else float(um.global_scale))  # height: start at its size
-        pw.append(_per_name(scale_weight, ["global_scale"], 1.0, "scale_weight")[0])
+
+@dataclasses.dataclass
+class _ParameterList:
+    """The shared parameters as they are collected: names, start values, prior targets and
+    prior weights (one entry each, in the order of ``theta``)."""
+
+    names: list = dataclasses.field(default_factory=list)
+    init: list = dataclasses.field(default_factory=list)
+    target: list = dataclasses.field(default_factory=list)
+    weight: list = dataclasses.field(default_factory=list)
+
+    def add(self, name: str, init: float, target: float, weight: float) -> None:
+        self.names.append(name)
+        self.init.append(init)
+        self.target.append(target)
+        self.weight.append(weight)
+
+
+def _scale_parameters(sp: _ParameterList, um: Model, fit, scale_bodies, symmetric: bool, scale_mode: str,
+                      scale_target, scale_weight, size: float, fit_global: bool, height) -> tuple[Tensor, int]:
+    """Append the segment-scale parameters to ``sp`` (one per body or left/right pair, times
+    three with ``per_axis``). Returns ``scale_map (B * 3,)`` (parameter index within the scale
+    block of each body axis, -1 where fixed) and the block's size."""
+    topo = um.topology
     B = topo.n_bodies
     scale_map = torch.full((B * 3,), -1, dtype=torch.long, device=um.device)
-    n_scale = 0
-    if "segment_scales" in fit:
-        bodies = list(scale_bodies) if scale_bodies is not None else list(topo.body_names)
-        for b in bodies:
-            if b not in topo.body_names:
-                raise IKError(f"scale_bodies: unknown body '{b}'; known: {', '.join(topo.body_names)}")
-        groups: dict[str, list[int]] = {}
-        for b in bodies:
-            groups.setdefault(_side_key(b) if symmetric else b, []).append(topo.body_index(b))
-        off = len(names)
-        base = um.body_scales
-        for gname, members in groups.items():
-            comps = [None] if scale_mode == "uniform" else [0, 1, 2]
-            for k in comps:
-                idx = len(names) - off
-                axes = [0, 1, 2] if k is None else [k]
-                for b in members:
-                    for a in axes:
-                        scale_map[b * 3 + a] = idx
-                v0 = float(base[members][:, axes].mean())
-                label = gname.replace("#", "r/l") if symmetric else gname
-                names.append(f"scale:{label}" + ("" if k is None else ":xyz"[k + 1]))
-                tg = (
-                    scale_target.get(members and topo.body_names[members[0]], None)
-                    if isinstance(scale_target, Mapping)
-                    else scale_target
-                )
-                target.append(v0 * (1.0 if fit_global else size) if tg is None else float(tg))
-                init.append(target[-1] if height is not None else v0)  # height: start at the subject's size
-                pw.append(_per_name(scale_weight, [topo.body_names[members[0]]], 1.0, "scale_weight")[0])
-        n_scale = len(names) - off
-    offset_map = torch.full((M * 3,), -1, dtype=torch.long, device=um.device)
-    n_offset = 0
-    if "marker_offsets" in fit:
-        off = len(names)
-        ow = _per_name(offset_weight, used, 1.0, "offset_weight")
-        for j, m in enumerate(used):
-            gi = topo.marker_index(m)
-            if topo.marker_fixed[gi]:
-                continue
-            if offset_axes is not None and m in offset_axes:
-                mask = tuple(bool(a) for a in offset_axes[m])
-                if len(mask) != 3:
-                    raise IKError(f"offset_axes['{m}']: give 3 booleans (x, y, z), got {offset_axes[m]!r}")
-            elif topo.marker_bodies[gi] == 0 and topo.parents[0] == -1 and B > 1:
-                mask = (True, False, True)  # root (pelvis) markers: free in X and Z only (seed paper)
-            else:
-                mask = (True, True, True)
-            for a in range(3):
-                if mask[a]:
-                    offset_map[j * 3 + a] = len(names) - off
-                    names.append(f"offset:{m}:{'xyz'[a]}")
-                    v = float(um.marker_offsets[j, a])
-                    init.append(v)
-                    target.append(v)
-                    pw.append(ow[j])
-        n_offset = len(names) - off
-    P = len(names)
-    kw = dict(dtype=dtype, device=um.device)
-    theta0 = torch.tensor(init, **kw).expand(K, P).clone() if P else torch.zeros(K, 0, **kw)
+    if "segment_scales" not in fit:
+        return scale_map, 0
+    bodies = list(scale_bodies) if scale_bodies is not None else list(topo.body_names)
+    for b in bodies:
+        if b not in topo.body_names:
+            raise IKError(f"scale_bodies: unknown body '{b}'; known: {', '.join(topo.body_names)}")
+    groups: dict[str, list[int]] = {}
+    for b in bodies:
+        groups.setdefault(_side_key(b) if symmetric else b, []).append(topo.body_index(b))
+    off = len(sp.names)
+    base = um.body_scales
+    for gname, members in groups.items():
+        comps = [None] if scale_mode == "uniform" else [0, 1, 2]
+        for k in comps:
+            idx = len(sp.names) - off
+            axes = [0, 1, 2] if k is None else [k]
+            for b in members:
+                for a in axes:
+                    scale_map[b * 3 + a] = idx
+            v0 = float(base[members][:, axes].mean())
+            label = gname.replace("#", "r/l") if symmetric else gname
+            tg = scale_target.get(members and topo.body_names[members[0]], None) if isinstance(scale_target, Mapping) \
+                else scale_target
+            target = v0 * (1.0 if fit_global else size) if tg is None else float(tg)
+            sp.add(f"scale:{label}" + ("" if k is None else ":xyz"[k + 1]),
+                   target if height is not None else v0,  # height: start at the subject's size
+                   target, _per_name(scale_weight, [topo.body_names[members[0]]], 1.0, "scale_weight")[0])
+    return scale_map, len(sp.names) - off
 
-    problem = IKProblem(
-        model=um,
-        X=X,
-        present=present,
-        sqrt_w=w.sqrt(),
-        q_fixed=q_default,
-        coord_free=coord_free,
-        coord_pos=torch.tensor(pos, dtype=torch.long, device=um.device),
-        free_names=tuple(topo.coordinate_names[i] for i in free_idx),
-        z_lo=z_lo,
-        z_hi=z_hi,
-        limit_index=torch.tensor(limited, dtype=torch.long, device=um.device),
-        limit_sqrt_w=math.sqrt(limit_weight),
-        task_index=torch.tensor(t_idx, dtype=torch.long, device=um.device),
-        task_value=task_value,
-        task_sqrt_w=torch.tensor(t_w, **kw),
-        theta_index=theta_index,
-        trial_id=trial_id,
-        n_sets=K,
-        n_theta=P,
-        fit_global=fit_global,
-        scale_map=scale_map,
-        n_scale=n_scale,
-        offset_map=offset_map,
-        n_offset=n_offset,
-        prior_target=torch.tensor(target, **kw),
-        prior_sqrt_w=torch.tensor(pw, **kw).sqrt(),
-        smooth_sqrt_w=math.sqrt(smooth_w.max().item()) if smooth_w.numel() else 0.0,
-        smooth_rel=smooth_w / smooth_w.max() if smooth_w.numel() and smooth_w.max() > 0 else None,
-        theta_names=tuple(names),
-        free_index=torch.tensor(free_idx, dtype=torch.long, device=um.device),
-        offset_select=_offset_select(offset_map, M, n_offset, dtype, um.device),
-        plan=kin.plan(free_idx),
-        kinematics=kin,
-    )
-    info = ProblemInfo(
-        markers=tuple(used),
-        used_marker_index=used_idx,
-        frames=tuple(tr.n_frames for tr in trials),
-        unused=tuple(unused_by_trial),
-        missing=tuple(missing_by_trial),
-        theta0=theta0,
-        free_index=tuple(free_idx),
-        model_full=model,
-        trials=tuple(trials),
-    )
-    return problem, info
+
+def _offset_parameters(sp: _ParameterList, um: Model, used: Sequence[str], fit, offset_weight,
+                       offset_axes) -> tuple[Tensor, int]:
+    """Append the marker-offset parameters to ``sp`` (each free axis of each used, unfixed
+    marker; root markers free in X and Z only unless ``offset_axes`` says otherwise). Returns
+    ``offset_map (M * 3,)`` (parameter index within the offset block, -1 where fixed) and the
+    block's size."""
+    topo = um.topology
+    offset_map = torch.full((len(used) * 3,), -1, dtype=torch.long, device=um.device)
+    if "marker_offsets" not in fit:
+        return offset_map, 0
+    off = len(sp.names)
+    ow = _per_name(offset_weight, used, 1.0, "offset_weight")
+    for j, m in enumerate(used):
+        gi = topo.marker_index(m)
+        if topo.marker_fixed[gi]:
+            continue
+        if offset_axes is not None and m in offset_axes:
+            mask = tuple(bool(a) for a in offset_axes[m])
+            if len(mask) != 3:
+                raise IKError(f"offset_axes['{m}']: give 3 booleans (x, y, z), got {offset_axes[m]!r}")
+        elif topo.marker_bodies[gi] == 0 and topo.parents[0] == -1 and topo.n_bodies > 1:
+            mask = (True, False, True)  # root (pelvis) markers: free in X and Z only (seed paper)
+        else:
+            mask = (True, True, True)
+        for a in range(3):
+            if mask[a]:
+                offset_map[j * 3 + a] = len(sp.names) - off
+                v = float(um.marker_offsets[j, a])
+                sp.add(f"offset:{m}:{'xyz'[a]}", v, v, ow[j])
+    return offset_map, len(sp.names) - off
 
 
 def _offset_select(offset_map: Tensor, M: int, n: int, dtype, device) -> Tensor:
