@@ -1,17 +1,23 @@
 """The full-body model on synthetic non-gait motions rendered to every marker/keypoint set.
 
-    python bench/bench_full_body.py [--frames 120] [--noise 0.01] [--dropout 0.1] [--sets ...] [--kinds ...] [--out PATH]
+    python bench/bench_full_body.py [--frames 120] [--noise 0.01] [--dropout 0.1] [--smoothness 1] [--sets ...] [--kinds ...] [--out PATH]
 
 Per set (``kf.models.full_body(marker_set=...)``) and motion (``kinfunc.ik.synthetic``'s seven:
 squat, sit-to-stand, jump, full turn, lying down, arms overhead, cartwheel): the true model's
 points with Gaussian noise (m per axis), random scores in [0.3, 1] as confidences and a fraction
 ``dropout`` of samples missing (confidence 0); ``kf.ik.solve(model, trial, smoothness=1)`` from
-the default start. Reported: mean / max keypoint RMS per frame, the RMS error of the angles the
+the default start (``--smoothness``: another weight; it is per frame, so what suits depends on
+the noise and on how far the motion moves per frame: 1 for keypoint-grade noise, 0.02 for
+marker-grade noise, see below). Reported: mean / max keypoint RMS per frame, the RMS error of the angles the
 points can see (hip flexion/adduction, knee, arm flexion/adduction, elbow, lumbar extension and
 bending; per coordinate over frames, mean over them and the worst), the solve time (1 torch
 thread) and full-body FK throughput; then ``kf.ik.smpl_to_anatomical`` on the smpl24 points
 of a subject 8 % off the model per segment (scales fitted). Writes ``bench/results/full_body.json``
 (``--out``: elsewhere, for a piece of the bench).
+
+Marker-grade data (3 mm noise per axis instead of keypoint-grade 1 cm):
+``python bench/bench_full_body.py --sets cmu pig --noise 0.003 --smoothness 0.02 --out
+bench/results/full_body_markers_3mm.json``.
 """
 from __future__ import annotations
 
@@ -46,6 +52,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=120)
     ap.add_argument("--noise", type=float, default=0.01)
     ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--smoothness", type=float, default=1.0)
     ap.add_argument("--sets", nargs="+", default=["cmu", "coco17", "halpe26", "body25", "h36m17", "smpl24", "opencap"])
     ap.add_argument("--kinds", nargs="+", default=list(NONGAIT_KINDS), choices=list(NONGAIT_KINDS))
     ap.add_argument("--out", type=Path, default=OUT, help="where to write the results (default bench/results/full_body.json)")
@@ -70,7 +77,7 @@ def main() -> None:
             xyz = torch.where((conf > 0)[..., None], tr.xyz, torch.full_like(tr.xyz, math.nan))
             tr = tr.__class__(tr.names, xyz, tr.rate, tr.time, confidence=conf)
             t0 = time.perf_counter()
-            res = kf.ik.solve(model, tr, smoothness=1.0)
+            res = kf.ik.solve(model, tr, smoothness=a.smoothness)
             dt = time.perf_counter() - t0
             d = torch.remainder(res.q[:, idx] - q[:, idx] + math.pi, 2 * math.pi) - math.pi
             per = d.square().mean(0).sqrt() * 180 / math.pi
