@@ -227,6 +227,14 @@ def frame_costs(
     return cost, pos
 
 
+def frame_information(problem: IKProblem, Z: Tensor) -> Tensor:
+    """How much the present markers see each free coordinate in each frame: the diagonal of
+    ``J^T J`` of the weighted marker residuals at ``Z (T, Cf)``, ``(T, Cf)`` (m^2 per rad^2 or
+    per m^2; joint limits and coordinate tasks left out)."""
+    model, q, plan, consts, targets = _pose_pieces(problem, Z, None, None)
+    return plan.normal_equations(model, consts, q, targets)[1].diagonal(dim1=-2, dim2=-1)
+
+
 def _plan(p_: IKProblem) -> JacobianPlan:
     """The problem's Jacobian plan (built for its free coordinates when it has none)."""
     return p_.plan if p_.plan is not None else JacobianPlan.build(p_.model, p_.free_index.tolist())

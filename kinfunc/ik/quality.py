@@ -59,7 +59,12 @@ class FitQuality:
     ``frame_flags (T,)`` bool: doubtful frames; ``frame_reasons``: (frame, reason) for each;
     ``marker_flags (M,)`` bool: doubtful markers (result's ``marker_names`` order);
     ``restarted``: frames restarted from their neighbours during the solve; ``issues``: the
-    :class:`MarkerIssue` runs; ``robust``: whether the solve down-weighted them.
+    :class:`MarkerIssue` runs; ``robust``: whether the solve down-weighted them;
+    ``coordinate_names`` / ``unobserved (T, Cf)`` bool: the free coordinates, and in which frames
+    the present markers barely saw each (:func:`kinfunc.ik.repair.unobserved`; set from the
+    frames around that saw it, when the solve had no smoothness). A coordinate seen in some
+    frames and not in others makes the fit doubtful there (``ok`` is False); one seen in no
+    frame (a wrist's rotation from keypoints) is listed as ``unseen`` and left at its start.
     """
 
     frame_flags: Tensor
@@ -69,22 +74,47 @@ class FitQuality:
     restarted: tuple[int, ...] = ()
     issues: tuple[MarkerIssue, ...] = ()
     robust: bool = False
+    coordinate_names: tuple[str, ...] = ()
+    unobserved: Optional[Tensor] = None
+
+    @property
+    def unseen(self) -> tuple[str, ...]:
+        """Free coordinates the markers saw in no frame (left at their start values)."""
+        if self.unobserved is None or not self.unobserved.shape[0]:
+            return ()
+        every = self.unobserved.all(0).tolist()
+        return tuple(n for n, e in zip(self.coordinate_names, every) if e)
+
+    @property
+    def partly_unseen(self) -> tuple[tuple[str, int], ...]:
+        """``(coordinate, frames)`` for the free coordinates the markers did not see in some
+        frames (but did in others)."""
+        if self.unobserved is None or not self.unobserved.shape[0]:
+            return ()
+        n = self.unobserved.sum(0).tolist()
+        T = self.unobserved.shape[0]
+        return tuple((c, k) for c, k in zip(self.coordinate_names, n) if 0 < k < T)
 
     @property
     def ok(self) -> bool:
-        """No doubtful frame, no doubtful marker and no marker issue."""
-        return not (bool(self.frame_flags.any()) or bool(self.marker_flags.any()) or self.issues)
+        """No doubtful frame, no doubtful marker, no marker issue and no coordinate the markers
+        saw in some frames but not in others."""
+        return not (bool(self.frame_flags.any()) or bool(self.marker_flags.any()) or self.issues or self.partly_unseen)
 
     def summary(self) -> str:
-        """One line: counts of flagged frames, markers and issues."""
+        """One line: counts of flagged frames, markers, issues and unseen coordinates."""
         nf, nm = int(self.frame_flags.sum()), int(self.marker_flags.sum())
+        unseen = f"; not seen by the markers: {', '.join(self.unseen)}" if self.unseen else ""
         if self.ok:
-            return f"fit quality: no doubtful frame or marker ({len(self.restarted)} frames restarted from neighbours)"
+            return f"fit quality: no doubtful frame or marker ({len(self.restarted)} frames restarted from neighbours){unseen}"
         bad = [n for n, f in zip(self.marker_names, self.marker_flags.tolist()) if f]
+        part = self.partly_unseen
+        gaps = (f"; {len(part)} coordinate(s) unseen in some frames ("
+                + ", ".join(f"{c} {k}" for c, k in part[:6]) + (", ..." if len(part) > 6 else "") + ")") if part else ""
         return (
             f"fit quality: {nf} doubtful frame(s), {nm} doubtful marker(s){' (' + ', '.join(bad) + ')' if bad else ''}, "
             f"{len(self.issues)} marker issue(s){' down-weighted' if self.robust and self.issues else ''}; "
-            f"{len(self.restarted)} frames restarted from neighbours"
+            f"{len(self.restarted)} frames restarted from neighbours{gaps}{unseen}"
         )
 
     def lines(self, time: Optional[Tensor] = None, max_lines: int = 20) -> list[str]:
@@ -101,6 +131,17 @@ class FitQuality:
             out.append("  marker " + iss.line())
         if len(self.issues) > max_lines:
             out.append(f"  ... and {len(self.issues) - max_lines} more marker issues")
+        part = self.partly_unseen
+        for c, _ in part[:max_lines]:
+            frames = torch.nonzero(self.unobserved[:, self.coordinate_names.index(c)]).flatten().tolist()
+            rr = _runs(frames, join=0)
+            when = ", ".join(
+                f"{a}-{b}" + (f" ({float(time[a]):.2f}-{float(time[b]):.2f} s)" if time is not None else "") for a, b in rr[:4]
+            ) + (f", ... ({len(rr)} runs)" if len(rr) > 4 else "")
+            out.append(f"  coordinate {c}: not seen by the markers in {len(frames)} frame(s) {when}; "
+                       "set from the frames around that saw it (or by smoothness), not measured")
+        if len(part) > max_lines:
+            out.append(f"  ... and {len(part) - max_lines} more coordinates unseen in some frames")
         return out
 
 
@@ -150,11 +191,15 @@ def assess(
     time: Tensor,
     restarted: Sequence[int] = (),
     robust_weight: Optional[Tensor] = None,
+    coordinate_names: Sequence[str] = (),
+    unobserved: Optional[Tensor] = None,
 ) -> FitQuality:
     """The :class:`FitQuality` of one trial: ``err (T, M)`` marker errors (m, NaN where
     missing), ``rms (T,)`` per-frame RMS (m), ``X (T, M, 3)`` measured and ``P (T, M, 3)`` model
     markers (m), ``present (T, M)`` bool, ``time (T,)`` s, ``restarted`` frame indices,
-    ``robust_weight (T, M)`` the robust weights of the solve (``None``: not robust)."""
+    ``robust_weight (T, M)`` the robust weights of the solve (``None``: not robust),
+    ``coordinate_names`` / ``unobserved (T, Cf)``: the free coordinates and where the markers
+    did not see them."""
     T, M = err.shape
     names = tuple(marker_names)
     # --- frames (with a robust solve: without the samples it set aside, which are reported below)
@@ -231,4 +276,6 @@ def assess(
         restarted=tuple(restarted),
         issues=tuple(issues),
         robust=robust_weight is not None,
+        coordinate_names=tuple(coordinate_names),
+        unobserved=unobserved,
     )

@@ -1,4 +1,5 @@
-"""Temporal propagation: frames that end far above their neighbours are restarted from them.
+"""Temporal propagation: frames that end far above their neighbours are restarted from them,
+and coordinates the markers do not see in a frame are filled in from the frames that see them.
 
 A solve whose frames are independent (poses only, no smoothness) can leave a frame in a wrong
 basin even from a good start (a limb passing a joint limit, a brief marker dropout). Its cost
@@ -7,6 +8,13 @@ then stands out against the frames around it, whose poses are usually a good sta
 good frame before it and after it (all of them in one batch), keeps whichever pose is lowest,
 and repeats until no frame improves. Every frame's cost can only go down, so whole-trial IK is
 never worse than the per-frame solve it started from.
+
+In a frame where the markers that would place a coordinate are missing (a shank with its knee
+and ankle points dropped, a hand out of view) the objective is flat along that coordinate and
+the solve leaves it wherever the start put it. :func:`unobserved` finds such (frame,
+coordinate) pairs from the information the present markers carry about each coordinate, and
+:func:`fill_unobserved` sets them from the nearest frames before and after that see the
+coordinate (linear in time) and solves those frames again.
 """
 
 from __future__ import annotations
@@ -17,10 +25,11 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .gn import GNOptions, GNResult, _frame_subset, frame_costs, solve_gn
+from ..model import Motion
+from .gn import GNOptions, GNResult, _frame_subset, frame_costs, frame_information, solve_gn
 from .problem import IKProblem
 
-__all__ = ["frame_rms", "outlier_frames", "repair"]
+__all__ = ["fill_unobserved", "frame_rms", "gap_frames", "outlier_frames", "repair", "unobserved"]
 
 
 def frame_rms(problem: IKProblem, cost: Tensor) -> Tensor:
@@ -160,3 +169,93 @@ def repair(
         improved |= set(tgt.tolist())
     report = RepairReport(rounds, tuple(sorted(tried)), tuple(sorted(improved)))
     return GNResult(Z, None, float(cost.sum()), 0, True, [float(cost.sum())], P, cost), report
+
+
+def unobserved(
+    problem: IKProblem, Z: Tensor, frames: Optional[Tensor] = None, ratio: float = 1e-2, floor: float = 1e-6
+) -> Tensor:
+    """``(T, Cf)`` bool: the coordinates the present markers barely see in a frame at the poses
+    ``Z (T, Cf)``: the information they carry about it (:func:`~kinfunc.ik.gn.frame_information`)
+    under ``ratio`` times what all the problem's markers would carry at that pose (the markers
+    that place it are missing: a lever arm under a tenth of its full one), or under ``floor``
+    (m^2/rad^2: 1 mm per radian; also with every marker present: a coordinate these markers
+    never see). ``frames``: evaluate only these (the others are False); default all."""
+    T, Cf = Z.shape
+    mask = torch.zeros(T, Cf, dtype=torch.bool, device=Z.device)
+    idx = torch.arange(T, device=Z.device) if frames is None else frames
+    if idx.numel() == 0:
+        return mask
+    with torch.no_grad():
+        sub = _frame_subset(problem, idx)
+        Zs = Z.index_select(0, idx)
+        have = frame_information(sub, Zs)
+        full = frame_information(dataclasses.replace(sub, present=torch.ones_like(sub.present)), Zs)
+    return mask.index_copy(0, idx, have < torch.clamp(ratio * full, min=floor))
+
+
+def gap_frames(problem: IKProblem) -> Tensor:
+    """Indices of the frames where a marker of the fit is missing (or has confidence 0)."""
+    used = problem.sqrt_w > 0
+    return torch.nonzero(((problem.present <= 0) & used).any(-1)).flatten()
+
+
+def _interpolate(z: Tensor, seen: Tensor, trial_id: Tensor, rotational: bool) -> Tensor:
+    """``z (T,)`` with the frames not ``seen`` set linearly in frame index from the nearest
+    seen frames of the same trial before and after (the nearer one alone at a trial's ends;
+    unchanged where the trial has none). Angles take the shorter way round."""
+    prev, nxt = _nearest_good(seen, trial_id)
+    idx = torch.arange(z.shape[0], device=z.device)
+    zp, zn = z.index_select(0, prev.clamp_min(0)), z.index_select(0, nxt.clamp_min(0))
+    d = zn - zp
+    if rotational:
+        d = torch.remainder(d + torch.pi, 2 * torch.pi) - torch.pi
+    span = (nxt - prev).clamp_min(1).to(z.dtype)
+    both = zp + d * (idx - prev).to(z.dtype) / span
+    out = torch.where((prev >= 0) & (nxt >= 0), both, torch.where(prev >= 0, zp, torch.where(nxt >= 0, zn, z)))
+    return torch.where(seen, z, out)
+
+
+def fill_unobserved(
+    problem: IKProblem, Z: Tensor, opts: GNOptions = GNOptions(), max_iter: int = 20, solved: Optional[GNResult] = None,
+    tolerance: float = 0.1,
+) -> tuple[GNResult, Tensor]:
+    """Coordinates of an independent-frame ``problem`` that the present markers do not see in
+    a frame with missing markers (:func:`unobserved`), set from the frames that see them (linear in time within the
+    trial), then those frames solved again from there (at most ``max_iter`` iterations); a
+    frame keeps the new pose unless its cost rises by more than ``tolerance`` (10 %: what the
+    markers barely see moves the cost by noise, a few per cent where the start left a limb
+    straight and its neighbours bent it). ``Z (T, Cf)``: the
+    solved poses (``solved``: their solve, whose costs and positions are used). Returns the
+    result and the ``(T, Cf)`` mask of what was unobserved (frames without a gap: False)."""
+    if problem.coupled:
+        raise ValueError("fill_unobserved: frames must be independent (no shared parameters, no smoothness)")
+    if solved is not None and solved.costs is not None and solved.positions is not None:
+        cost, P = solved.costs, solved.positions
+    else:
+        cost, P = frame_costs(problem, Z)
+    mask = unobserved(problem, Z, gap_frames(problem))
+    seen = ~mask
+    # a trial with no frame that sees a coordinate leaves it alone
+    fillable = torch.zeros_like(mask)
+    for k in torch.unique(problem.trial_id).tolist():
+        sel = problem.trial_id == k
+        fillable[sel] = mask[sel] & seen[sel].any(0, keepdim=True)
+    result = GNResult(Z, None, float(cost.sum()), 0, True, [float(cost.sum())], P, cost)
+    cols = torch.nonzero(fillable.any(0)).flatten().tolist()
+    if not cols:
+        return result, mask
+    topo = problem.model.topology
+    Zf = Z.clone()
+    for c in cols:
+        rot = topo.coordinate_motion[int(problem.free_index[c])] is Motion.ROTATIONAL
+        Zf[:, c] = _interpolate(Z[:, c], seen[:, c] | ~fillable[:, c], problem.trial_id, rot)
+    fr = torch.nonzero(fillable.any(1)).flatten()
+    sub = _frame_subset(problem, fr)
+    res = solve_gn(sub, Zf.index_select(0, fr), None, dataclasses.replace(opts, max_iter=min(opts.max_iter, max_iter)))
+    c_new, P_new = frame_costs(sub, res.Z)
+    keep = c_new <= cost.index_select(0, fr) * (1 + tolerance) + 1e-12
+    tgt = fr[keep]
+    Z = Z.index_copy(0, tgt, res.Z[keep])
+    cost = cost.index_copy(0, tgt, c_new[keep])
+    P = P.index_copy(0, tgt, P_new[keep])
+    return GNResult(Z, None, float(cost.sum()), 0, True, [float(cost.sum())], P, cost), mask

@@ -24,7 +24,7 @@ from ..model import Model, Motion
 from ..trial import MarkerTrial
 from .gn import GNOptions, GNResult, _frame_subset, frame_costs, solve_gn
 from .init import initial_q
-from .repair import repair
+from .repair import fill_unobserved, repair, unobserved
 from .start import continuous_in_time, segment_start
 from .jacobian import ModelKinematics
 from .lbfgs import LBFGSOptions, solve_lbfgs
@@ -827,9 +827,9 @@ def _solve_gn_staged(
         Z = r.Z
         if restarts:
             fixed, rep = repair(p, Z, o, solved=r)
-            Z = fixed.Z
             tried = list(rep.restarted)
             restarted.update(frames[tried].tolist() if frames is not None else tried)
+            Z = fill_unobserved(p, fixed.Z, o, solved=fixed)[0].Z
         return Z
 
     if subsample:
@@ -859,10 +859,11 @@ def _solve_gn_staged(
             final = _pose_only(problem, theta, smooth=False) if problem.n_theta else problem
             fixed, rep = repair(final, res.Z, o, solved=res if not problem.coupled else None)
             restarted |= set(rep.restarted)
-            if rep.improved:
+            filled, mask = fill_unobserved(final, fixed.Z, o, solved=fixed)
+            if rep.improved or bool(mask.any()):
                 res = dataclasses.replace(
-                    res, Z=fixed.Z, positions=fixed.positions, objective=fixed.objective,
-                    history=res.history + [fixed.objective],
+                    res, Z=filled.Z, positions=filled.positions, objective=filled.objective,
+                    history=res.history + [filled.objective],
                 )
     if problem.n_theta and single:  # the objective of the whole problem at the returned values
         frames = frame_costs(_pose_only(problem, theta, smooth=False), res.Z)[0].sum()
@@ -934,6 +935,26 @@ def _solve_shape_only(problem, Z0, theta0, chosen, max_iter, gn_options, lbfgs_o
     return GNResult(Z0, th, float(objective(problem, Z0, th)), n, True, [])
 
 
+def _unobserved_mask(problem: IKProblem, res: GNResult) -> Tensor:
+    """``(T, Cf)`` bool: where the present markers did not see each free coordinate at the
+    result's poses (:func:`kinfunc.ik.repair.unobserved`), each frame set with its fitted model."""
+    with torch.no_grad():
+        if res.theta is None or problem.n_theta == 0:
+            return unobserved(dataclasses.replace(problem, smooth_sqrt_w=0.0), res.Z)
+        out = torch.zeros(res.Z.shape, dtype=torch.bool, device=res.Z.device)
+        for k in range(problem.n_sets):
+            idx = torch.nonzero(problem.theta_index == k).flatten()
+            p = _frame_subset(_pose_only(problem, res.theta[k : k + 1], smooth=False), idx)
+            out[idx] = unobserved(p, res.Z.index_select(0, idx))
+        return out
+
+
+def _quality(unobserved_frames, sl: slice, *args, **kwargs) -> FitQuality:
+    """:func:`~kinfunc.ik.quality.assess` of one trial (frames ``sl`` of the problem), with the
+    coordinates the markers did not see."""
+    return assess(*args, unobserved=unobserved_frames()[sl], **kwargs)
+
+
 def _results(problem: IKProblem, info: ProblemInfo, res: GNResult, trials, fit, solver: str, wall: float,
              restarted: tuple[int, ...] = (), robust_w: Optional[Tensor] = None) -> list[IKResult]:
     """One :class:`IKResult` per trial (marker positions from the solver when it kept them)."""
@@ -942,6 +963,13 @@ def _results(problem: IKProblem, info: ProblemInfo, res: GNResult, trials, fit, 
     out = []
     fitted_models: dict[int, Model] = {}
     start = 0
+    unobserved_all: list[Tensor] = []  # made on the first read of a result's quality, for all trials
+
+    def unobserved_frames() -> Tensor:
+        if not unobserved_all:
+            unobserved_all.append(_unobserved_mask(problem, res))
+        return unobserved_all[0]
+
     with torch.no_grad():
         Q = expand_q(problem, res.Z)
         P = _positions(problem, res)
@@ -977,9 +1005,10 @@ def _results(problem: IKProblem, info: ProblemInfo, res: GNResult, trials, fit, 
             mobj = float((d2 * problem.sqrt_w**2).sum())
             time_k = tr.time.to(dtype=q.dtype, device=q.device)
             quality = functools.partial(
-                assess, info.markers, err, rms, problem.X[sl], p, pres, time_k,
+                _quality, unobserved_frames, sl, info.markers, err, rms, problem.X[sl], p, pres, time_k,
                 restarted=[f - sl.start for f in restarted if sl.start <= f < sl.stop],
                 robust_weight=None if robust_w is None else robust_w[sl],
+                coordinate_names=problem.free_names,
             )
             out.append(
                 IKResult(
