@@ -106,6 +106,16 @@ class RepairReport:
     improved: tuple[int, ...] = ()
 
 
+def _costs_of(problem: IKProblem, Z: Tensor, solved: Optional[GNResult], who: str) -> tuple[Tensor, Tensor]:
+    """Per-frame costs ``(T,)`` and marker positions ``(T, M, 3)`` of an independent-frame
+    ``problem`` at ``Z``: those of ``solved`` when it kept them, else one forward pass."""
+    if problem.coupled:
+        raise ValueError(f"{who}: frames must be independent (no shared parameters, no smoothness)")
+    if solved is not None and solved.costs is not None and solved.positions is not None:
+        return solved.costs, solved.positions
+    return frame_costs(problem, Z)
+
+
 def repair(
     problem: IKProblem, Z: Tensor, opts: GNOptions = GNOptions(), max_rounds: int = 16, max_iter: int = 20,
     solved: Optional[GNResult] = None,
@@ -116,12 +126,7 @@ def repair(
     lowers its cost by more than 0.1 %. ``solved``: the solve that gave ``Z``, whose per-frame
     costs and positions are used when it has them. Returns the result (poses, total cost,
     marker positions) and a :class:`RepairReport`."""
-    if problem.coupled:
-        raise ValueError("repair: frames must be independent (no shared parameters, no smoothness)")
-    if solved is not None and solved.costs is not None and solved.positions is not None:
-        cost, P = solved.costs, solved.positions
-    else:
-        cost, P = frame_costs(problem, Z)
+    cost, P = _costs_of(problem, Z, solved, "repair")
     tried: set[int] = set()
     improved: set[int] = set()
     pairs: set[tuple[int, int]] = set()  # (frame, seed frame) already tried
@@ -220,19 +225,14 @@ def fill_unobserved(
     tolerance: float = 0.1,
 ) -> tuple[GNResult, Tensor]:
     """Coordinates of an independent-frame ``problem`` that the present markers do not see in
-    a frame with missing markers (:func:`unobserved`), set from the frames that see them (linear in time within the
-    trial), then those frames solved again from there (at most ``max_iter`` iterations); a
-    frame keeps the new pose unless its cost rises by more than ``tolerance`` (10 %: what the
-    markers barely see moves the cost by noise, a few per cent where the start left a limb
-    straight and its neighbours bent it). ``Z (T, Cf)``: the
-    solved poses (``solved``: their solve, whose costs and positions are used). Returns the
+    a frame with missing markers (:func:`unobserved`), set from the frames that see them
+    (linear in time within the trial), then those frames solved again from there (at most
+    ``max_iter`` iterations); a frame keeps the new pose unless its cost rises by more than
+    ``tolerance`` (10 %: what the markers barely see moves the cost by noise, a few per cent
+    where the start left a limb straight and its neighbours bent it). ``Z (T, Cf)``: the solved
+    poses (``solved``: their solve, whose costs and positions are used). Returns the
     result and the ``(T, Cf)`` mask of what was unobserved (frames without a gap: False)."""
-    if problem.coupled:
-        raise ValueError("fill_unobserved: frames must be independent (no shared parameters, no smoothness)")
-    if solved is not None and solved.costs is not None and solved.positions is not None:
-        cost, P = solved.costs, solved.positions
-    else:
-        cost, P = frame_costs(problem, Z)
+    cost, P = _costs_of(problem, Z, solved, "fill_unobserved")
     mask = unobserved(problem, Z, gap_frames(problem))
     seen = ~mask
     # a trial with no frame that sees a coordinate leaves it alone
