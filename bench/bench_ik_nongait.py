@@ -4,7 +4,7 @@ Usage::
 
     python bench/bench_ik_nongait.py [--trials cmu hdm05 synthetic] [--max-frames N] [--repeats 3]
                                      [--synth-frames 240] [--synth-repeats 4]
-                                     [--full-body] [--out bench/results/ik_nongait.json]
+                                     [--full-body [--full-body-frames N]] [--out bench/results/ik_nongait.json]
 
 Trials (shared data, ``nongait/``): ``cmu`` = ``cmu_85_02.c3d`` (810 frames, CMU 41-marker set,
 jumps and a flip), ``hdm05`` = ``hdm05_bd_05-01_01_120.c3d`` (5920 frames). ``--max-frames N``
@@ -72,9 +72,42 @@ by 10 cm over the middle third and the lateral knee markers swapped left / right
    limit excursions (kinfunc does not limit a rotational coordinate whose range is a whole turn,
    OpenSim clamps it at +-180 deg). Time ratio = OpenSim ``tool.run()`` wall / kinfunc median.
 
-``--full-body`` (not in the default run: ~2-3 min for hdm05): ``kf.models.full_body("cmu")``, all 41
-CMU markers, arms included, fitted to each real trial (scales + offsets + poses, kinfunc only):
-mean / p99 / max frame RMS, frames above 40 mm, doubtful frames, wall time (2 threads).
+``--full-body`` (not in the default run; about 5-8 min on a 2-core machine for both takes, most
+of it OpenSim's IK at ~35-60 ms/frame): ``kf.models.full_body("cmu")``, all 41 CMU markers, arms
+included, on each real trial, side by side with OpenSim as for the lower body:
+
+1. Fit (kinfunc): scales + offsets + poses in one solve on the whole take (2 torch threads):
+   mean / p99 / max frame RMS, frames above 40 mm, doubtful frames, wall time (the JSON's
+   top-level ``full_body.<take>`` numbers).
+2. The fitted model through :func:`build_osim_api` (``save_osim`` needs the model's own .osim
+   and cannot write kinfunc's natural-end splines). This model has what the lower body lacks:
+   spline knee translations and a shoulder girdle that translates with ``arm_flex`` /
+   ``arm_add`` (natural cubic splines of coordinates the shoulder joint rotates by). Written
+   faithfully: each natural spline as an exactly equal SimmSpline (two knots added at each end,
+   :func:`_natural_as_simm`; knots rewritten at full precision in the printed file, which
+   OpenSim prints with 6 digits); each joint owns its own coordinates, the girdle's copies of
+   ``arm_flex`` / ``arm_add`` coupled to the shoulder's by a CoordinateCouplerConstraint
+   (identity LinearFunction), as OpenSim's gait models couple their knees; the girdle's two
+   collinear Y translations split over an extra massless body (``girdle_*_aux``), since OpenSim
+   refuses collinear axes in one SpatialTransform. Checked before any IK by
+   :func:`check_osim_fk` at 20 random poses with the clamped coordinates over their whole
+   ranges, the coupled coordinates set from the independent ones through the constraint's own
+   function (OpenSim's ``Model.assemble`` moves the independent ones too, by up to ~3e-7 rad, so
+   it is not used); the run stops above 1e-6 m.
+3. Pose-only IK with the fitted model on the same markers, both engines, as in 4. above but 1
+   torch thread only (``--repeats`` solves, median; half before, half after the OpenSim run):
+   kinfunc ``kf.ik.solve(fitted, trial, fit=("pose",))``, OpenSim's IK tool (weights 1, accuracy
+   1e-5, whole time range; its coupler constraints enforced). ``--full-body-frames N`` (or
+   ``take=N,...``) compares on each take's first N frames only (default: all).
+4. Scoring as 5. above; OpenSim's ``.mot`` is converted from degrees by OpenSim's own coordinate
+   types (kinfunc's ``full_body`` types ``arm_flex`` / ``arm_add`` as translational: their first
+   use is the girdle's translations, so ``read_mot(path, model=fitted)`` would leave them in
+   degrees). Reported per take: mean / median / p99 / max frame RMS, frames > 25 / 40 mm, times
+   and their ratio, kinfunc - OpenSim per frame (frames worse / better by > 0.5 mm), the worst
+   frames (markers whose error grows most, coordinates that differ most), how many worse frames
+   have a rotational coordinate > 30 deg from OpenSim's (another branch of a joint: a different
+   local minimum), and the same kinfunc solve started at OpenSim's solution (``init=``; untimed):
+   frames it leaves worse / makes better than OpenSim by > 0.5 mm.
 
 Prints a table and writes JSON to ``--out``.
 """
@@ -102,6 +135,7 @@ import numpy as np
 import torch
 
 import kinfunc as kf
+from kinfunc import functions as KF
 from kinfunc.fk import effective_scales, translation_scales
 from kinfunc.ik.synthetic import NONGAIT_KINDS, nongait_suite
 from kinfunc.io._markerio import unit_scale
@@ -158,22 +192,141 @@ def load_trial(path: Path, model, max_frames):
 
 
 # --------------------------------------------------------------- kinfunc model -> OpenSim (API)
+def _group_spec(key, params, i):
+    """Function spec (:mod:`kinfunc.functions`) of entry ``i`` of a slot or coupler group."""
+    p = [t.detach().to("cpu", torch.float64) for t in params]
+    kind = key[0]
+    if kind is KF.FnKind.CONSTANT:
+        return KF.Constant(float(p[0][i]))
+    if kind is KF.FnKind.LINEAR:
+        return KF.Linear(float(p[0][i]), float(p[1][i]))
+    if kind is KF.FnKind.POLYNOMIAL:
+        return KF.Polynomial(tuple(p[0][i].tolist()))
+    if kind is KF.FnKind.SPLINE:
+        return KF.Spline(tuple(p[0][i].tolist()), tuple(p[1][i].tolist()), key[2])
+    raise NotImplementedError(f"function kind {kind}")
+
+
 def _slot_spec(model, b, s):
-    """``(coordinate name or None, 'linear'|'constant', params)`` of joint ``b`` slot ``s``."""
+    """``(coordinate name or None, function spec or None)`` of joint ``b`` slot ``s``; ``None``
+    for a structurally idle slot (no group entry: constant 0). The name may be a dependent one."""
     topo = model.topology
     names = topo.coordinate_names + topo.dependent_names
     flat = b * 6 + s
     for g, params in zip(topo.slot_groups, model.slot_params):
         if flat in g.outputs:
             i = g.outputs.index(flat)
-            kind = g.key[0].value
-            p = [float(t[i]) if t.ndim == 1 else t[i].tolist() for t in (x.detach().double().cpu() for x in params)]
-            if kind == "linear":
-                return names[g.inputs[i]], "linear", p
-            if kind == "constant":
-                return None, "constant", p
-            raise NotImplementedError(f"slot function kind {kind} (joint {topo.joint_names[b]}, slot {s})")
-    return None, "constant", [0.0]
+            fn = _group_spec(g.key, params, i)
+            return (None if isinstance(fn, KF.Constant) else names[g.inputs[i]]), fn
+    return None, None
+
+
+def _coupler_spec(model, name):
+    """``(independent coordinate name, function spec)`` of kinfunc dependent coordinate ``name``."""
+    topo = model.topology
+    d = topo.dependent_names.index(name)
+    for g, params in zip(topo.coupler_groups, model.coupler_params):
+        if d in g.outputs:
+            i = g.outputs.index(d)
+            return topo.coordinate_names[g.inputs[i]], _group_spec(g.key, params, i)
+    raise KeyError(name)
+
+
+def _natural_as_simm(fn):
+    """A natural-end ``Spline`` as an exactly equal ``SplineEnd.SIMM`` spline (OpenSim has no
+    natural cubic spline: it reads ``NaturalCubicSpline`` as a ``SimmSpline``). Two knots are
+    added inside the first and the last interval, on the natural spline's own end pieces: the
+    cubic through the four knots nearest each end is then that piece, so the SimmSpline end
+    condition (its third derivative equals that cubic's) holds for the natural spline, and the
+    SimmSpline through the refined knots is the natural spline itself (one C2 cubic spline
+    through given knots with given end conditions). Linear continuation outside the knots
+    (same end slopes) in both."""
+    x = torch.tensor([fn.x], dtype=torch.float64)
+    y = torch.tensor([fn.y], dtype=torch.float64)
+    if len(fn.x) == 2:  # a line
+        slope = (fn.y[1] - fn.y[0]) / (fn.x[1] - fn.x[0])
+        return KF.Linear(slope, fn.y[0] - fn.x[0] * slope)
+    b, c, d = KF.spline_coefficients(x, y, KF.SplineEnd.NATURAL)
+
+    def piece(i, u):
+        h = u - fn.x[i]
+        return fn.y[i] + h * (float(b[0, i]) + h * (float(c[0, i]) + h * float(d[0, i])))
+
+    K = len(fn.x)
+    xs, ys = list(fn.x), list(fn.y)
+    for i in (K - 2, 0):  # last interval first: inserting there keeps the first interval's indices
+        h = fn.x[i + 1] - fn.x[i]
+        new = [fn.x[i] + h / 3.0, fn.x[i] + 2.0 * h / 3.0]
+        xs[i + 1:i + 1] = new
+        ys[i + 1:i + 1] = [piece(i, u) for u in new]
+    out = KF.Spline(tuple(xs), tuple(ys), KF.SplineEnd.SIMM)
+    # self-check in kinfunc's own evaluation (knots, between them and beyond both ends)
+    lo, hi = fn.x[0], fn.x[-1]
+    u = torch.linspace(lo - 0.3 * (hi - lo), hi + 0.3 * (hi - lo), 2001, dtype=torch.float64)[:, None]
+    a = KF.evaluate(KF.group_key(fn), KF.group_params(KF.group_key(fn), [fn], torch.float64), u)
+    e = KF.evaluate(KF.group_key(out), KF.group_params(KF.group_key(out), [out], torch.float64), u)
+    err = float((a - e).abs().max())
+    if err > 1e-12 * max(1.0, max(abs(v) for v in fn.y)):
+        raise RuntimeError(f"natural spline as SimmSpline differs by {err}")
+    return out
+
+
+def _osim_function(osim, fn, scale=1.0, knots=None):
+    """An OpenSim ``Function`` equal to spec ``fn`` (times ``scale``: a MultiplierFunction, as
+    OpenSim's ScaleTool wraps scaled translation functions). A SimmSpline's knots are appended
+    to the list ``knots`` (see :func:`_full_precision_splines`)."""
+    if isinstance(fn, KF.Spline) and fn.end is KF.SplineEnd.NATURAL:
+        fn = _natural_as_simm(fn)
+    if isinstance(fn, KF.Constant):
+        f = osim.Constant(fn.value)
+    elif isinstance(fn, KF.Linear):
+        f = osim.LinearFunction(fn.slope, fn.intercept)
+    elif isinstance(fn, KF.Polynomial):
+        v = osim.Vector(len(fn.coefficients), 0.0)
+        for k, cf in enumerate(fn.coefficients):
+            v.set(k, float(cf))
+        f = osim.PolynomialFunction(v)
+    elif isinstance(fn, KF.Spline):
+        f = osim.SimmSpline()
+        for xv, yv in zip(fn.x, fn.y):
+            f.addPoint(float(xv), float(yv))
+        if knots is not None:
+            knots.append((fn.x, fn.y))
+    else:
+        raise NotImplementedError(f"function {fn!r}")
+    if scale != 1.0:
+        f.thisown = False  # the MultiplierFunction owns (and deletes) its inner function
+        f = osim.MultiplierFunction(f, float(scale))
+    return f
+
+
+def _full_precision_splines(path, knots):
+    """OpenSim prints a SimmSpline's knots with 6 significant digits (``IO.SetPrecision`` does
+    not reach them; ~1e-7 m of marker error here): rewrite each ``<SimmSpline>``'s ``<x>`` /
+    ``<y>`` in the printed file with the full-precision knots it was built from (the recorded
+    knots nearest to the printed ones; they must agree to 1e-5 relative)."""
+    import xml.etree.ElementTree as ET
+
+    tree = ET.parse(path)
+    n = 0
+    for el in tree.getroot().iter("SimmSpline"):
+        x = [float(v) for v in el.find("x").text.split()]
+        y = [float(v) for v in el.find("y").text.split()]
+        best, err = None, math.inf
+        for kx, ky in knots:
+            if len(kx) == len(x):
+                e = max(max(abs(a - b) / max(1.0, abs(b)) for a, b in zip(x, kx)),
+                        max(abs(a - b) / max(1e-3, abs(b)) for a, b in zip(y, ky)))
+                if e < err:
+                    best, err = (kx, ky), e
+        if best is None or err > 1e-5:
+            raise RuntimeError(f"{path}: a printed SimmSpline matches none built ({err})")
+        el.find("x").text = " ".join(repr(float(v)) for v in best[0])
+        el.find("y").text = " ".join(repr(float(v)) for v in best[1])
+        n += 1
+    if n:
+        tree.write(path, encoding="UTF-8", xml_declaration=True)
+    return n
 
 
 def _independent_axes(ax, specs):
@@ -183,7 +336,7 @@ def _independent_axes(ax, specs):
     an idle slot on the canonical axis their own axis uses)."""
     ax = ax.copy()
     for lo in (0, 3):
-        idle = [s for s in range(lo, lo + 3) if specs[s][0] is None and specs[s][1] == "constant" and specs[s][2][0] == 0.0]
+        idle = [s for s in range(lo, lo + 3) if specs[s][0] is None and (specs[s][1] is None or specs[s][1].value == 0.0)]
         used = [ax[s] / np.linalg.norm(ax[s]) for s in range(lo, lo + 3) if s not in idle]
         for s in idle:
             if not used:
@@ -199,16 +352,74 @@ def _independent_axes(ax, specs):
     return ax
 
 
+def _coordinate_owners(model, specs):
+    """Which joint owns each coordinate that drives a slot (OpenSim: every coordinate belongs to
+    exactly one joint). A joint where it drives an identity ``Linear(1, 0)`` slot (a true DOF)
+    is preferred, else the first joint using it; other joints that use it get their own
+    coordinate coupled to it (see :func:`build_osim_api`)."""
+    users = {}
+    for b, sp in enumerate(specs):
+        for coord, fn in sp:
+            if coord is not None:
+                users.setdefault(coord, [])
+                ident = isinstance(fn, KF.Linear) and fn == KF.Linear(1.0, 0.0)
+                users[coord].append((b, ident))
+    owner = {}
+    for coord, us in users.items():
+        idents = [b for b, ident in us if ident]
+        owner[coord] = idents[0] if idents else us[0][0]
+    return owner
+
+
+def _split_collinear_translations(ax, used, coords):
+    """Partition the used translation slots (3-5) of one joint, ``coords`` their coordinates, into
+    ``(main, rest)``, each with linearly independent axes (OpenSim refuses collinear axes in one
+    SpatialTransform); ``rest`` empty when all are. Of the valid partitions, the one with the
+    fewest (part, coordinate) pairs (each extra pair costs a coupled coordinate), then the
+    smallest ``rest``."""
+    import itertools
+
+    def independent(slots):
+        return not slots or np.linalg.matrix_rank(np.stack([ax[k] for k in slots]), tol=1e-9) == len(slots)
+
+    if independent(used):
+        return list(used), []
+    best = None
+    for r in range(1, len(used)):
+        for rest in itertools.combinations(used, r):
+            main = [k for k in used if k not in rest]
+            if independent(main) and independent(rest):
+                cost = (len({coords[k] for k in main}) + len({coords[k] for k in rest}), len(rest))
+                if best is None or cost < best[0]:
+                    best = (cost, main, list(rest))
+    if best is None:
+        raise NotImplementedError(f"translation axes {ax[3:].tolist()} cannot be split into two independent sets")
+    return best[1], best[2]
+
+
 def build_osim_api(osim, model, path):
     """Write ``model`` as an .osim built through the OpenSim API: one Body per body (mass 1, no
     geometry), one CustomJoint per joint whose SpatialTransform repeats the model's six slots
-    (axes, LinearFunction / Constant; scales baked as OpenSim's ScaleTool would: frame
-    locations and marker offsets times the body's scale, translation functions times
+    (axes and functions: Constant, LinearFunction, PolynomialFunction, SimmSpline; kinfunc's
+    natural-end splines as exactly equal SimmSplines with two extra knots at each end, see
+    :func:`_natural_as_simm`; scales baked as OpenSim's ScaleTool would: frame locations and
+    marker offsets times the body's scale, translation functions times
     :func:`kinfunc.fk.translation_scales` through a MultiplierFunction), coordinates with the
-    model's ranges, defaults, clamped / locked flags, and the markers."""
+    model's ranges, defaults, clamped / locked flags, and the markers.
+
+    Coordinates used by several joints (``full_body``'s shoulder girdle translates with
+    ``arm_flex`` / ``arm_add``, which the shoulder joint rotates by) and kinfunc's dependent
+    coordinates become what OpenSim's gait models do for their knees: each joint owns its own
+    coordinates (the owner of a shared one: :func:`_coordinate_owners`; the others name theirs
+    ``<coordinate>_in_<joint>``), tied to the independent coordinate by a
+    CoordinateCouplerConstraint (identity LinearFunction for a shared coordinate, the coupler's
+    function for a dependent one), unclamped, default = the function at the independent's
+    default. A joint whose used translation axes are linearly dependent (the girdle's two Y
+    translations, one per coordinate) is split in two: ``<joint>_aux`` (parent frame -> massless
+    ``<body>_aux``, the surplus translations) then the joint itself (the rest, rotations
+    included; translations add, so the product is the same). Returns ``path`` and sets
+    ``build_osim_api.last_info`` (couplers, split joints)."""
     topo = model.topology
-    if topo.dependent_names:
-        raise NotImplementedError("couplers are not written by this builder")
     with torch.no_grad():
         s_body, s_parent = effective_scales(model)
         s_body, s_parent = s_body.double().cpu().numpy(), s_parent.double().cpu().numpy()
@@ -222,6 +433,32 @@ def build_osim_api(osim, model, path):
     v3 = lambda a: osim.Vec3(*(float(x) for x in a))  # noqa: E731
     specs = [[_slot_spec(model, b, s) for s in range(6)] for b in range(topo.n_bodies)]
     axes = np.stack([_independent_axes(axes[b], specs[b]) for b in range(topo.n_bodies)])
+    owner = _coordinate_owners(model, specs)
+    unused = [c for c in topo.coordinate_names if c not in owner]
+    if unused:
+        raise NotImplementedError(f"coordinates {unused} drive no joint slot (OpenSim has no such coordinate)")
+    deps = set(topo.dependent_names)
+    couplers = []  # (OpenSim dependent coordinate, independent coordinate, function spec)
+
+    owner_joint = {}  # coordinate -> the OpenSim joint (``b`` or its aux half) that owns it
+
+    def osim_coord(coord, b, ojname):
+        """The OpenSim coordinate name OpenSim joint ``ojname`` (joint ``b`` or its aux half) uses
+        for ``coord`` (a coupler is recorded)."""
+        if owner[coord] == b and owner_joint.setdefault(coord, ojname) == ojname:
+            name = coord
+        else:
+            name = f"{coord}_in_{ojname}"
+        if coord in deps:
+            ind, fn = _coupler_spec(model, coord)
+        elif name != coord:
+            ind, fn = coord, KF.Linear(1.0, 0.0)
+        else:
+            return name
+        if not any(c[0] == name for c in couplers):
+            couplers.append((name, ind, fn))
+        return name
+
     om = osim.Model()
     om.setName(topo.name)
     bodies = {}
@@ -229,24 +466,41 @@ def build_osim_api(osim, model, path):
         body = osim.Body(name, 1.0, osim.Vec3(0), osim.Inertia(0.01, 0.01, 0.01))
         om.addBody(body)
         bodies[name] = body
-    for b, jname in enumerate(topo.joint_names):
+    split, knots = [], []
+
+    def transform(b, slots, ojname):
+        """A SpatialTransform of joint ``b`` with only ``slots`` active (the others idle, their
+        axes made independent of the active ones)."""
+        sp = [specs[b][s] if s in slots else (None, None) for s in range(6)]
+        ax = _independent_axes(axes[b], sp)
         st = osim.SpatialTransform()
         for s in range(6):
             ta = st.updTransformAxis(s)
-            coord, kind, p = specs[b][s]
+            coord, fn = sp[s]
             names = osim.ArrayStr()
             if coord is not None:
-                names.append(coord)
+                names.append(osim_coord(coord, b, ojname))
             ta.setCoordinateNames(names)
-            ta.setAxis(v3(axes[b, s]))
-            fn = osim.LinearFunction(p[0], p[1]) if kind == "linear" else osim.Constant(p[0])
-            if s >= 3 and s_tr[b, s - 3] != 1.0:
-                fn.thisown = False  # the MultiplierFunction owns (and deletes) its inner function
-                fn = osim.MultiplierFunction(fn, float(s_tr[b, s - 3]))
-            ta.set_function(fn)
+            ta.setAxis(v3(ax[s]))
+            ta.set_function(_osim_function(osim, fn or KF.Constant(0.0), s_tr[b, s - 3] if s >= 3 else 1.0, knots))
+        return st
+
+    for b, jname in enumerate(topo.joint_names):
         parent = om.getGround() if topo.parents[b] < 0 else bodies[topo.body_names[topo.parents[b]]]
-        j = osim.CustomJoint(jname, parent, v3(pl[b]), v3(po[b]), bodies[topo.body_names[b]], v3(cl[b]), v3(co[b]), st)
-        om.addJoint(j)
+        child = bodies[topo.body_names[b]]
+        used_tr = [s for s in range(3, 6) if specs[b][s][1] is not None]
+        _, rest = _split_collinear_translations(axes[b], used_tr, {k: specs[b][k][0] for k in used_tr})
+        if rest:
+            aux = osim.Body(f"{topo.body_names[b]}_aux", 1e-6, osim.Vec3(0), osim.Inertia(1e-9, 1e-9, 1e-9))
+            om.addBody(aux)
+            om.addJoint(osim.CustomJoint(f"{jname}_aux", parent, v3(pl[b]), v3(po[b]), aux, osim.Vec3(0), osim.Vec3(0),
+                                         transform(b, rest, f"{jname}_aux")))
+            om.addJoint(osim.CustomJoint(jname, aux, osim.Vec3(0), osim.Vec3(0), child, v3(cl[b]), v3(co[b]),
+                                         transform(b, [s for s in range(6) if s not in rest], jname)))
+            split.append(jname)
+        else:
+            om.addJoint(osim.CustomJoint(jname, parent, v3(pl[b]), v3(po[b]), child, v3(cl[b]), v3(co[b]),
+                                         transform(b, range(6), jname)))
     cs = om.updCoordinateSet()
     for i, c in enumerate(topo.coordinate_names):
         coord = cs.get(c)
@@ -256,27 +510,53 @@ def build_osim_api(osim, model, path):
         coord.setDefaultValue(float(topo.coordinate_defaults[i]))
         coord.setDefaultClamped(bool(topo.coordinate_clamped[i]))
         coord.setDefaultLocked(bool(topo.coordinate_locked[i]))
+    for dep, ind, fn in couplers:
+        key = KF.group_key(fn)
+        q0 = torch.tensor([[topo.coordinate_defaults[topo.coordinate_index(ind)]]], dtype=torch.float64)
+        coord = cs.get(dep)
+        coord.setRangeMin(-1e3)
+        coord.setRangeMax(1e3)
+        coord.setDefaultValue(float(KF.evaluate(key, KF.group_params(key, [fn], torch.float64), q0)))
+        coord.setDefaultClamped(False)
+        coord.setDefaultLocked(False)
+        cc = osim.CoordinateCouplerConstraint()
+        cc.setName(f"{dep}_coupler")
+        names = osim.ArrayStr()
+        names.append(ind)
+        cc.setIndependentCoordinateNames(names)
+        cc.setDependentCoordinateName(dep)
+        cc.setFunction(_osim_function(osim, fn, knots=knots))
+        om.addConstraint(cc)
     for i, name in enumerate(topo.marker_names):
         mk = osim.Marker(name, bodies[topo.body_names[topo.marker_bodies[i]]], v3(off[i]))
         mk.set_fixed(bool(topo.marker_fixed[i]))
         om.addMarker(mk)
     om.finalizeConnections()
     om.printToXML(str(path))
+    n_spl = _full_precision_splines(path, knots)
+    build_osim_api.last_info = {"couplers": [f"{d} = f({i})" for d, i, _ in couplers], "split_joints": split,
+                                "simm_splines": n_spl}
     return path
 
 
-def check_osim_fk(osim, path, model, n_poses=20, seed=0):
+def check_osim_fk(osim, path, model, n_poses=20, seed=0, whole_ranges=False):
     """Max |OpenSim marker position - kf.marker_positions| (m) over ``n_poses`` random poses
-    (clamped coordinates within their ranges, pelvis rotations within +-80 deg, translations
-    within 1 m)."""
+    (coordinates within their ranges and within +-1.4 rad / m, pelvis_ty raised by 0.95 m; with
+    ``whole_ranges`` clamped coordinates over their whole range). OpenSim's coupled (dependent)
+    coordinates are set from their independent ones through the constraint's own function (as
+    its assembly would; the constraint errors after that are checked to be ~0) before
+    ``realizePosition``."""
     om = osim.Model(str(path))
     s = om.initSystem()
     topo = model.topology
     g = torch.Generator().manual_seed(seed)
-    lo = torch.tensor([r[0] for r in topo.coordinate_ranges], dtype=torch.float64)
-    hi = torch.tensor([r[1] for r in topo.coordinate_ranges], dtype=torch.float64)
-    lo = torch.maximum(lo, torch.tensor(-1.4)).clone()
-    hi = torch.minimum(hi, torch.tensor(1.4)).clone()
+    lo0 = torch.tensor([r[0] for r in topo.coordinate_ranges], dtype=torch.float64)
+    hi0 = torch.tensor([r[1] for r in topo.coordinate_ranges], dtype=torch.float64)
+    lo = torch.maximum(lo0, torch.tensor(-1.4)).clone()
+    hi = torch.minimum(hi0, torch.tensor(1.4)).clone()
+    if whole_ranges:
+        cl = torch.tensor(topo.coordinate_clamped) & torch.isfinite(lo0) & torch.isfinite(hi0)
+        lo[cl], hi[cl] = lo0[cl], hi0[cl]
     q = lo + (hi - lo) * torch.rand(n_poses, topo.n_coordinates, generator=g, dtype=torch.float64)
     q[:, topo.coordinate_index("pelvis_ty")] += 0.95
     ref = kf.marker_positions(model, q.to(model.dtype)).double().numpy()
@@ -287,14 +567,29 @@ def check_osim_fk(osim, path, model, n_poses=20, seed=0):
     missing = [c for c in topo.coordinate_names if c not in names_os]
     if missing:
         raise RuntimeError(f"{path}: OpenSim model lacks coordinates {missing}")
+    couplers = []
+    con = om.getConstraintSet()
+    for i in range(con.getSize()):
+        cc = osim.CoordinateCouplerConstraint.safeDownCast(con.get(i))
+        if cc is not None:
+            couplers.append((cc.getDependentCoordinateName(), cc.getIndependentCoordinateNames().get(0), cc.getFunction()))
+    qerr = 0.0
     for k in range(n_poses):
         for i, c in enumerate(topo.coordinate_names):
             cs.get(c).setValue(s, float(q[k, i]), False)
+        for dep, ind, fn in couplers:
+            x = osim.Vector(1, cs.get(ind).getValue(s))
+            cs.get(dep).setValue(s, fn.calcValue(x), False)
         om.realizePosition(s)
+        if couplers:
+            qerr = max(qerr, float(np.abs(np.array([s.getQErr().get(j) for j in range(s.getNQErr())])).max(initial=0.0)))
         for mi, name in enumerate(topo.marker_names):
             p = ms.get(name).getLocationInGround(s)
             d = max(abs(p.get(a) - ref[k, mi, a]) for a in range(3))
             worst = max(worst, d)
+    check_osim_fk.last_constraint_error = qerr
+    if qerr > 1e-9:
+        raise RuntimeError(f"{path}: coupler constraint errors {qerr} after setting dependent coordinates")
     return worst
 
 
@@ -847,10 +1142,78 @@ def _table(results):
     return "\n".join(lines)
 
 
-def bench_full_body_real(key, args):
+def _rotational_mask(model):
+    """``(C,)`` bool: independent coordinates that drive a rotation slot (0-2) with a non-constant
+    function. (``topology.coordinate_motion`` takes a coordinate's first use: ``full_body``'s
+    ``arm_flex`` / ``arm_add`` drive the girdle's translations before the shoulder's rotations and
+    are marked translational there.)"""
+    topo = model.topology
+    rot = [False] * topo.n_coordinates
+    for g in topo.slot_groups:
+        if g.key[0] is not KF.FnKind.CONSTANT:
+            for o, i in zip(g.outputs, g.inputs):
+                if o % 6 < 3 and i < topo.n_coordinates:
+                    rot[i] = True
+    return torch.tensor(rot)
+
+
+def _read_opensim_q(osim, osim_path, mot, model):
+    """OpenSim's .mot as ``(motion, q (T, C))`` in ``model``'s coordinate order, SI units: the
+    columns of the coordinates OpenSim itself types as rotational converted from degrees (when
+    the header says ``inDegrees=yes``), as OpenSim wrote them (``kf.io.read_mot(mot, model=...)``
+    converts by the kinfunc model's ``coordinate_motion``, see :func:`_rotational_mask`)."""
+    om = osim.Model(str(osim_path))
+    cs = om.getCoordinateSet()
+    rot = {cs.get(i).getName(): cs.get(i).getMotionType() == osim.Coordinate.Rotational for i in range(cs.getSize())}
+    motion = kf.io.read_mot(mot, in_degrees=False)
+    deg = str(motion.header.get("inDegrees", "no")).lower() == "yes"
+    scale = torch.tensor([math.pi / 180 if deg and rot.get(n, False) else 1.0 for n in motion.names], dtype=torch.float64)
+    v = motion.values.double() * scale
+    missing = [n for n in model.coordinate_names if n not in motion.names]
+    if missing:
+        raise KeyError(f"{mot}: no column for {missing}")
+    return motion, v[:, [motion.names.index(n) for n in model.coordinate_names]]
+
+
+def _worst_frames(model, q_kf, q_os, trial, rms_kf, rms_os, n=10):
+    """The ``n`` frames where kinfunc's RMS exceeds OpenSim's the most (> 0.5 mm): both RMS, the
+    markers whose error grows the most (kinfunc |error| - OpenSim |error|, mm) and the coordinates
+    that differ the most (deg for rotational, mm for translational)."""
+    diff = (rms_kf - rms_os) * 1e3
+    ok = ~torch.isnan(diff)
+    idx = torch.nonzero(ok & (diff > 0.5)).flatten()
+    idx = idx[torch.argsort(diff[idx], descending=True)][:n]
+    if not len(idx):
+        return []
+    cols = [model.marker_names.index(nm) for nm in trial.names]
+    with torch.no_grad():
+        e_kf = (kf.marker_positions(model, q_kf[idx].to(model.dtype)).double()[:, cols] - trial.xyz[idx].double()).norm(dim=-1)
+        e_os = (kf.marker_positions(model, q_os[idx].to(model.dtype)).double()[:, cols] - trial.xyz[idx].double()).norm(dim=-1)
+    rot = _rotational_mask(model)
+    dq = q_kf[idx].double() - q_os[idx].double()
+    dq = torch.where(rot, _wrap(dq) * (180 / math.pi), dq * 1e3)
+    out = []
+    for k, f in enumerate(idx.tolist()):
+        de = torch.nan_to_num(e_kf[k] - e_os[k], nan=0.0) * 1e3
+        top_m = torch.argsort(de, descending=True)[:4].tolist()
+        top_q = torch.argsort(dq[k].abs(), descending=True)[:4].tolist()
+        out.append({
+            "frame": f, "time_s": round(float(trial.time[f]), 4), "kinfunc_mm": round(float(rms_kf[f]) * 1e3, 3),
+            "opensim_mm": round(float(rms_os[f]) * 1e3, 3),
+            "kinfunc_minus_opensim_mm": round(float(diff[f]), 3),
+            "markers_worse_mm": {trial.names[i]: [round(float(e_kf[k, i]) * 1e3, 2), round(float(e_os[k, i]) * 1e3, 2)]
+                                 for i in top_m},
+            "coordinates_kf_minus_os": {model.coordinate_names[i]: round(float(dq[k, i]), 2) for i in top_q},
+        })
+    return out
+
+
+def bench_full_body_real(key, args, osim, workdir):
     """``--full-body``: ``kf.models.full_body("cmu")`` (whole body, 41 CMU markers) fitted to the
-    real trial: scales + offsets + poses in one solve (2 torch threads), no OpenSim counterpart
-    (its export of this model is not built here). Per-frame marker RMS as in the table."""
+    real trial (scales + offsets + poses in one solve, 2 torch threads: the fit's own numbers),
+    then, as :func:`bench_trial` does for the lower body, the fitted model exported through
+    :func:`build_osim_api` (checked by :func:`check_osim_fk` over the clamped coordinates' whole
+    ranges) and pose-only IK on the same markers by both engines, scored by the same FK."""
     path = DATA / TRIALS[key]
     model = kf.models.full_body("cmu", dtype=torch.float64)
     trial, info = load_trial(path, model, args.max_frames.get(key))
@@ -862,10 +1225,181 @@ def bench_full_body_real(key, args):
     out = {"frames": trial.n_frames, "markers": len(info["markers_used"]), "wall_s": wall,
            "mean_mm": float(rms.mean()), "p99_mm": float(rms.quantile(0.99)), "max_mm": float(rms.max()),
            "frames_over_40mm": int((rms > 40).sum()), "doubtful_frames": int(res.quality.frame_flags.sum()),
-           "restarted_frames": len(res.quality.restarted), "summary": res.summary()}
-    print(f"[{key}] full body (cmu, 41 markers): mean {out['mean_mm']:.2f} mm, p99 {out['p99_mm']:.1f}, "
+           "restarted_frames": len(res.quality.restarted), "summary": res.summary(),
+           "note": "frames ... summary: the fit (scales + offsets + poses, 2 torch threads), whole take; "
+                   "kinfunc / opensim: pose-only IK with the fitted model, side by side"}
+    print(f"[{key}] full body (cmu, 41 markers) fit: mean {out['mean_mm']:.2f} mm, p99 {out['p99_mm']:.1f}, "
           f"max {out['max_mm']:.1f}, >40 mm {out['frames_over_40mm']}, {wall:.1f} s", flush=True)
+    fitted = res.model
+
+    # the fitted model as .osim (API build) + FK check
+    folder = Path(workdir) / f"{key}_full_body"
+    folder.mkdir(parents=True, exist_ok=True)
+    export = folder / "fitted_full_body_api.osim"
+    exp = {"used": "fitted model built directly through the OpenSim API (save_osim cannot write kinfunc's "
+                   "natural-end splines nor a model without its .osim)"}
+    build_osim_api(osim, model, folder / "nominal_full_body_api.osim")
+    exp["nominal_check_max_m"] = check_osim_fk(osim, folder / "nominal_full_body_api.osim", model, whole_ranges=True)
+    build_osim_api(osim, fitted, export)
+    exp.update(build_osim_api.last_info)
+    exp["check_max_m"] = check_osim_fk(osim, export, fitted, whole_ranges=True)
+    exp["check_coupler_constraint_error_max"] = check_osim_fk.last_constraint_error
+    exp["check"] = ("20 random poses, clamped coordinates over their whole ranges, others within +-1.4 rad / m; "
+                    "coupled coordinates set from the independent ones by the constraint's own function")
+    out["osim_export"] = exp
+    print(f"[{key}] full body .osim: {len(exp['couplers'])} coupler constraints, split joints {exp['split_joints']}; "
+          f"OpenSim vs kinfunc marker positions at 20 random poses: max {exp['check_max_m']:.2e} m "
+          f"(nominal {exp['nominal_check_max_m']:.2e} m)", flush=True)
+    if exp["check_max_m"] > 1e-6:
+        raise RuntimeError(f"exported full-body model disagrees with kinfunc FK by {exp['check_max_m']} m")
+
+    # pose-only IK, both engines, on the first --full-body-frames frames (default all)
+    n_cmp = args.full_body_frames.get(key)
+    cmp = trial
+    if n_cmp and trial.n_frames > n_cmp:
+        cmp = dataclasses.replace(trial, xyz=trial.xyz[:n_cmp], time=trial.time[:n_cmp])
+    out["compared_frames"] = cmp.n_frames
+    trc = folder / "trial.trc"
+    kf.io.write_trc(trc, cmp)
+    kfo = {"torch_threads": 1, "all_s": []}
+    pose = None
+
+    def kf_round(n):
+        nonlocal pose
+        torch.set_num_threads(1)
+        for _ in range(n):
+            t0 = time.perf_counter()
+            pose = kf.ik.solve(fitted, cmp, fit=("pose",))
+            kfo["all_s"].append(time.perf_counter() - t0)
+
+    load = [os.getloadavg()[0]]
+    kf_round(max(1, (args.repeats + 1) // 2))
+    load.append(os.getloadavg()[0])
+    print(f"[{key}] full body: OpenSim IK on {cmp.n_frames} frames ...", flush=True)
+    wall_os, loop, mot, sto, log = run_opensim_ik(osim, export, trc, cmp.names, float(cmp.time[0]), float(cmp.time[-1]), folder)
+    load.append(os.getloadavg()[0])
+    kf_round(max(1, args.repeats // 2))
+    load.append(os.getloadavg()[0])
+    out["load_avg_1min_around_timings"] = load
+    kfo["median_s"] = statistics.median(kfo["all_s"])
+    kfo["min_s"] = min(kfo["all_s"])
+    kfo["iterations"] = pose.iterations
+    kfo["converged"] = bool(pose.converged) if not isinstance(pose.converged, torch.Tensor) else bool(pose.converged.all())
+    kfo["summary"] = pose.summary()
+    kfo["doubtful_frames"] = int(pose.quality.frame_flags.sum())
+    q_kf = pose.q.double()
+    kfo["max_clamped_limit_violation"] = limit_violations(fitted, q_kf)
+    motion, q_os = _read_opensim_q(osim, export, mot, fitted)
+    oso = {"run_s": wall_os, "frame_loop_s_from_log": loop, "frames_in_mot": int(q_os.shape[0]),
+           "max_clamped_limit_violation": limit_violations(fitted, q_os), "log_oddities": _log_oddities(log)[:20]}
+    q_os = _align_by_time(motion, cmp, q_os, oso)
+    rms_kf = per_frame_rms(fitted, q_kf, cmp)
+    rms_os = per_frame_rms(fitted, q_os, cmp)
+    kfo.update(stats_mm(rms_kf))
+    oso.update(stats_mm(rms_os))
+    diff = (rms_kf - rms_os) * 1e3
+    ok = ~torch.isnan(diff)
+    d = diff[ok]
+    worse = torch.nonzero(ok & (diff > 0.5)).flatten()
+    better = torch.nonzero(ok & (diff < -0.5)).flatten()
+    out["kinfunc"] = kfo
+    out["opensim"] = oso
+    out["diff_kinfunc_minus_opensim"] = {
+        "mean_mm": float(d.mean()), "max_mm": float(d.max()), "min_mm": float(d.min()),
+        "frames_kinfunc_worse_gt_0.5mm": int(worse.numel()),
+        "frames_kinfunc_better_gt_0.5mm": int(better.numel()),
+        "worse_frames_first_50": worse[:50].tolist(),
+        "worse_frames_time_s_first_50": [round(float(cmp.time[i]), 4) for i in worse[:50]],
+        "worst_frames": _worst_frames(fitted, q_kf, q_os, cmp, rms_kf, rms_os),
+    }
+    # where kinfunc is worse: is a joint in another branch (coordinates > 30 deg apart)?
+    rot = _rotational_mask(fitted)
+    names_rot = [n for n, f in zip(fitted.coordinate_names, rot.tolist()) if f]
+    dq = (_wrap(q_kf - q_os) * (180 / math.pi))[:, rot].abs()
+    far = dq[worse] > 30
+    counts = {}
+    for row in far:
+        for j in torch.nonzero(row).flatten().tolist():
+            counts[names_rot[j]] = counts.get(names_rot[j], 0) + 1
+    near = ~far.any(-1)
+    out["diff_kinfunc_minus_opensim"].update({
+        "worse_frames_with_a_coordinate_gt_30deg_apart": int(far.any(-1).sum()),
+        "coordinates_gt_30deg_apart_in_worse_frames": dict(sorted(counts.items(), key=lambda t: -t[1])),
+        "worse_frames_all_coordinates_within_30deg_max_mm": float(diff[worse][near].max()) if near.any() else None,
+    })
+    # the same pose-only solve started at OpenSim's solution (init=q): same objective -> same or
+    # lower cost there; frames it fixes were another local minimum, not a different optimum
+    torch.set_num_threads(1)
+    r0 = kf.ik.solve(fitted, cmp, fit=("pose",), init=q_os.to(fitted.dtype))
+    x0 = (per_frame_rms(fitted, r0.q.double(), cmp) - rms_os) * 1e3
+    x0 = x0[~torch.isnan(x0)]
+    out["kinfunc_started_at_opensim_q"] = {
+        "mean_mm": float((rms_os[~torch.isnan(rms_os)] * 1e3 + x0).mean()), "minus_opensim_max_mm": float(x0.max()),
+        "minus_opensim_min_mm": float(x0.min()), "frames_worse_gt_0.5mm": int((x0 > 0.5).sum()),
+        "frames_better_gt_0.5mm": int((x0 < -0.5).sum())}
+    out["time_ratio_opensim_run_over_kinfunc"] = wall_os / kfo["median_s"]
+    if loop:
+        out["time_ratio_opensim_frame_loop_over_kinfunc"] = loop / kfo["median_s"]
+    out["per_frame_rms_mm"] = {"kinfunc": [round(float(x) * 1e3, 3) for x in rms_kf],
+                               "opensim": [round(float(x) * 1e3, 3) for x in rms_os]}
+    print(f"[{key}] full body pose-only IK: kinfunc {kfo['mean_mm']:.2f} mm ({kfo['median_s']:.2f} s), OpenSim "
+          f"{oso['mean_mm']:.2f} mm ({wall_os:.1f} s), {out['time_ratio_opensim_run_over_kinfunc']:.1f}x; kinfunc worse "
+          f"by > 0.5 mm in {worse.numel()} frames", flush=True)
     return out
+
+
+def _fb_table(full):
+    hdr = ("trial", "engine", "frames", "mean", "median", "p99", "max", ">25", ">40", "time s", "OpenSim/kf")
+    rows = [hdr]
+    for key, r in full.items():
+        if "kinfunc" not in r:
+            continue
+        for eng in ("kinfunc", "opensim"):
+            e = r[eng]
+            if eng == "kinfunc":
+                t = f"{e['median_s']:.3f}"
+                ratio = f"{r['time_ratio_opensim_run_over_kinfunc']:.1f}x"
+            else:
+                loop = e.get("frame_loop_s_from_log")
+                t = f"{e['run_s']:.3f}" + (f" (loop {loop:.3f})" if loop else "")
+                ratio = ""
+            rows.append((key, eng, str(e["frames_scored"]), f"{e['mean_mm']:.2f}", f"{e['median_mm']:.2f}",
+                         f"{e['p99_mm']:.2f}", f"{e['max_mm']:.1f}", str(e["frames_gt_25mm"]), str(e["frames_gt_40mm"]), t, ratio))
+    w = [max(len(row[i]) for row in rows) for i in range(len(hdr))]
+    lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(row)) for row in rows]
+    lines.insert(1, "  ".join("-" * x for x in w))
+    lines.append("(full_body('cmu'), 41 markers, fitted by kinfunc (scales + offsets + poses), then pose-only IK by both "
+                 "engines on the fitted model; marker RMS per frame in mm, scored by the same FK; time = kinfunc median "
+                 "solve, 1 torch thread; OpenSim tool.run() wall (its logged frame loop))")
+    for key, r in full.items():
+        if "kinfunc" not in r:
+            continue
+        d, x = r["diff_kinfunc_minus_opensim"], r["osim_export"]
+        lines.append(f"{key} (full body; fit on {r['frames']} frames: mean {r['mean_mm']:.2f} mm, p99 {r['p99_mm']:.1f}, "
+                     f"max {r['max_mm']:.1f}, >40 mm {r['frames_over_40mm']}, {r['wall_s']:.1f} s, 2 threads): "
+                     f"kinfunc - OpenSim per-frame RMS: mean {d['mean_mm']:+.3f} mm, max {d['max_mm']:+.2f} mm, "
+                     f"min {d['min_mm']:+.2f} mm; kinfunc worse by >0.5 mm in {d['frames_kinfunc_worse_gt_0.5mm']} "
+                     f"frames ({d['worse_frames_with_a_coordinate_gt_30deg_apart']} of them with a coordinate > 30 deg "
+                     f"from OpenSim's: {', '.join(list(d['coordinates_gt_30deg_apart_in_worse_frames'])[:4]) or '-'}), "
+                     f"better by >0.5 mm in {d['frames_kinfunc_better_gt_0.5mm']}; started at OpenSim's q, kinfunc is "
+                     f"worse by >0.5 mm in {r['kinfunc_started_at_opensim_q']['frames_worse_gt_0.5mm']} frames, better in "
+                     f"{r['kinfunc_started_at_opensim_q']['frames_better_gt_0.5mm']}; .osim check max "
+                     f"{x['check_max_m']:.1e} m ({len(x['couplers'])} couplers, split {', '.join(x['split_joints']) or 'none'})")
+    return "\n".join(lines)
+
+
+def _git_state():
+    """The commit and the files modified in the working tree (uncommitted kinfunc changes shape
+    the numbers); ``None`` outside a git checkout."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        st = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": head or None, "modified": [ln[3:] for ln in st.splitlines() if ln[:2].strip()]}
 
 
 def main() -> None:
@@ -888,11 +1422,19 @@ def main() -> None:
     ap.add_argument("--full-body", action="store_true",
                     help="also fit kf.models.full_body('cmu') (41 markers, arms included) to each real trial: scales, "
                          "offsets and poses, kinfunc only (bench_full_body_real in the JSON)")
+    ap.add_argument("--full-body-frames", default=None,
+                    help="with --full-body: compare the engines on the first N frames of each take (N, or "
+                         "take=N,take=N; default all; the fit uses the whole take either way)")
     ap.add_argument("--direct-osim", action="store_true", help="skip save_osim; build the fitted model through the API")
     ap.add_argument("--keep", default=None, help="folder to keep the .osim/.trc/.mot files in (default: a temp folder)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "ik_nongait.json"))
     args = ap.parse_args()
     args.max_frames = {k: args.max_frames for k in TRIALS}
+    fbf = args.full_body_frames
+    if fbf is None or "=" not in fbf:
+        args.full_body_frames = {k: (int(fbf) if fbf else None) for k in TRIALS}
+    else:
+        args.full_body_frames = {k: None for k in TRIALS} | {k: int(v) for k, v in (p.split("=") for p in fbf.split(","))}
     try:
         import opensim as osim
     except ImportError:
@@ -911,20 +1453,23 @@ def main() -> None:
     full = {}
     if args.full_body:
         for key in (k for k in args.trials if k != SYNTHETIC):
-            full[key] = bench_full_body_real(key, args)
+            full[key] = bench_full_body_real(key, args, osim, workdir)
     total = time.perf_counter() - t_all
     real = {k: v for k, v in results.items() if k != SYNTHETIC}
-    table = "\n\n".join(([_table(real)] if real else []) + ([_synth_table(results[SYNTHETIC])] if SYNTHETIC in results else []))
+    table = "\n\n".join(([_table(real)] if real else []) + ([_fb_table(full)] if full else [])
+                         + ([_synth_table(results[SYNTHETIC])] if SYNTHETIC in results else []))
     print()
     print(table)
     print(f"total run time {total:.1f} s; files in {workdir}")
     doc = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
                     "torch": torch.__version__, "opensim": getattr(osim, "__version__", None)},
+        "git": _git_state(),
         "args": {"trials": args.trials, "max_frames": args.max_frames, "repeats": args.repeats,
                  "repeats_2t": args.repeats_2t, "fit_threads": args.fit_threads, "synth_frames": args.synth_frames,
                  "synth_noise": args.synth_noise, "synth_seed": args.synth_seed, "synth_kinds": args.synth_kinds,
-                 "synth_repeats": args.synth_repeats},
+                 "synth_repeats": args.synth_repeats, "full_body": args.full_body,
+                 "full_body_frames": args.full_body_frames},
         "total_run_s": total,
         "table": table,
         "trials": results,
