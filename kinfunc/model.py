@@ -525,7 +525,12 @@ class ModelBuilder:
             for kind, dofs in ((Motion.ROTATIONAL, j.rotations), (Motion.TRANSLATIONAL, j.translations)):
                 for d in dofs:
                     if d.coordinate is not None:
-                        usage.setdefault(d.coordinate, kind)
+                        # a coordinate that turns any joint is an angle, even where a function of it
+                        # also drives a translation first (a shoulder girdle sliding with arm_flex)
+                        if kind is Motion.ROTATIONAL:
+                            usage[d.coordinate] = kind
+                        else:
+                            usage.setdefault(d.coordinate, kind)
                         if d.coordinate not in dependents and d.coordinate not in coord_specs:
                             coord_specs[d.coordinate] = self._coords.get(d.coordinate, CoordinateSpec(d.coordinate))
         for c in self._couplers:

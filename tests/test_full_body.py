@@ -400,3 +400,14 @@ def test_coordinates_the_keypoints_miss_are_filled_from_neighbours_and_reported(
     assert ("knee_angle_r", len(gone)) in qual.partly_unseen and not qual.ok
     assert any("knee_angle_r" in line for line in qual.lines(res.time))
     assert "wrist_flex_r" in qual.unseen  # no keypoint on the hand
+
+
+def test_every_angle_is_rotational_even_where_a_translation_uses_it_first():
+    """The girdle's translations are functions of arm_flex/arm_add and come before the shoulder
+    in the tree; the coordinates are still angles (degrees in .mot files, wrapped as angles).
+    They were typed translational, so a .mot written by OpenSim was read with them in degrees."""
+    model = kf.models.full_body("cmu")
+    topo = model.topology
+    for i, n in enumerate(topo.coordinate_names):
+        want = kf.Motion.TRANSLATIONAL if n in ("pelvis_tx", "pelvis_ty", "pelvis_tz") else kf.Motion.ROTATIONAL
+        assert topo.coordinate_motion[i] is want, n
