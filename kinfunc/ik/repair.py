@@ -116,45 +116,70 @@ def _costs_of(problem: IKProblem, Z: Tensor, solved: Optional[GNResult], who: st
     return frame_costs(problem, Z)
 
 
+def _neighbour_better(rms: Tensor, trial_id: Tensor, check: Tensor, ratio: float = 0.9) -> tuple[Tensor, Tensor]:
+    """Frames among ``check`` whose neighbour (the frame before or after, same trial) ends with
+    an RMS ``rms (T,)`` under ``ratio`` times theirs, and that neighbour. Adjacent frames of a
+    smooth motion end within a few per cent of each other; such a step marks the edge of a run
+    of frames in another basin (a shoulder turned the other way), closed in on from there."""
+    T = rms.shape[0]
+    fs, ss = [], []
+    for d in (-1, 1):
+        nb = check + d
+        ok = (nb >= 0) & (nb < T)
+        f, nb = check[ok], nb[ok]
+        keep = (trial_id.index_select(0, f) == trial_id.index_select(0, nb)) & (
+            rms.index_select(0, nb) < ratio * rms.index_select(0, f)
+        )
+        fs.append(f[keep])
+        ss.append(nb[keep])
+    return torch.cat(fs), torch.cat(ss)
+
+
 def repair(
-    problem: IKProblem, Z: Tensor, opts: GNOptions = GNOptions(), max_rounds: int = 16, max_iter: int = 20,
+    problem: IKProblem, Z: Tensor, opts: GNOptions = GNOptions(), max_rounds: int = 64, max_iter: int = 20,
     solved: Optional[GNResult] = None,
 ) -> tuple[GNResult, RepairReport]:
-    """Restart outlier frames of an independent-frame ``problem`` (no shared parameters, no
-    smoothness) from their neighbours; ``Z (T, Cf)`` the solved poses. A frame is tried once
-    from each neighbour pose (at most ``max_iter`` iterations) and keeps the result only when it
-    lowers its cost by more than 0.1 %. ``solved``: the solve that gave ``Z``, whose per-frame
-    costs and positions are used when it has them. Returns the result (poses, total cost,
-    marker positions) and a :class:`RepairReport`."""
+    """Restart frames of an independent-frame ``problem`` (no shared parameters, no smoothness)
+    from their neighbours; ``Z (T, Cf)`` the solved poses. Restarted each round: outlier frames
+    (:func:`outlier_frames`) from the nearest good frame before and after them, and frames whose
+    neighbour ends far lower (:func:`_neighbour_better`; first all frames, then the neighbours
+    of the frames that changed) from that neighbour, so a run of frames in another basin is
+    closed in on from its ends. A (frame, seed) pair is tried
+    once while the seed's pose stays the same (at most ``max_iter`` iterations); a frame keeps
+    the result only when it lowers its cost by more than 0.1 %. ``solved``: the solve that gave
+    ``Z``, whose per-frame costs and positions are used when it has them. Returns the result
+    (poses, total cost, marker positions) and a :class:`RepairReport`."""
     cost, P = _costs_of(problem, Z, solved, "repair")
+    T = Z.shape[0]
     tried: set[int] = set()
     improved: set[int] = set()
     pairs: set[tuple[int, int]] = set()  # (frame, seed frame) already tried
     opts = dataclasses.replace(opts, max_iter=min(opts.max_iter, max_iter))
+    check = torch.arange(T, device=Z.device)  # frames whose neighbours' poses are tried this round
     rounds = 0
     for rounds in range(1, max_rounds + 1):
         rms = frame_rms(problem, cost)
         local, high = outlier_frames(rms, problem.trial_id)
         bad = local | high
-        if not bool(bad.any()):
+        nf, ns = _neighbour_better(rms, problem.trial_id, check)
+        frames, seeds = [nf], [ns]
+        if bool(bad.any()):
+            prev, nxt = _nearest_good(~bad, problem.trial_id)
+            bi = torch.nonzero(bad).flatten()
+            for src in (prev, nxt):
+                sd = src.index_select(0, bi)
+                frames.append(bi[sd >= 0])
+                seeds.append(sd[sd >= 0])
+        fr, sd = torch.cat(frames), torch.cat(seeds)
+        new = torch.tensor([p not in pairs for p in zip(fr.tolist(), sd.tolist())], dtype=torch.bool, device=fr.device)
+        fr, sd = fr[new], sd[new]
+        if fr.numel() == 0:
             rounds -= 1
             break
-        prev, nxt = _nearest_good(~bad, problem.trial_id)
-        bi = torch.nonzero(bad).flatten()
-        seeds, frames = [], []
-        for src in (prev, nxt):
-            s = src.index_select(0, bi)
-            new = torch.tensor([p not in pairs for p in zip(bi.tolist(), s.tolist())], dtype=torch.bool, device=bi.device)
-            ok = (s >= 0) & new
-            seeds.append(s[ok])
-            frames.append(bi[ok])
-        fr = torch.cat(frames)
-        if fr.numel() == 0:
-            break
-        pairs |= set(zip(fr.tolist(), torch.cat(seeds).tolist()))
+        pairs |= set(zip(fr.tolist(), sd.tolist()))
         tried |= set(fr.tolist())
         sub = _frame_subset(problem, fr)
-        res = solve_gn(sub, Z.index_select(0, torch.cat(seeds)), None, opts)
+        res = solve_gn(sub, Z.index_select(0, sd), None, opts)
         c_new, P_new = frame_costs(sub, res.Z)
         # best candidate per frame: scatter-min over the candidates, then compare with the current cost
         best = torch.full_like(cost, float("inf")).scatter_reduce(0, fr, c_new, reduce="amin")
@@ -172,6 +197,10 @@ def repair(
         cost = cost.index_copy(0, tgt, c_new.index_select(0, k))
         P = P.index_copy(0, tgt, P_new.index_select(0, k))
         improved |= set(tgt.tolist())
+        # next round: the neighbours of the frames that changed; pairs seeded by them may run again
+        moved = set(tgt.tolist())
+        pairs = {p for p in pairs if p[1] not in moved}
+        check = torch.unique(torch.cat((tgt - 1, tgt + 1)).clamp(0, T - 1))
     report = RepairReport(rounds, tuple(sorted(tried)), tuple(sorted(improved)))
     return GNResult(Z, None, float(cost.sum()), 0, True, [float(cost.sum())], P, cost), report
 
