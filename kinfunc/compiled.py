@@ -14,11 +14,13 @@ large batch. This module computes the *same* function in layouts a compiler can 
   slot functions are folded too; couplers and spline/polynomial slots are evaluated from their
   parameters, which the kernel takes as arguments. Inductor fuses the whole tree into one
   vectorised loop over frames. Gradients flow to ``q``;
-* **leaves form** (default when a model leaf requires grad): model tensors are arguments of
-  the compiled code (cached per ``(topology, dtype, device)``, no recompile for a changed
-  model, gradients to every leaf), vectorised over bodies; slower, ``dynamic=False`` only. On
-  CUDA with Triton its tree composition is the ``kinfunc::compose_chain`` custom op (the
-  Triton kernel), called from inductor's code;
+* **leaves form** (default when a model leaf requires grad): :func:`kinfunc.kinematics.forward`
+  (the frames-last pass the IK Jacobian also runs) under ``torch.compile``, with the model's
+  tensors and the plan's index tensors as arguments of the compiled code (cached per
+  ``(topology, dtype, device)``, no recompile for a changed model, gradients to every leaf),
+  vectorised over bodies; slower, ``dynamic=False`` only. On CUDA with Triton its tree
+  composition is the ``kinfunc::compose_chain`` custom op (the Triton kernel), called from
+  inductor's code;
 * **lean single frame**: for one unbatched frame without grad on CPU, the frozen row algebra
   is generated once as straight-line Python over floats (no tensor ops, no kernel launch).
 
@@ -48,10 +50,10 @@ from torch import Tensor
 
 from . import functions as F
 from . import transforms as tf
-from .fk import Poses, fk, marker_positions, translation_factors, translation_scales
+from .fk import Poses, fk, marker_positions, translation_scales
+from .kinematics import KinematicPlan, ModelLeaves, plan_tables, forward, joint_constants
 from .kernels.chain import chain_op as _chain_op
 from .model import Model, Topology
-from .tree import TreeSchedule
 
 __all__ = ["compile_fk", "CompiledFK", "fk_soa", "clear_compile_cache"]
 
@@ -61,70 +63,29 @@ __all__ = ["compile_fk", "CompiledFK", "fk_soa", "clear_compile_cache"]
 
 @dataclasses.dataclass(frozen=True)
 class _Plan:
+    """What the frozen forms read from a topology (hashable, no tensors)."""
+
     parents: tuple[int, ...]
     n_coords: int
     n_dep: int
     slot_groups: tuple  # FnGroup
     coupler_groups: tuple
-    n_values: int  # rows of the concatenated slot-function values; row n_values is a zero row
-    # rotation stage j: bodies whose joint has a j-th present rotation, its slot and value row
-    rot_stages: tuple[tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]], ...]
-    # bodies with a translation slot, and per translation slot (3) the value row for each
-    trans_bodies: tuple[int, ...]
-    trans_rows: tuple[tuple[int, ...], ...]
-    schedule: TreeSchedule  # the tree's levels, from kinfunc.tree (the only place computing them)
     marker_bodies: tuple[int, ...]
-    unscaled_slots: tuple[int, ...]  # translation slots the parent's scale leaves alone
 
 
 def _plan(topo: Topology) -> _Plan:
-    B = topo.n_bodies
-    row: dict[tuple[int, int], int] = {}
-    n = 0
-    for grp in topo.slot_groups:
-        for out in grp.outputs:
-            row[(out // 6, out % 6)] = n
-            n += 1
-    stages: list[tuple[list[int], list[int], list[int]]] = []
-    for b in range(B):
-        present = [s for s in range(3) if (b, s) in row]
-        for j, s in enumerate(present):
-            if len(stages) <= j:
-                stages.append(([], [], []))
-            stages[j][0].append(b)
-            stages[j][1].append(s)
-            stages[j][2].append(row[(b, s)])
-    trans_bodies = tuple(b for b in range(B) if any((b, s) in row for s in range(3, 6)))
-    trans_rows = tuple(tuple(row.get((b, s), n) for b in trans_bodies) for s in range(3, 6))
     return _Plan(
         parents=topo.parents,
         n_coords=topo.n_coordinates,
         n_dep=len(topo.dependent_names),
         slot_groups=topo.slot_groups,
         coupler_groups=topo.coupler_groups,
-        n_values=n,
-        rot_stages=tuple((tuple(a), tuple(b), tuple(c)) for a, b, c in stages),
-        trans_bodies=trans_bodies,
-        trans_rows=trans_rows,
-        schedule=topo.schedule,
         marker_bodies=topo.marker_bodies,
-        unscaled_slots=topo.unscaled_slots,
     )
 
 
 # ----------------------------------------------------------------------------------------
-# Frames-last algebra: R (n, 3, 3, N), t (n, 3, N); per-model constants carry N = 1.
-# Products are written as three broadcast multiply-adds (pointwise, fusable), never matmul.
-
-
-def _mm(A: Tensor, Bm: Tensor) -> Tensor:
-    """``(n, 3, 3, *) @ (n, 3, 3, *)`` over the two middle axes."""
-    return A[:, :, 0:1] * Bm[:, None, 0] + A[:, :, 1:2] * Bm[:, None, 1] + A[:, :, 2:3] * Bm[:, None, 2]
-
-
-def _mv(A: Tensor, v: Tensor) -> Tensor:
-    """``(n, 3, 3, *) @ (n, 3, *)``."""
-    return A[:, :, 0] * v[:, 0:1] + A[:, :, 1] * v[:, 1:2] + A[:, :, 2] * v[:, 2:3]
+# Joint functions on frames-last rows (the frozen form's couplers and spline/polynomial slots)
 
 
 def _eval_groups_soa(groups, params, U: Tensor) -> list[Tensor]:
@@ -170,110 +131,16 @@ def _soa_inputs(plan: _Plan, qT: Tensor, coupler_params) -> Tensor:
     return torch.cat((qT, deps[[order.index(k) for k in range(plan.n_dep)]]), 0)
 
 
-def _leaves(model: Model) -> tuple:
-    return (
-        model.parent_location,
-        model.parent_orientation,
-        model.child_location,
-        model.child_orientation,
-        model.axes,
-        model.slot_params,
-        model.coupler_params,
-        model.marker_offsets,
-        model.body_scales,
-        model.global_scale,
-    )
-
-
-def _fk_soa_impl(plan: _Plan, leaves: tuple, qT: Tensor, with_markers: bool, chain_op=None):
-    """Frames-last FK core: ``qT (C, N)`` -> ``R (B, 3, 3, N)``, ``t (B, 3, N)``, markers ``(M, 3, N)``.
-
-    ``chain_op``: the ``kinfunc::compose_chain`` custom op (:func:`kinfunc.kernels.chain.chain_op`)
-    to compose the tree with (the Triton kernel on CUDA), or None for the level loop below."""
-    (p_loc, p_ori, c_loc, c_ori, axes, slot_params, coupler_params, m_off, b_scales, g_scale) = leaves
-    B = len(plan.parents)
-    N = qT.shape[1]
-    dt, dev = qT.dtype, qT.device
-    # --- per-model constants (tiny (B, ...) tensors, trailing frame axis of size 1)
-    s_body = g_scale * b_scales  # (B, 3)
-    s_all = torch.cat((torch.ones_like(s_body[:1]), s_body), 0)
-    s_parent = s_all[[p + 1 for p in plan.parents]]
-    unit = axes / torch.linalg.vector_norm(axes, dim=-1, keepdim=True)  # (B, 6, 3)
-    Rp = tf.euler_xyz_to_matrix(p_ori)[..., None]  # (B, 3, 3, 1)
-    RcT = tf.euler_xyz_to_matrix(c_ori).transpose(-1, -2)[..., None]
-    tp = (p_loc * s_parent)[..., None]  # (B, 3, 1)
-    tcinv = -_mv(RcT, (c_loc * s_body)[..., None])  # translation of T(child frame)^-1
-    eye = torch.eye(3, dtype=dt, device=dev)[None, :, :, None]  # (1, 3, 3, 1)
-
-    # --- function values of every non-zero slot, frames last: V (n_values + 1, N), last row 0
-    vals = _eval_groups_soa(plan.slot_groups, slot_params, _soa_inputs(plan, qT, coupler_params))
-    V = torch.cat(vals + [torch.zeros_like(qT[:1])], 0)
-
-    # --- joint rotations M_R(q): one Rodrigues per present slot, products only where needed
-    Rm: Optional[Tensor] = None  # (B, 3, 3, N)
-    for j, (bodies, slots, rows) in enumerate(plan.rot_stages):
-        a = unit[list(bodies), list(slots)]  # (p, 3)
-        K = tf.skew(a)[..., None]
-        aa = (a[:, :, None] * a[:, None, :])[..., None]
-        ang = V[list(rows)][:, None, None, :]  # (p, 1, 1, N)
-        s, c = torch.sin(ang), torch.cos(ang)
-        Rj = c * eye + s * K + (1.0 - c) * aa  # (p, 3, 3, N)
-        if Rm is None:
-            if len(bodies) == B:
-                Rm = Rj
-            else:  # bodies without rotations get the identity
-                sel = [bodies.index(b) if b in bodies else len(bodies) for b in range(B)]
-                Rm = torch.cat((Rj, eye.expand(1, 3, 3, N)), 0)[sel]
-        else:
-            prod = _mm(Rm[list(bodies)], Rj)
-            sel = [B + bodies.index(b) if b in bodies else b for b in range(B)]
-            Rm = torch.cat((Rm, prod), 0)[sel]
-    # --- joint translations along their (parent-scaled) axes
-    tm: Optional[Tensor] = None  # (B, 3, N)
-    if plan.trans_bodies:
-        tb = list(plan.trans_bodies)
-        s_tr = translation_factors(axes, s_parent, plan.unscaled_slots)  # OpenSim's rule, (B, 3)
-        taxis = unit[tb, 3:] * s_tr[tb][:, :, None]  # (n, 3 slots, 3)
-        tmt = sum(V[list(plan.trans_rows[k])][:, None, :] * taxis[:, k, :, None] for k in range(3))
-        if len(tb) == B:
-            tm = tmt
-        else:
-            sel = [tb.index(b) if b in tb else len(tb) for b in range(B)]
-            tm = torch.cat((tmt, torch.zeros_like(tmt[:1])), 0)[sel]
-    # --- local poses T(parent frame) M(q) T(child frame)^-1
-    if Rm is None:
-        R_loc = _mm(Rp, RcT)
-        t_in = tcinv if tm is None else tm + tcinv
-        R_loc, t_loc = R_loc.expand(B, 3, 3, N), (_mv(Rp, t_in) + tp).expand(B, 3, N)
-    else:
-        RmRcT = _mm(Rm, RcT)
-        inner = _mv(Rm, tcinv) if tm is None else tm + _mv(Rm, tcinv)
-        R_loc = _mm(Rp, RmRcT)
-        t_loc = _mv(Rp, inner) + tp
-    # --- compose down the tree: the chain op (batch-first), or one step per depth level
-    if chain_op is not None:
-        R, t = chain_op(list(plan.parents), R_loc.permute(3, 0, 1, 2).contiguous(), t_loc.permute(2, 0, 1).contiguous())
-        R, t = R.permute(1, 2, 3, 0).contiguous(), t.permute(1, 2, 0).contiguous()
-    else:
-        sched = plan.schedule
-        Rs, ts = [], []
-        for lvl, (bodies, ppos) in enumerate(zip(sched.levels, sched.parent_in_level)):
-            idx = list(bodies)
-            Rl, tl = R_loc[idx], t_loc[idx]
-            if lvl:  # parents lie in the previous level
-                Rpar, tpar = Rs[-1][list(ppos)], ts[-1][list(ppos)]
-                Rl, tl = _mm(Rpar, Rl), _mv(Rpar, tl) + tpar
-            Rs.append(Rl)
-            ts.append(tl)
-        R, t = torch.cat(Rs, 0), torch.cat(ts, 0)
-        if not sched.identity_order:
-            R, t = R[list(sched.position)], t[list(sched.position)]
-    if not with_markers:
-        return R, t, None
-    mb = list(plan.marker_bodies)
-    off = (m_off * s_body[mb])[..., None]  # (M, 3, 1)
-    X = _mv(R[mb], off) + t[mb]
-    return R, t, X
+def _fk_leaves(plan: KinematicPlan, leaves: ModelLeaves, qT: Tensor, with_markers: bool, chain_op=None):
+    """The leaves form: :func:`kinfunc.kinematics.forward` with the model's leaves as inputs.
+    ``qT (C, N)`` -> ``R (B, 3, 3, N)``, ``t (B, 3, N)`` (model body order) and markers
+    ``(M, 3, N)`` or None. ``chain_op``: the ``kinfunc::compose_chain``
+    custom op (:func:`kinfunc.kernels.chain.chain_op`) to compose the tree with (the Triton kernel
+    on CUDA), or None for one product per tree level."""
+    f = forward(plan, joint_constants(plan, leaves), qT, chain_op, homogeneous=False)
+    inv = plan.order_inv
+    R, t = (f.R, f.t) if inv is None else (f.R.index_select(0, inv), f.t.index_select(0, inv))
+    return R, t, (f.p if with_markers else None)
 
 
 # ----------------------------------------------------------------------------------------
@@ -550,8 +417,8 @@ def fk_soa(model: Model, q: Tensor, markers: bool = False):
     Equal to :func:`kinfunc.fk` / :func:`kinfunc.marker_positions`; runs under ``torch.func``.
     Outputs are permuted views of frames-last buffers.
     """
-    plan = _plan(model.topology)
-    return _wrap(*_fk_soa_impl(plan, _leaves(model), _to_soa(q, model.topology.n_coordinates), markers), q.shape[:-1])
+    plan = KinematicPlan.build(model.topology, q.device)
+    return _wrap(*_fk_leaves(plan, ModelLeaves.of(model), _to_soa(q, model.topology.n_coordinates), markers), q.shape[:-1])
 
 
 def _to_soa(q: Tensor, C: int) -> Tensor:
@@ -627,14 +494,14 @@ def _compiled_kernel(key: _Key) -> Callable:
             if key.frozen is not None:
                 kernel = _kernel_function(plan, key.frozen, key.markers)
             else:
-                markers, op = key.markers, None
+                markers, op, tables = key.markers, None, plan_tables(key.topology)
                 if key.chain_op:  # CUDA with Triton (or the tests' switch): the Triton kernel's op
                     from .kernels.triton_chain import compose_chain_op  # lazily: it imports Triton
 
                     op = compose_chain_op
 
-                def kernel(qT, leaves):
-                    return _fk_soa_impl(plan, leaves, qT, markers, op)
+                def kernel(qT, leaves, parts):  # parts: the plan's index tensors (the cache holds none)
+                    return _fk_leaves(KinematicPlan.assemble(tables, parts), leaves, qT, markers, op)
 
                 # own code object per key: Dynamo's caches and recompile limit are per code object
                 kernel = types.FunctionType(kernel.__code__.replace(), kernel.__globals__, closure=kernel.__closure__)
@@ -734,7 +601,7 @@ class CompiledFK:
             fn = _compiled_kernel(key)
             if model is self.model:
                 self._fns[ck] = fn
-        out = fn(qT, model.slot_params, model.coupler_params) if consts is not None else fn(qT, _leaves(model))
+        out = fn(qT, model.slot_params, model.coupler_params) if consts is not None else fn(qT, ModelLeaves.of(model), KinematicPlan.parts(model.topology, qT.device))
         return out if frames_last else _wrap(*out, q.shape[:-1])
 
     def __call__(self, q: Tensor, model: Optional[Model] = None) -> Poses:

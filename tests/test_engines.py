@@ -1,7 +1,8 @@
 """Every forward engine driven by one random-tree strategy (tests/strategies.py): fk, the
 structure-of-arrays code that compile_fk compiles, the frozen (constants-baked) rows, the IK
-Jacobian plan (= jacrev of fk's markers, and its normal equations = J^T J), and the chain
-kernel's custom op -- values and gradients, float64 and float32. The torch.compile'd forms and
+Jacobian plan (= jacrev of fk's markers, and its normal equations = J^T J), the frames-last
+core's three compositions (kinfunc.kinematics.forward), and the chain kernel's custom op --
+values and gradients, float64 and float32. The torch.compile'd forms and
 the Triton kernel under TRITON_INTERPRET=1 are exercised on fixed models in test_compiled.py and
 test_kernels.py (compiling per random tree would take minutes)."""
 
@@ -16,8 +17,11 @@ from kinfunc.compiled import _fk_frozen_impl, _frozen_consts, _plan, fk_soa
 from kinfunc.fk import local_transforms
 from kinfunc.ik.jacobian import JacobianPlan, MarkerTargets
 from kinfunc.kernels import compose_chain_reference
+from kinfunc.kernels.triton_chain import compose_chain_op
+from kinfunc.kinematics import KinematicPlan, forward, joint_constants
 
 from .naive import naive_fk
+from .test_compiled import rich_model
 from .strategies import model_and_q
 
 f64, f32 = torch.float64, torch.float32
@@ -54,6 +58,28 @@ def test_every_forward_engine_equals_the_naive_reference(mq):
         Rc, tc = compose_chain_reference(m.topology.parents, Rl, tl)
         _close(Rc, P.R, dtype)
         _close(tc, P.t, dtype)
+        # the frames-last core: 3 x 4 per level (IK), R and t apart (compiled leaves form), the
+        # chain custom op (CUDA; here its torch twin), bodies in level order
+        _check_core_compositions(m, qq, P, X, dtype)
+
+
+def _check_core_compositions(m, q, P, X, dtype):
+    plan = KinematicPlan.build(m.topology)
+    consts = joint_constants(plan, m)
+    o = plan.order
+    for kw in ({}, {"homogeneous": False}, {"chain_op": compose_chain_op}):
+        f = forward(plan, consts, q.t(), **kw)
+        _close(f.R.permute(3, 0, 1, 2), P.R[:, o], dtype)
+        _close(f.t.permute(2, 0, 1), P.t[:, o], dtype)
+        _close(f.p.permute(2, 0, 1), X, dtype)
+
+
+def test_core_compositions_on_a_tree_out_of_level_order():
+    """A tree whose model order is not its level order (the core reorders around the chain op)."""
+    model = rich_model()
+    assert KinematicPlan.build(model.topology).order_inv is not None
+    q = model.default_q() + 0.5 * torch.randn(4, model.topology.n_coordinates, generator=torch.Generator().manual_seed(0), dtype=f64)
+    _check_core_compositions(model, q, kf.fk(model, q), kf.marker_positions(model, q), f64)
 
 
 @settings(max_examples=15, deadline=None)

@@ -13,7 +13,7 @@ ROOT = Path(kinfunc.__file__).parent
 # lowest first; a part may import its own layer's other parts only where listed in CORE order
 LAYERS = [
     ("_pytree", "tree", "allocator", "transforms", "functions", "markersets", "filters", "model", "trial", "models",
-     "kernels", "fk", "compiled", "nn"),
+     "kernels", "fk", "kinematics", "compiled", "nn"),
     ("ik",),
     ("io",),
     ("viewer", "report"),

@@ -12,10 +12,12 @@ Everything is batched over frames; the reference is ``torch.func.jacrev``/``jacf
 :func:`kinfunc.marker_positions` (tests check they agree in float64).
 
 :class:`JacobianPlan` does this for many frames with everything that does not depend on ``q``
-worked out once: frames-last storage (``(bodies, 3, 3, T)``), bodies by tree level, one GEMM per
-kind of joint slot for the sums over ancestors, closed-form derivatives w.r.t. body scale
-factors, and Gauss-Newton normal equations from the moments of the markers below each joint
-entry (:meth:`JacobianPlan.normal_equations`) that never form the per-marker Jacobian.
+worked out once. Its forward pass is :func:`kinfunc.kinematics.forward` (the pass compiled FK's
+leaves form runs too: frames-last storage ``(bodies, 3, 3, T)``, bodies by tree level); on top
+of it, one GEMM per kind of joint slot for the sums over ancestors, closed-form derivatives
+w.r.t. body scale factors, and Gauss-Newton normal equations from the moments of the markers
+below each joint entry (:meth:`JacobianPlan.normal_equations`) that never form the per-marker
+Jacobian.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from torch import Tensor
 from torch.func import jacfwd, vmap
 
 from .. import functions as F
-from .. import transforms as tf
-from ..fk import effective_scales, full_coordinates, slot_values, translation_scales, translation_weights
+from ..fk import full_coordinates, slot_values, translation_weights
+from ..kinematics import JointConstants, JointFrames, KinematicPlan, plan_tables, forward, joint_parts, marker_rows
 from ..model import Model
 
 __all__ = ["JacobianPlan", "FrameKinematics", "ModelKinematics", "marker_jacobian", "slot_derivatives"]
@@ -127,36 +129,25 @@ class FrameKinematics(NamedTuple):
 
 class KinematicConstants(NamedTuple):
     """What :meth:`JacobianPlan.evaluate` needs from the model's leaves, computed once per model
-    (:meth:`JacobianPlan.constants`). Body-indexed tensors are in the plan's level order."""
+    (:meth:`JacobianPlan.constants`): the forward pass's :class:`kinfunc.kinematics.JointConstants`
+    (same fields, level order) and the Jacobian's axes."""
 
-    slot_coeffs: tuple  # per evaluation unit: kinfunc.functions.coefficients (spline units: stack_tables)
-    coupler_coeffs: tuple  # per coupler group
-    v_const: Tensor  # (B * 6, 1): values of slots driven by constant functions (0 elsewhere)
-    Ev: Tensor  # (3 terms, V, 3, 3, 1): varying rotation factors (constant neighbours absorbed) = Ev0 + sin(v) Ev1 + (1 - cos(v)) Ev2
-    Rconst: Tensor  # (nc, 3, 3, 1): local rotation of each body without varying rotation slots
+    slot_coeffs: tuple
+    coupler_coeffs: tuple
+    v_const: Tensor
+    Ev: Tensor
+    Rconst: Tensor
+    G: Tensor
+    tp: Tensor
+    tc: Tensor
+    off: Tensor
+    h_row: Tensor
     A: Tensor  # (3 terms, NE, 3, 1): each entry's axis (unit rotation axis or scaled translation axis) before its world rotation, A0 + sin(v0) A1 + (1 - cos(v0)) A2
-    G: Tensor  # (B, 3, 3, 1): scaled translation axis k in the parent body frame
     Gu: Tensor  # (B, 3, 3): unit translation axis k in the parent body frame
     Wtr: Tensor  # (B, 3 slots, 3 axes): d translation scale of slot k' / d parent scale along axis k
-    tp: Tensor  # (B, 3, 1): parent-side frame location (scaled)
-    tc: Tensor  # (B, 1, 3, 1): child-side frame location (scaled), as a row
-    off: Tensor  # (M, 1, 4, 1): scaled marker offsets, homogeneous, as rows
-    h_row: Tensor  # (1, 1, 4, 1): the last row [0, 0, 0, 1] of a 4 x 4 pose
 
 
-class JointFrames(NamedTuple):
-    """A model's joint frames, model body order: unit slot axes ``axes (B, 6, 3)``, parent-side
-    and child-side frame orientations ``Rp``, ``Rc (B, 3, 3)``."""
-
-    axes: Tensor
-    Rp: Tensor
-    Rc: Tensor
-
-    @classmethod
-    def of(cls, model: Model) -> "JointFrames":
-        axes = model.axes / torch.linalg.vector_norm(model.axes, dim=-1, keepdim=True)
-        R = tf.euler_xyz_to_matrix(torch.stack((model.parent_orientation, model.child_orientation)))
-        return cls(axes, R[0], R[1])
+assert KinematicConstants._fields[: len(JointConstants._fields)] == JointConstants._fields
 
 
 class ModelKinematics:
@@ -237,7 +228,7 @@ class ModelKinematics:
             owner, joint = sh["joint"]
             if owner is not self.model:  # the same joints with other markers
                 with _detached():
-                    joint = joint._replace(off=_offset_rows(self.model))
+                    joint = joint._replace(off=marker_rows(plan.kplan, self.model))
             self._joint_constants = joint
         return self._joint_constants
 
@@ -258,12 +249,6 @@ def _versions(model: Model, leaves=None) -> tuple:
     return tuple(None if t.is_inference() else t._version for t in (leaves if leaves is not None else model.joint_leaves()))
 
 
-def _offset_rows(model: Model) -> Tensor:
-    """Scaled marker offsets, homogeneous, as rows ``(M, 1, 4, 1)`` (:attr:`KinematicConstants.off`)."""
-    off = model.marker_offsets * (model.global_scale * model.body_scales)[list(model.topology.marker_bodies)]
-    return torch.cat((off, torch.ones_like(off[:, :1])), -1)[:, None, :, None]
-
-
 _detached = torch.no_grad  # the kept values carry no graph
 
 
@@ -274,33 +259,17 @@ class JacobianPlan:
 
     Built from a model's topology and the coordinates whose columns are wanted
     (:meth:`build`); :meth:`constants` precomputes the model-dependent parts (rotation factors,
-    spline coefficients, scaled offsets) and :meth:`evaluate` runs one frames-last pass: frames
-    are the innermost (contiguous) axis, so every 3 x 3 product is an elementwise op over
-    frames instead of thousands of tiny matrix products. Bodies are stored by tree level, so
-    each level is a contiguous slice composed with its parents (in the level above) by one
-    product. Each (joint slot, coordinate) pair that can be non-zero is an *entry*; the marker
+    spline coefficients, scaled offsets) and :meth:`evaluate` runs one frames-last pass
+    (:func:`kinfunc.kinematics.forward` with the plan's :attr:`kplan`: frames innermost, bodies
+    by tree level) and keeps each joint's world axes and centres from it. Each (joint slot,
+    coordinate) pair that can be non-zero is an *entry*; the marker
     Jacobian sums entries over ancestor joints with one matrix product per kind (rotation /
     translation).
     """
 
     topology: Any
     columns: tuple[int, ...]  # coordinate index of each Jacobian column
-    order: Tensor  # (B,) long: body at each level-order position
-    levels: tuple  # per tree level: (start, size, parent positions in the level above (LongTensor) or an int if one parent)
-    order_inv: Optional[Tensor]  # (B,) long: level position of each body (None if identity)
-    slot_units: tuple  # slot groups evaluated together: each non-constant non-spline group, then all spline groups
-    slot_inputs: tuple  # per unit: LongTensor of its inputs into [q, dependents]
-    slot_where: Tensor  # (B * 6,) long: level-order flat slot -> column of cat(group values..., 0)
-    rot_var: Tensor  # (V,) long: position * 3 + slot of each varying rotation slot (driven by a non-constant function), factor order
-    rot_var_col: Tensor  # (V,) long: its row in the slot values (position * 6 + slot)
-    n_factors: tuple  # (N1, N2, N3): bodies with at least 1, 2, 3 varying rotation slots; factor order = their 1st, 2nd, 3rd varying slots (bodies by count, most first)
-    fac_pre: Tensor  # (V, 2) long: constant slot factors absorbed before each varying factor (rows of [Rk0; I])
-    fac_post: Tensor  # (V, 2) long: ... and after it
-    const_slots: Tensor  # (nc, 3) long: the three slot factors of each body without varying rotation slots
-    rloc_order: Optional[Tensor]  # (B,) long: level position -> row of [varying bodies (by count); constant bodies] (None if identity)
-    coupler_inputs: tuple  # per coupler group: LongTensor of its inputs into q
-    dep_where: Tensor  # (D,) long: dependent -> column of cat(coupler values...)
-    par_index: Tensor  # (B,) long: parent position + 1 (0 = ground) into [identity, world]
+    kplan: KinematicPlan  # the forward pass's plan (kinfunc.kinematics): bodies in level order, joint slots
     ent_out: Tensor  # (NR + NT,) long: index into the slot derivative rows
     ent_dep: Tensor  # (NR + NT,) long: coupler derivative row (n_dep = none)
     ent_axis: Tensor  # (NR + NT,) long: row of the axis table (KinematicConstants.A)
@@ -320,7 +289,6 @@ class JacobianPlan:
     pair_at: Tensor  # (P,) long: row * Cf + column of the pair in J^T J
     pair_w: Tensor  # (P,) 1/2 for a column entry paired with itself, else 1 (J^T J = U + U^T)
     marker_bm: Tensor  # (M,) long: index into the distinct marker bodies
-    marker_pos: Tensor  # (M,) long: level position of each marker's body
     n_marker_bodies: int
 
     cross_index: Tensor = None  # (2, 3) long: the component orders [1, 2, 0] and [2, 0, 1] (for _cross)
@@ -349,16 +317,22 @@ class JacobianPlan:
             grp_markers[t.pop("gm_row"), t.pop("gm_col")] = 1.0
             ent_rot = t.pop("ent_rot").to(dtype).reshape(-1, 1, 1)
             pair_w = 1.0 - 0.5 * t.pop("pair_self").to(dtype)
-        levels = tuple((a, n, t.pop(f"level_par:{k}") if par == "tensor" else par) for k, (a, n, par) in enumerate(tables.levels))
-        slot_inputs = tuple(t.pop(f"slot_inputs:{k}") for k in range(len(tables.slot_units)))
-        coupler_inputs = tuple(t.pop(f"coupler_inputs:{k}") for k in range(tables.n_coupler_groups))
         for name in tables.absent:
             t[name] = None
         return cls(
-            topology=tables.topology, columns=tables.columns, levels=levels, slot_units=tables.slot_units,
-            slot_inputs=slot_inputs, n_factors=tables.n_factors, coupler_inputs=coupler_inputs, S=S,
+            topology=tables.topology, columns=tables.columns, kplan=KinematicPlan.build(tables.topology, dev), S=S,
             grp_markers=grp_markers, ent_rot=ent_rot, pair_w=pair_w, n_marker_bodies=tables.n_marker_bodies, **t,
         )
+
+    @property
+    def order(self) -> Tensor:
+        """``(B,)`` long: body at each level-order position (:attr:`KinematicPlan.order`)."""
+        return self.kplan.order
+
+    @property
+    def order_inv(self) -> Optional[Tensor]:
+        """``(B,)`` long: level position of each body, None if the identity."""
+        return self.kplan.order_inv
 
     @functools.cached_property
     def _scale_index(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -407,129 +381,39 @@ class JacobianPlan:
             joint = kinematics._joint(self)
         return joint._replace(A=joint.A.index_select(1, self.ent_axis))
 
-    def _compute_constants(self, model: Model, frames: Optional["JointFrames"] = None) -> KinematicConstants:
-        """Every constant of :class:`KinematicConstants`, ``A`` for every possible entry (the axis
+    def _compute_constants(self, model: Model, frames: Optional[JointFrames] = None) -> KinematicConstants:
+        """Every constant of :class:`KinematicConstants`: the forward pass's
+        (:func:`kinfunc.kinematics.joint_parts`) and ``A`` for every possible entry (the axis
         table; :meth:`constants` selects this plan's rows): nothing here depends on the columns.
         ``frames``: the model's :class:`JointFrames` if already computed."""
-        topo = model.topology
-        o = self.order
-        s_body, s_parent = effective_scales(model)
-        axes, Rp, Rc = frames if frames is not None else JointFrames.of(model)
+        kp = self.kplan
+        frames = frames if frames is not None else JointFrames.of(model)
+        joint, fac = joint_parts(kp, model, frames)
+        axes, Rp, Rc = frames
+        o = kp.order
         a0, a1, a2 = axes[:, 0], axes[:, 1], axes[:, 2]
-        K = tf.skew(axes[:, :3])  # (B, 3, 3, 3)
-        K2 = K @ K
-        RcT = Rc.transpose(-1, -2)
-        eye = torch.eye(3, dtype=model.dtype, device=model.device).expand_as(Rp)
-        E = torch.stack(
-            (
-                torch.stack((Rp, Rp @ K[:, 0], Rp @ K2[:, 0]), 1),
-                torch.stack((eye, K[:, 1], K2[:, 1]), 1),
-                torch.stack((RcT, K[:, 2] @ RcT, K2[:, 2] @ RcT), 1),
-            ),
-            1,
-        )
-        s_tr = translation_scales(model, s_parent)  # (B, 3)
-        Gu = (Rp[:, None] @ axes[:, 3:, :, None])[..., 0]  # (B, 3, 3): unit translation axes, parent frame
-        rp = lambda v: (Rp @ v[..., None])[..., 0]  # noqa: E731
-        u3 = (Rc @ a2[..., None])[..., 0]
-        const = [(g, p) for g, p in zip(topo.slot_groups, model.slot_params) if g.key[0] is F.FnKind.CONSTANT]
-        v_const = torch.zeros(topo.n_bodies * 6, dtype=model.dtype, device=model.device)
-        pos = list(range(topo.n_bodies)) if self.order_inv is None else self.order_inv.tolist()
-        for g, (value,) in const:
-            flat = [pos[o // 6] * 6 + o % 6 for o in g.outputs]
-            v_const = v_const.index_add(0, torch.tensor(flat, device=v_const.device), value)
-        vc = v_const.reshape(-1, 6)[:, :3].reshape(-1)[..., None, None]  # (B * 3, 1, 1) level order
-        Ef = E[o].reshape(-1, 3, 3, 3)
-        Rk0 = Ef[:, 0] + torch.sin(vc) * Ef[:, 1] + (1.0 - torch.cos(vc)) * Ef[:, 2]  # every slot at its constant value
-        CT = torch.cat((Rk0, eye[:1]), 0)  # ... and the identity
-        pre = CT[self.fac_pre[:, 0]] @ CT[self.fac_pre[:, 1]]
-        post = CT[self.fac_post[:, 0]] @ CT[self.fac_post[:, 1]]
-        cs = self.const_slots
         # entry axes: 1st slot about u1 = Rp a0, 2nd about Rp R0(v0) a1, 3rd about u3 = Rc a2
         # (child frame), translations along the scaled axes G (parent frame)
-        Ef0 = Ef.reshape(-1, 3, 3, 3, 3)[:, 0]  # (B, 3 terms, 3, 3): each first slot's factor, level order
-        varies = self.rot_var[self.rot_var % 3 == 0] // 3  # bodies whose first slot varies
-        turns = torch.zeros(topo.n_bodies, 1, 1, dtype=model.dtype, device=model.device).index_fill(0, varies, 1.0)
+        rp = lambda v: (Rp @ v[..., None])[..., 0]  # noqa: E731
+        u3 = (Rc @ a2[..., None])[..., 0]
+        Ef0 = fac.Ef.reshape(-1, 3, 3, 3, 3)[:, 0]  # (B, 3 terms, 3, 3): each first slot's factor, level order
+        varies = torch.tensor(kp.first_varies, dtype=torch.long, device=a0.device)  # bodies whose first slot varies
+        turns = a0.new_zeros(len(kp.position), 1, 1).index_fill(0, varies, 1.0)
         a1o = a1[o][..., None]
-        U2 = torch.stack((Rk0.reshape(-1, 3, 3, 3)[:, 0] @ a1o, turns * Ef0[:, 1] @ a1o, turns * Ef0[:, 2] @ a1o), 1)[..., 0]
-        G = (Gu * s_tr[..., None])[o]
+        U2 = torch.stack((fac.Rk0.reshape(-1, 3, 3, 3)[:, 0] @ a1o, turns * Ef0[:, 1] @ a1o, turns * Ef0[:, 2] @ a1o), 1)[..., 0]
         one = lambda v: torch.stack((v, torch.zeros_like(v), torch.zeros_like(v)), 0)  # noqa: E731
-        A = torch.cat((one(rp(a0)[o]), U2.transpose(0, 1), one(u3[o]), one(G.reshape(-1, 3))), 1)
+        A = torch.cat((one(rp(a0)[o]), U2.transpose(0, 1), one(u3[o]), one(joint.G[..., 0].reshape(-1, 3))), 1)
         return KinematicConstants(
-            slot_coeffs=tuple(
-                F.stack_tables([F.coefficients(topo.slot_groups[k].key, model.slot_params[k]) for k in unit])
-                for unit in self.slot_units
-            ),
-            coupler_coeffs=tuple(F.coefficients(g.key, p) for g, p in zip(topo.coupler_groups, model.coupler_params)),
-            v_const=v_const[:, None],
-            Ev=(pre[:, None] @ Ef.index_select(0, self.rot_var) @ post[:, None]).transpose(0, 1)[..., None],
-            Rconst=(CT[cs[:, 0]] @ CT[cs[:, 1]] @ CT[cs[:, 2]])[..., None],
-            A=A[..., None],
-            G=G[..., None],
-            Gu=Gu[o],
-            Wtr=translation_weights(model.axes, topo.unscaled_slots)[0][o],
-            tp=(model.parent_location * s_parent)[o][..., None],
-            tc=(model.child_location * s_body)[o][:, None, :, None],
-            off=_offset_rows(model),
-            h_row=torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=a0.dtype, device=a0.device).reshape(1, 1, 4, 1),
+            *joint, A=A[..., None], Gu=fac.Gu[o], Wtr=translation_weights(model.axes, model.topology.unscaled_slots)[0][o]
         )
 
     def _forward(self, model: Model, consts: KinematicConstants, q: Tensor):
-        """One frames-last FK pass at ``q (T, C)``: world poses ``Hw (B, 3, 4, T)`` (level order),
-        the marker bodies' poses ``Hm (M, 3, 4, T)``, marker positions ``p (M, 3, T)`` and what
-        the Jacobian reuses (slot values ``v (B * 6, T)``, slot and coupler derivatives, ``vT``:
-        the slot values as ``(B, 6, T)``)."""
-        topo = self.topology
-        B = topo.n_bodies
-        T = q.shape[0]
-        # joint functions and couplers, frames-last: values and derivatives in one pass each
-        qT = q.t()
-        full, cders = qT, []
-        if topo.dependent_names:
-            cv = []
-            for g, prm, cf, inp in zip(topo.coupler_groups, model.coupler_params, consts.coupler_coeffs, self.coupler_inputs):
-                val, der = F.value_and_derivative(g.key, prm, qT.index_select(0, inp).t(), cf)
-                cv.append(val.t())
-                cders.append(der.t())
-            full = torch.cat([qT, torch.cat(cv, 0).index_select(0, self.dep_where)], 0)
-        vals, ders = [], []
-        for unit, cf, inp in zip(self.slot_units, consts.slot_coeffs, self.slot_inputs):
-            key, prm = topo.slot_groups[unit[0]].key, model.slot_params[unit[0]]  # (a spline unit: cf has them all)
-            val, der = F.value_and_derivative(key, prm, full.index_select(0, inp).t(), cf)
-            vals.append(val.t())
-            ders.append(der.t())
-        v = torch.cat(vals + [q.new_zeros(1, T)], 0).index_select(0, self.slot_where) + consts.v_const  # (B * 6, T)
-        vT = v.reshape(B, 6, T)  # level order
-        # local rotations: varying factors from their angles (constant slots absorbed), multiplied
-        # for bodies with several; constant for the rest
-        ang = v.index_select(0, self.rot_var_col)[:, None, None]  # (V, 1, 1, T)
-        E0, E1, E2 = consts.Ev
-        Rv = E0 + torch.sin(ang) * E1 + (1.0 - torch.cos(ang)) * E2  # (V, 3, 3, T)
-        n1, n2, n3 = self.n_factors
-        R, at = Rv[:n1], n1
-        for n in (n2, n3):
-            if n:
-                R = torch.cat((_mm(R[:n], Rv[at : at + n]), R[n:]), 0)
-                at += n
-        if consts.Rconst.shape[0]:
-            R = torch.cat((R, consts.Rconst.expand(-1, -1, -1, T)), 0)
-        R_loc = R if self.rloc_order is None else R.index_select(0, self.rloc_order)  # (B, 3, 3, T)
-        t_loc = (consts.G * vT[:, 3:, None, :]).sum(1) + consts.tp - (R_loc * consts.tc).sum(2)
-        # local poses as 4 x 4 [[R, t], [0, 1]] so that composing is one product per level
-        H_loc = torch.cat((torch.cat((R_loc, t_loc[:, :, None]), 2), consts.h_row.expand(B, 1, 4, T)), 1)
-        # compose down the tree: world pose [R | t] (3 x 4) of a level = parents' (level above) o local
-        Hs = []
-        for start, n, par in self.levels:
-            Hl = H_loc[start : start + n]
-            if par is None:
-                Hs.append(Hl[:, :3])
-                continue
-            Hp = Hs[-1][par : par + 1] if isinstance(par, int) else Hs[-1].index_select(0, par)
-            Hs.append((Hp[:, :, :, None, :] * Hl[:, None]).sum(2))  # (n, 3, 4, T)
-        Hw = torch.cat(Hs, 0)  # (B, 3, 4, T), level order
-        Hm = Hw.index_select(0, self.marker_pos)  # (M, 3, 4, T)
-        p = (Hm * consts.off).sum(2)  # (M, 3, T)
-        return Hw, Hm, p, (v, ders, cders, vT)
+        """One frames-last FK pass at ``q (T, C)`` (:func:`kinfunc.kinematics.forward`): world poses
+        ``Hw (B, 3, 4, T)`` (level order), the marker bodies' poses ``Hm (M, 3, 4, T)``, marker
+        positions ``p (M, 3, T)`` and what the Jacobian reuses (slot values ``v (B * 6, T)``, slot
+        and coupler derivatives, ``vT``: the slot values as ``(B, 6, T)``)."""
+        f = forward(self.kplan, consts, q.t())
+        return f.Hw, f.Hm, f.p, (f.v, f.ders, f.cders, f.v.reshape(len(self.kplan.position), 6, q.shape[0]))
 
     def _entry_vectors(self, consts: KinematicConstants, q: Tensor, Hw: Tensor, aux, origin=None) -> Tensor:
         """``E (NE, 6, T)``: each entry's share ``[w; u]`` of the Jacobian of every marker below its
@@ -591,7 +475,7 @@ class JacobianPlan:
     def _parent_rotations(self, Rw: Tensor) -> Tensor:
         """World rotation of each body's parent ``(B, 3, 3, T)`` (identity for ground) from the
         bodies' ``Rw (B, 3, 3, T)``, level order."""
-        return _with_ground(Rw).index_select(0, self.par_index)
+        return _with_ground(Rw).index_select(0, self.kplan.par_index)
 
     def _scale_derivatives(self, model: Model, consts: KinematicConstants, Hw: Tensor, vT: Tensor) -> Tensor:
         """``dp_m / d s_body[beta, k]`` ``(T, M, 3, B, 3)`` (model body order).
@@ -718,16 +602,13 @@ def full_coordinate_derivatives(model: Model, q: Tensor) -> Tensor:
 
 
 class _PlanTables(NamedTuple):
-    """The tensor-free part of a :class:`JacobianPlan` (per topology and columns): every index
-    table as one buffer of int64 (``layout``: name and shape of each part, ``sizes``: their
-    lengths), the 0/1 matrices as the positions of their ones, and the plain fields."""
+    """The tensor-free part of a :class:`JacobianPlan` (per topology and columns) beyond its
+    :class:`~kinfunc.kinematics.KinematicPlan`: every index table as one buffer of int64
+    (``layout``: name and shape of each part, ``sizes``: their lengths), the 0/1 matrices as the
+    positions of their ones, and the plain fields."""
 
     topology: Any
     columns: tuple
-    levels: tuple  # (start, size, parent position (int), None or "tensor" (part level_par:k))
-    slot_units: tuple
-    n_factors: tuple
-    n_coupler_groups: int
     n_marker_bodies: int
     S_shape: tuple
     grp_markers_shape: tuple
@@ -740,38 +621,20 @@ class _PlanTables(NamedTuple):
 @functools.lru_cache(maxsize=64)  # plain Python values only (no tensors): a solve uses one per start level, plus the solver's
 def _plan_tables(topo: Any, columns: tuple[int, ...]) -> _PlanTables:
     """What :class:`JacobianPlan` (its fields' comments) holds, worked out from the topology and
-    the columns alone."""
+    the columns alone (the forward pass's tables: :func:`kinfunc.kinematics.plan_tables`)."""
     C, B = topo.n_coordinates, topo.n_bodies
+    kt = plan_tables(topo)
     col_of = {c: k for k, c in enumerate(columns)}
     parts: list = []  # (name, shape, values)
     absent: list = []
 
-    def lt(name, values, shape=None):
+    def lt(name, values):
         values = [int(v) for v in values]
-        parts.append((name, (len(values),) if shape is None else shape, values))
+        parts.append((name, (len(values),), values))
 
-    def opt(name, values, identity):
-        values = list(values)
-        if values == identity:
-            absent.append(name)
-        else:
-            lt(name, values)
-
-    # tree levels: bodies stored level by level; parents of level k lie in level k - 1
     sched = topo.schedule
     order = list(sched.order)
-    pos = dict(enumerate(sched.position))
-    levels = []
-    for k, bodies in enumerate(sched.levels):
-        par = None
-        if k:
-            rel = sched.parent_in_level[k]
-            if len(set(rel)) == 1:
-                par = rel[0]
-            else:
-                par = "tensor"
-                lt(f"level_par:{k}", rel)
-        levels.append((sched.level_start[k], len(bodies), par))
+    pos = dict(enumerate(kt.position))
     # coupler outputs: dependent d <- (its coordinate, its column among coupler values)
     dep_src: dict[int, tuple[int, int]] = {}
     col = 0
@@ -780,44 +643,18 @@ def _plan_tables(topo: Any, columns: tuple[int, ...]) -> _PlanTables:
             dep_src[o] = (i, col)
             col += 1
     n_dep = col
-    # entries: (level-order flat slot, coordinate column, slot-derivative column, coupler column)
-    # evaluation units: each non-constant, non-spline group alone; all spline groups together
-    # (their tables padded to one knot count: one lookup for every spline)
-    kinds = [g.key[0] for g in topo.slot_groups]
-    units = [(k,) for k, kind in enumerate(kinds) if kind not in (F.FnKind.CONSTANT, F.FnKind.SPLINE)]
-    splines = tuple(k for k, kind in enumerate(kinds) if kind is F.FnKind.SPLINE)
-    units += [splines] if splines else []
-    entries, where, col = [], [None] * (B * 6), 0
-    for u, unit in enumerate(units):
-        gs = [topo.slot_groups[k] for k in unit]
-        lt(f"slot_inputs:{u}", [i for g in gs for i in g.inputs])
-        for o, i in ((o, i) for g in gs for o, i in zip(g.outputs, g.inputs)):
-            flat = pos[o // 6] * 6 + o % 6
-            where[flat] = col
-            coord, dcol = (i, n_dep) if i < C else dep_src[i - C]
-            if coord in col_of:
-                entries.append((flat, col_of[coord], col, dcol))
-            col += 1
-    varying = [f for f in range(B * 6) if where[f] is not None and f % 6 < 3]
-    where = [col if w is None else w for w in where]
-    # rotation factors: each body's varying slots, with the constant slot factors around
-    # them absorbed (constants); products only for bodies with more than one
-    vs = [[f % 6 for f in varying if f // 6 == b] for b in range(B)]
-    vb = sorted((b for b in range(B) if vs[b]), key=lambda b: -len(vs[b]))
-    cb = [b for b in range(B) if not vs[b]]
-    ident = B * 3  # row of the identity after the B * 3 constant slot factors
-    factors, pre, post = [], [], []
-    for i in range(3):
-        for b in vb:
-            if len(vs[b]) > i:
-                k, nxt = vs[b][i], (vs[b][i + 1] if i + 1 < len(vs[b]) else 3)
-                factors.append((b, k))
-                before = [b * 3 + j for j in range(k)] if i == 0 else []
-                after = [b * 3 + j for j in range(k + 1, nxt)]
-                pre.append(before + [ident] * (2 - len(before)))
-                post.append(after + [ident] * (2 - len(after)))
-    n_factors = tuple(sum(1 for b in vb if len(vs[b]) > i) for i in range(3))
-    row_of = {b: j for j, b in enumerate(vb + cb)}
+    # entries: (level-order flat slot, coordinate column, slot-derivative column, coupler column),
+    # slot-derivative columns in the forward pass's order (its evaluation units)
+    entries, col = [], 0
+    for unit in kt.slot_units:
+        for g in (topo.slot_groups[k] for k in unit):
+            for o, i in zip(g.outputs, g.inputs):
+                flat = pos[o // 6] * 6 + o % 6
+                coord, dcol = (i, n_dep) if i < C else dep_src[i - C]
+                if coord in col_of:
+                    entries.append((flat, col_of[coord], col, dcol))
+                col += 1
+    first_varies = set(kt.first_varies)  # bodies whose first rotation slot varies: their 2nd slot's axis turns with it
     rot = [e for e in entries if e[0] % 6 < 3]
     tr = [e for e in entries if e[0] % 6 >= 3]
     mbodies = sorted(set(topo.marker_bodies))
@@ -847,21 +684,8 @@ def _plan_tables(topo: Any, columns: tuple[int, ...]) -> _PlanTables:
     axis_row = lambda o: (o % 6) * B + o // 6 if o % 6 < 3 else 3 * B + (o // 6) * 3 + o % 6 - 3  # noqa: E731
     par_row = [pos[topo.parents[b]] + 1 if topo.parents[b] >= 0 else 0 for b in order]
     src_row = lambda o: o // 6 + 1 if o % 6 == 2 else par_row[o // 6]  # noqa: E731
-    turning = any(o % 6 == 1 and 0 in vs[o // 6] for o, _, _, _ in rot)
+    turning = any(o % 6 == 1 and o // 6 in first_varies for o, _, _, _ in rot)
     gm = [(i, m) for i, b in enumerate(gbodies) for m, ch in enumerate(marker_chains) if b in ch]
-    lt("order", order)
-    opt("order_inv", [pos[b] for b in range(B)], list(range(B)))
-    lt("slot_where", where)
-    lt("rot_var", [b * 3 + k for b, k in factors])
-    lt("rot_var_col", [b * 6 + k for b, k in factors])
-    lt("fac_pre", [x for r in pre for x in r], (len(pre), 2))
-    lt("fac_post", [x for r in post for x in r], (len(post), 2))
-    lt("const_slots", [b * 3 + k for b in cb for k in range(3)], (len(cb), 3))
-    opt("rloc_order", [row_of[b] for b in range(B)], list(range(B)))
-    for k, g in enumerate(topo.coupler_groups):
-        lt(f"coupler_inputs:{k}", g.inputs)
-    lt("dep_where", [dep_src[d][1] for d in range(n_dep)])
-    lt("par_index", par_row)
     lt("ent_out", [e[2] for e in ents])
     lt("ent_dep", [e[3] for e in ents])
     lt("ent_axis", [axis_row(e[0]) for e in ents])
@@ -887,16 +711,11 @@ def _plan_tables(topo: Any, columns: tuple[int, ...]) -> _PlanTables:
     lt("pair_at", [x[2] for x in pairs])
     lt("pair_self", [x[3] for x in pairs])
     lt("marker_bm", [mbodies.index(b) for b in topo.marker_bodies])
-    lt("marker_pos", [pos[b] for b in topo.marker_bodies])
-    lt("cross_index", [1, 2, 0, 2, 0, 1], (2, 3))
+    parts.append(("cross_index", (2, 3), [1, 2, 0, 2, 0, 1]))
     flat = [v for _, _, vals in parts for v in vals]
     return _PlanTables(
         topology=topo,
         columns=tuple(columns),
-        levels=tuple(levels),
-        slot_units=tuple(units),
-        n_factors=n_factors,
-        n_coupler_groups=len(topo.coupler_groups),
         n_marker_bodies=len(mbodies),
         S_shape=(Cf * len(mbodies), len(ents)),
         grp_markers_shape=(len(gbodies), len(marker_chains)),
