@@ -117,11 +117,13 @@ def _costs_of(problem: IKProblem, Z: Tensor, solved: Optional[GNResult], who: st
 
 
 def _neighbour_better(rms: Tensor, trial_id: Tensor, check: Tensor, ratio: float = 0.9) -> tuple[Tensor, Tensor]:
-    """Frames among ``check`` whose neighbour (the frame before or after, same trial) ends with
-    an RMS ``rms (T,)`` under ``ratio`` times theirs, and that neighbour. Adjacent frames of a
-    smooth motion end within a few per cent of each other; such a step marks the edge of a run
-    of frames in another basin (a shoulder turned the other way), closed in on from there."""
+    """Frames among ``check`` above their trial's median RMS whose neighbour (the frame before
+    or after, same trial) ends with an RMS ``rms (T,)`` under ``ratio`` times theirs, and that
+    neighbour. Adjacent frames of a smooth motion end within a few per cent of each other; such
+    a step marks the edge of a run of frames in another basin (a shoulder turned the other
+    way), closed in on from there."""
     T = rms.shape[0]
+    check = check[rms.index_select(0, check) > trial_median(rms, trial_id).index_select(0, check)]
     fs, ss = [], []
     for d in (-1, 1):
         nb = check + d
