@@ -67,17 +67,17 @@ def trial_median(rms: Tensor, trial_id: Tensor) -> Tensor:
 
 def outlier_frames(
     rms: Tensor, trial_id: Tensor, half_window: int = 15, ratio: float = 1.5, margin: float = 0.004,
-    high_ratio: float = 3.0, high_margin: float = 0.015,
+    high_ratio: float = 3.0, high_margin: float = 0.015, med_t: Optional[Tensor] = None,
 ) -> tuple[Tensor, Tensor]:
     """Frames whose RMS ``(T,)`` (m) stands out: ``local``, above ``ratio`` times the median of
     the frames around them plus ``margin`` (m) -- a short run; and ``high``, above ``high_ratio``
     times their trial's median and that median plus ``high_margin`` (m) -- also the middle of a
-    run longer than the window, where the frames around are as bad. Returns ``(local, high)``,
-    each ``(T,)`` bool."""
+    run longer than the window, where the frames around are as bad (``med_t (T,)``: the trial
+    medians when already known). Returns ``(local, high)``, each ``(T,)`` bool."""
     fin = torch.isfinite(rms)
     med = local_median(rms, trial_id, half_window)
     med = torch.where(torch.isfinite(med), med, torch.zeros_like(med))
-    med_t = trial_median(rms, trial_id)
+    med_t = trial_median(rms, trial_id) if med_t is None else med_t
     local = fin & (rms > ratio * med + margin)
     high = fin & (rms > torch.maximum(high_ratio * med_t, med_t + high_margin))
     return local, high
@@ -116,14 +116,16 @@ def _costs_of(problem: IKProblem, Z: Tensor, solved: Optional[GNResult], who: st
     return frame_costs(problem, Z)
 
 
-def _neighbour_better(rms: Tensor, trial_id: Tensor, check: Tensor, ratio: float = 0.9) -> tuple[Tensor, Tensor]:
+def _neighbour_better(
+    rms: Tensor, trial_id: Tensor, check: Tensor, med: Tensor, ratio: float = 0.9
+) -> tuple[Tensor, Tensor]:
     """Frames among ``check`` above their trial's median RMS whose neighbour (the frame before
     or after, same trial) ends with an RMS ``rms (T,)`` under ``ratio`` times theirs, and that
-    neighbour. Adjacent frames of a smooth motion end within a few per cent of each other; such
+    neighbour (``med (T,)``: each frame's trial median). Adjacent frames of a smooth motion end within a few per cent of each other; such
     a step marks the edge of a run of frames in another basin (a shoulder turned the other
     way), closed in on from there."""
     T = rms.shape[0]
-    check = check[rms.index_select(0, check) > trial_median(rms, trial_id).index_select(0, check)]
+    check = check[rms.index_select(0, check) > med.index_select(0, check)]
     fs, ss = [], []
     for d in (-1, 1):
         nb = check + d
@@ -161,9 +163,10 @@ def repair(
     rounds = 0
     for rounds in range(1, max_rounds + 1):
         rms = frame_rms(problem, cost)
-        local, high = outlier_frames(rms, problem.trial_id)
+        med = trial_median(rms, problem.trial_id)
+        local, high = outlier_frames(rms, problem.trial_id, med_t=med)
         bad = local | high
-        nf, ns = _neighbour_better(rms, problem.trial_id, check)
+        nf, ns = _neighbour_better(rms, problem.trial_id, check, med)
         frames, seeds = [nf], [ns]
         if bool(bad.any()):
             prev, nxt = _nearest_good(~bad, problem.trial_id)
@@ -264,14 +267,17 @@ def fill_unobserved(
     poses (``solved``: their solve, whose costs and positions are used). Returns the
     result and the ``(T, Cf)`` mask of what was unobserved (frames without a gap: False)."""
     cost, P = _costs_of(problem, Z, solved, "fill_unobserved")
-    mask = unobserved(problem, Z, gap_frames(problem))
+    result = GNResult(Z, None, float(cost.sum()), 0, True, [float(cost.sum())], P, cost)
+    gaps = gap_frames(problem)
+    if gaps.numel() == 0:  # every marker in every frame: nothing to fill
+        return result, torch.zeros(Z.shape, dtype=torch.bool, device=Z.device)
+    mask = unobserved(problem, Z, gaps)
     seen = ~mask
     # a trial with no frame that sees a coordinate leaves it alone
     fillable = torch.zeros_like(mask)
     for k in torch.unique(problem.trial_id).tolist():
         sel = problem.trial_id == k
         fillable[sel] = mask[sel] & seen[sel].any(0, keepdim=True)
-    result = GNResult(Z, None, float(cost.sum()), 0, True, [float(cost.sum())], P, cost)
     cols = torch.nonzero(fillable.any(0)).flatten().tolist()
     if not cols:
         return result, mask
