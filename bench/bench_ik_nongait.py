@@ -1112,25 +1112,37 @@ def _synth_table(s):
     return "\n".join(lines)
 
 
-def _table(results):
-    rows = []
-    hdr = ("trial", "engine", "frames", "mean", "median", "p99", "max", ">25", ">40", "time s", "OpenSim/kf")
-    rows.append(hdr)
+_SIDE_BY_SIDE = ("trial", "engine", "frames", "mean", "median", "p99", "max", ">25", ">40", "time s", "OpenSim/kf")
+
+
+def _side_by_side(results, kf_time):
+    """Table lines of kinfunc vs OpenSim per trial; ``kf_time(r) -> (time text, ratio text)``."""
+    rows = [_SIDE_BY_SIDE]
     for key, r in results.items():
+        if "kinfunc" not in r:
+            continue
         for eng in ("kinfunc", "opensim"):
             e = r[eng]
             if eng == "kinfunc":
-                t = f"{e['threads']['1']['median_s']:.3f} (2t {e['threads']['2']['median_s']:.3f})"
-                ratio = f"{r['time_ratio_opensim_run_over_kinfunc']['1']:.1f}x (2t {r['time_ratio_opensim_run_over_kinfunc']['2']:.1f}x)"
+                t, ratio = kf_time(r)
             else:
                 loop = e.get("frame_loop_s_from_log")
                 t = f"{e['run_s']:.3f}" + (f" (loop {loop:.3f})" if loop else "")
                 ratio = ""
             rows.append((key, eng, str(e["frames_scored"]), f"{e['mean_mm']:.2f}", f"{e['median_mm']:.2f}",
                          f"{e['p99_mm']:.2f}", f"{e['max_mm']:.1f}", str(e["frames_gt_25mm"]), str(e["frames_gt_40mm"]), t, ratio))
-    w = [max(len(row[i]) for row in rows) for i in range(len(hdr))]
+    w = [max(len(row[i]) for row in rows) for i in range(len(_SIDE_BY_SIDE))]
     lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(row)) for row in rows]
     lines.insert(1, "  ".join("-" * x for x in w))
+    return lines
+
+
+def _table(results):
+    def kf_time(r):
+        e, q = r["kinfunc"]["threads"], r["time_ratio_opensim_run_over_kinfunc"]
+        return (f"{e['1']['median_s']:.3f} (2t {e['2']['median_s']:.3f})", f"{q['1']:.1f}x (2t {q['2']:.1f}x)")
+
+    lines = _side_by_side(results, kf_time)
     lines.append("(marker RMS per frame in mm, scored by the same FK; time = kinfunc median solve, 1 torch thread "
                  "(2 threads); OpenSim tool.run() wall (its logged frame loop))")
     for key, r in results.items():
@@ -1349,25 +1361,9 @@ def bench_full_body_real(key, args, osim, workdir):
 
 
 def _fb_table(full):
-    hdr = ("trial", "engine", "frames", "mean", "median", "p99", "max", ">25", ">40", "time s", "OpenSim/kf")
-    rows = [hdr]
-    for key, r in full.items():
-        if "kinfunc" not in r:
-            continue
-        for eng in ("kinfunc", "opensim"):
-            e = r[eng]
-            if eng == "kinfunc":
-                t = f"{e['median_s']:.3f}"
-                ratio = f"{r['time_ratio_opensim_run_over_kinfunc']:.1f}x"
-            else:
-                loop = e.get("frame_loop_s_from_log")
-                t = f"{e['run_s']:.3f}" + (f" (loop {loop:.3f})" if loop else "")
-                ratio = ""
-            rows.append((key, eng, str(e["frames_scored"]), f"{e['mean_mm']:.2f}", f"{e['median_mm']:.2f}",
-                         f"{e['p99_mm']:.2f}", f"{e['max_mm']:.1f}", str(e["frames_gt_25mm"]), str(e["frames_gt_40mm"]), t, ratio))
-    w = [max(len(row[i]) for row in rows) for i in range(len(hdr))]
-    lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(row)) for row in rows]
-    lines.insert(1, "  ".join("-" * x for x in w))
+    lines = _side_by_side(
+        full, lambda r: (f"{r['kinfunc']['median_s']:.3f}", f"{r['time_ratio_opensim_run_over_kinfunc']:.1f}x")
+    )
     lines.append("(full_body('cmu'), 41 markers, fitted by kinfunc (scales + offsets + poses), then pose-only IK by both "
                  "engines on the fitted model; marker RMS per frame in mm, scored by the same FK; time = kinfunc median "
                  "solve, 1 torch thread; OpenSim tool.run() wall (its logged frame loop))")
