@@ -141,14 +141,14 @@ def _neighbour_better(
 
 def repair(
     problem: IKProblem, Z: Tensor, opts: GNOptions = GNOptions(), max_rounds: int = 64, max_iter: int = 20,
-    solved: Optional[GNResult] = None,
+    solved: Optional[GNResult] = None, neighbours: bool = True,
 ) -> tuple[GNResult, RepairReport]:
     """Restart frames of an independent-frame ``problem`` (no shared parameters, no smoothness)
     from their neighbours; ``Z (T, Cf)`` the solved poses. Restarted each round: outlier frames
     (:func:`outlier_frames`) from the nearest good frame before and after them, and frames whose
     neighbour ends far lower (:func:`_neighbour_better`; first all frames, then the neighbours
     of the frames that changed) from that neighbour, so a run of frames in another basin is
-    closed in on from its ends. A (frame, seed) pair is tried
+    closed in on from its ends (``neighbours=False``: outliers only). A (frame, seed) pair is tried
     once while the seed's pose stays the same (at most ``max_iter`` iterations); a frame keeps
     the result only when it lowers its cost by more than 0.1 %. ``solved``: the solve that gave
     ``Z``, whose per-frame costs and positions are used when it has them. Returns the result
@@ -166,7 +166,7 @@ def repair(
         med = trial_median(rms, problem.trial_id)
         local, high = outlier_frames(rms, problem.trial_id, med_t=med)
         bad = local | high
-        nf, ns = _neighbour_better(rms, problem.trial_id, check, med)
+        nf, ns = _neighbour_better(rms, problem.trial_id, check if neighbours else check[:0], med)
         frames, seeds = [nf], [ns]
         if bool(bad.any()):
             prev, nxt = _nearest_good(~bad, problem.trial_id)

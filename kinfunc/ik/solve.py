@@ -826,10 +826,14 @@ def _solve_gn_staged(
         r = gn(p, Z, None)
         Z = r.Z
         if restarts:
-            fixed, rep = repair(p, Z, o, solved=r)
+            # the neighbour-step rule chases lower costs that noisy keypoints do not back; with
+            # smoothness the banded solve weighs neighbours itself
+            fixed, rep = repair(p, Z, o, solved=r, neighbours=problem.smooth_sqrt_w == 0)
             tried = list(rep.restarted)
             restarted.update(frames[tried].tolist() if frames is not None else tried)
-            Z = fill_unobserved(p, fixed.Z, o, solved=fixed)[0].Z
+            Z = fixed.Z
+            if problem.smooth_sqrt_w == 0:  # with smoothness the banded solve bridges such frames itself
+                Z = fill_unobserved(p, Z, o, solved=fixed)[0].Z
         return Z
 
     if subsample:
