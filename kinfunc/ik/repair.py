@@ -116,16 +116,12 @@ def _costs_of(problem: IKProblem, Z: Tensor, solved: Optional[GNResult], who: st
     return frame_costs(problem, Z)
 
 
-def _neighbour_better(
-    rms: Tensor, trial_id: Tensor, check: Tensor, med: Tensor, ratio: float = 0.9
-) -> tuple[Tensor, Tensor]:
-    """Frames among ``check`` above their trial's median RMS whose neighbour (the frame before
-    or after, same trial) ends with an RMS ``rms (T,)`` under ``ratio`` times theirs, and that
-    neighbour (``med (T,)``: each frame's trial median). Adjacent frames of a smooth motion end within a few per cent of each other; such
-    a step marks the edge of a run of frames in another basin (a shoulder turned the other
-    way), closed in on from there."""
+def _neighbour_better(rms: Tensor, trial_id: Tensor, check: Tensor, ratio: float = 0.9) -> tuple[Tensor, Tensor]:
+    """Frames among ``check`` whose neighbour (the frame before or after, same trial) ends with
+    an RMS ``rms (T,)`` under ``ratio`` times theirs, and that neighbour. Adjacent frames of a
+    smooth motion end within a few per cent of each other; such a step marks the edge of a run
+    of frames in another basin (a shoulder turned the other way), closed in on from there."""
     T = rms.shape[0]
-    check = check[rms.index_select(0, check) > med.index_select(0, check)]
     fs, ss = [], []
     for d in (-1, 1):
         nb = check + d
@@ -166,7 +162,7 @@ def repair(
         med = trial_median(rms, problem.trial_id)
         local, high = outlier_frames(rms, problem.trial_id, med_t=med)
         bad = local | high
-        nf, ns = _neighbour_better(rms, problem.trial_id, check if neighbours else check[:0], med)
+        nf, ns = _neighbour_better(rms, problem.trial_id, check if neighbours else check[:0])
         frames, seeds = [nf], [ns]
         if bool(bad.any()):
             prev, nxt = _nearest_good(~bad, problem.trial_id)
