@@ -192,21 +192,6 @@ def load_trial(path: Path, model, max_frames):
 
 
 # --------------------------------------------------------------- kinfunc model -> OpenSim (API)
-def _group_spec(key, params, i):
-    """Function spec (:mod:`kinfunc.functions`) of entry ``i`` of a slot or coupler group."""
-    p = [t.detach().to("cpu", torch.float64) for t in params]
-    kind = key[0]
-    if kind is KF.FnKind.CONSTANT:
-        return KF.Constant(float(p[0][i]))
-    if kind is KF.FnKind.LINEAR:
-        return KF.Linear(float(p[0][i]), float(p[1][i]))
-    if kind is KF.FnKind.POLYNOMIAL:
-        return KF.Polynomial(tuple(p[0][i].tolist()))
-    if kind is KF.FnKind.SPLINE:
-        return KF.Spline(tuple(p[0][i].tolist()), tuple(p[1][i].tolist()), key[2])
-    raise NotImplementedError(f"function kind {kind}")
-
-
 def _slot_spec(model, b, s):
     """``(coordinate name or None, function spec or None)`` of joint ``b`` slot ``s``; ``None``
     for a structurally idle slot (no group entry: constant 0). The name may be a dependent one."""
@@ -216,7 +201,7 @@ def _slot_spec(model, b, s):
     for g, params in zip(topo.slot_groups, model.slot_params):
         if flat in g.outputs:
             i = g.outputs.index(flat)
-            fn = _group_spec(g.key, params, i)
+            fn = KF.group_entry(g.key, params, i)
             return (None if isinstance(fn, KF.Constant) else names[g.inputs[i]]), fn
     return None, None
 
@@ -228,7 +213,7 @@ def _coupler_spec(model, name):
     for g, params in zip(topo.coupler_groups, model.coupler_params):
         if d in g.outputs:
             i = g.outputs.index(d)
-            return topo.coordinate_names[g.inputs[i]], _group_spec(g.key, params, i)
+            return topo.coordinate_names[g.inputs[i]], KF.group_entry(g.key, params, i)
     raise KeyError(name)
 
 
@@ -630,6 +615,23 @@ def run_opensim_ik(osim, osim_path, trc_path, marker_names, t0, t1, folder, repo
 
 
 # --------------------------------------------------------------------------------- scoring
+def _per_frame_diff(rms_kf, rms_os, time):
+    """kinfunc - OpenSim per-frame RMS (mm): summary dict, and the frames kinfunc is worse by
+    more than 0.5 mm."""
+    diff = (rms_kf - rms_os) * 1e3
+    ok = ~torch.isnan(diff)
+    d = diff[ok]
+    worse = torch.nonzero(ok & (diff > 0.5)).flatten()
+    better = torch.nonzero(ok & (diff < -0.5)).flatten()
+    return {
+        "mean_mm": float(d.mean()), "max_mm": float(d.max()), "min_mm": float(d.min()),
+        "frames_kinfunc_worse_gt_0.5mm": int(worse.numel()),
+        "frames_kinfunc_better_gt_0.5mm": int(better.numel()),
+        "worse_frames_first_50": worse[:50].tolist(),
+        "worse_frames_time_s_first_50": [round(float(time[i]), 4) for i in worse[:50]],
+    }, worse
+
+
 def per_frame_rms(model, q, trial):
     """Per-frame marker RMS (m) over the markers present in the frame; NaN if none is."""
     with torch.no_grad():
@@ -773,20 +775,9 @@ def bench_trial(key, args, osim, workdir):
     kfo.update(stats_mm(rms_kf))
     kfo["own_reported_mean_rms_mm"] = 1e3 * float(res.marker_rms.nanmean())
     oso.update(stats_mm(rms_os))
-    diff = (rms_kf - rms_os) * 1e3
-    ok = ~torch.isnan(diff)
-    d = diff[ok]
-    worse = torch.nonzero(ok & (diff > 0.5)).flatten()
-    better = torch.nonzero(ok & (diff < -0.5)).flatten()
     out["kinfunc"] = kfo
     out["opensim"] = oso
-    out["diff_kinfunc_minus_opensim"] = {
-        "mean_mm": float(d.mean()), "max_mm": float(d.max()), "min_mm": float(d.min()),
-        "frames_kinfunc_worse_gt_0.5mm": int(worse.numel()),
-        "frames_kinfunc_better_gt_0.5mm": int(better.numel()),
-        "worse_frames_first_50": worse[:50].tolist(),
-        "worse_frames_time_s_first_50": [round(float(trial.time[i]), 4) for i in worse[:50]],
-    }
+    out["diff_kinfunc_minus_opensim"], worse = _per_frame_diff(rms_kf, rms_os, trial.time)
     out["time_ratio_opensim_run_over_kinfunc"] = {nt: wall / v["median_s"] for nt, v in kfo["threads"].items()}
     if loop:
         out["time_ratio_opensim_frame_loop_over_kinfunc"] = {nt: loop / v["median_s"] for nt, v in kfo["threads"].items()}
@@ -1309,21 +1300,10 @@ def bench_full_body_real(key, args, osim, workdir):
     rms_os = per_frame_rms(fitted, q_os, cmp)
     kfo.update(stats_mm(rms_kf))
     oso.update(stats_mm(rms_os))
-    diff = (rms_kf - rms_os) * 1e3
-    ok = ~torch.isnan(diff)
-    d = diff[ok]
-    worse = torch.nonzero(ok & (diff > 0.5)).flatten()
-    better = torch.nonzero(ok & (diff < -0.5)).flatten()
     out["kinfunc"] = kfo
     out["opensim"] = oso
-    out["diff_kinfunc_minus_opensim"] = {
-        "mean_mm": float(d.mean()), "max_mm": float(d.max()), "min_mm": float(d.min()),
-        "frames_kinfunc_worse_gt_0.5mm": int(worse.numel()),
-        "frames_kinfunc_better_gt_0.5mm": int(better.numel()),
-        "worse_frames_first_50": worse[:50].tolist(),
-        "worse_frames_time_s_first_50": [round(float(cmp.time[i]), 4) for i in worse[:50]],
-        "worst_frames": _worst_frames(fitted, q_kf, q_os, cmp, rms_kf, rms_os),
-    }
+    out["diff_kinfunc_minus_opensim"], worse = _per_frame_diff(rms_kf, rms_os, cmp.time)
+    out["diff_kinfunc_minus_opensim"]["worst_frames"] = _worst_frames(fitted, q_kf, q_os, cmp, rms_kf, rms_os)
     # where kinfunc is worse: is a joint in another branch (coordinates > 30 deg apart)?
     rot = _rotational_mask(fitted)
     names_rot = [n for n, f in zip(fitted.coordinate_names, rot.tolist()) if f]
@@ -1337,7 +1317,8 @@ def bench_full_body_real(key, args, osim, workdir):
     out["diff_kinfunc_minus_opensim"].update({
         "worse_frames_with_a_coordinate_gt_30deg_apart": int(far.any(-1).sum()),
         "coordinates_gt_30deg_apart_in_worse_frames": dict(sorted(counts.items(), key=lambda t: -t[1])),
-        "worse_frames_all_coordinates_within_30deg_max_mm": float(diff[worse][near].max()) if near.any() else None,
+        "worse_frames_all_coordinates_within_30deg_max_mm":
+            float(((rms_kf - rms_os) * 1e3)[worse][near].max()) if near.any() else None,
     })
     # the same pose-only solve started at OpenSim's solution (init=q): same objective -> same or
     # lower cost there; frames it fixes were another local minimum, not a different optimum

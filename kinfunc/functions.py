@@ -153,6 +153,22 @@ def group_params(key: tuple, fns: list[FunctionSpec], dtype: torch.dtype) -> tup
     raise ValueError(f"unknown function kind {kind}")
 
 
+def group_entry(key: tuple, params: tuple[Tensor, ...], i: int) -> FunctionSpec:
+    """The inverse of :func:`group_params` for one entry: the :class:`FunctionSpec` of entry
+    ``i`` of a group with ``key`` and parameter tensors ``params`` (plain floats)."""
+    p = [t.detach().to("cpu", torch.float64) for t in params]
+    kind = key[0]
+    if kind is FnKind.CONSTANT:
+        return Constant(float(p[0][i]))
+    if kind is FnKind.LINEAR:
+        return Linear(float(p[0][i]), float(p[1][i]))
+    if kind is FnKind.POLYNOMIAL:
+        return Polynomial(tuple(p[0][i].tolist()))
+    if kind is FnKind.SPLINE:
+        return Spline(tuple(p[0][i].tolist()), tuple(p[1][i].tolist()), key[2])
+    raise ValueError(f"unknown function kind {kind}")
+
+
 def spline_coefficients(x: Tensor, y: Tensor, end: SplineEnd) -> tuple[Tensor, Tensor, Tensor]:
     """Cubic spline through knots ``x, y (n, K)``.
 

@@ -103,7 +103,7 @@ class _Tables(NamedTuple):
 @functools.lru_cache(maxsize=64)  # plain Python values only (no tensors)
 def plan_tables(topo: Topology) -> _Tables:
     """What :class:`KinematicPlan` holds (its fields' comments), worked out from the topology."""
-    C, B = topo.n_coordinates, topo.n_bodies
+    B = topo.n_bodies
     parts: list = []  # (name, shape, values)
     absent: list = []
 

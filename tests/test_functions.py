@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch.func import jacfwd, jacrev
 
+import kinfunc as kf
 from kinfunc import functions as F
 
 f64 = torch.float64
@@ -166,3 +167,17 @@ def test_stacked_spline_tables_equal_separate_groups(a, b, end, u):
     for k, (v, d) in enumerate(separate):
         torch.testing.assert_close(val[:, k : k + 1], v, rtol=0, atol=1e-12)
         torch.testing.assert_close(der[:, k : k + 1], d, rtol=0, atol=1e-12)
+
+
+def test_group_entry_inverts_group_params_on_every_builtin_model():
+    """kf.functions.group_entry (the spec of one entry of a parameter group, used by the .osim
+    writer) returns specs whose group_params are the group's tensors again."""
+    from kinfunc.functions import group_entry, group_params
+
+    for model in (kf.models.full_body("cmu"), kf.models.lower_body("cmu")):
+        topo = model.topology
+        for g, params in list(zip(topo.slot_groups, model.slot_params)) + list(zip(topo.coupler_groups, model.coupler_params)):
+            specs = [group_entry(g.key, params, i) for i in range(len(g.outputs))]
+            again = group_params(g.key, specs, torch.float64)
+            for a, b in zip(again, params):
+                torch.testing.assert_close(a, b.double(), rtol=0, atol=1e-12)

@@ -804,8 +804,6 @@ def continuous_in_time(model: Model, q: Tensor, lo: Tensor, hi: Tensor, trial_id
     positions do not change; a smoothness term (and a plot) then sees the motion, not the
     jumps of a representation. Per joint, the choices of all frames are made together by
     dynamic programming (least total change over the trial)."""
-    import itertools
-
     import numpy as np
 
     topo = model.topology

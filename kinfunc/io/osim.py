@@ -471,16 +471,7 @@ def _slot_function(model: Model, b: int, s: int) -> Optional[F.FunctionSpec]:
     flat = b * 6 + s
     for g, params in zip(model.topology.slot_groups, model.slot_params):
         if flat in g.outputs:
-            i = g.outputs.index(flat)
-            p = [t.detach().to("cpu", torch.float64) for t in params]
-            kind = g.key[0]
-            if kind is F.FnKind.CONSTANT:
-                return F.Constant(float(p[0][i]))
-            if kind is F.FnKind.LINEAR:
-                return F.Linear(float(p[0][i]), float(p[1][i]))
-            if kind is F.FnKind.POLYNOMIAL:
-                return F.Polynomial(tuple(p[0][i].tolist()))
-            return F.Spline(tuple(p[0][i].tolist()), tuple(p[1][i].tolist()), g.key[2])
+            return F.group_entry(g.key, params, g.outputs.index(flat))
     return None
 
 
